@@ -1,0 +1,43 @@
+#!/bin/busybox sh
+# PID 1 of the tiny guest. Its serial output is a contract with Ferry's tests:
+# FERRY-BOOT-OK once, then "ferry-tick N uptime=S" every second.
+/bin/busybox --install -s /bin
+mkdir -p /proc /sys /dev /data /tmp
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+
+# Drivers for every device a Ferry hardware profile presents, in dependency order.
+while read -r m; do insmod "/lib/modules/$m.ko" 2>/dev/null; done < /etc/modules
+
+serial=/dev/ttyS0
+echo "FERRY-BOOT-OK kernel=$(uname -r)" > $serial
+
+disk=""
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  for d in /dev/vda /dev/sda; do [ -b "$d" ] && disk=$d && break 2; done
+  sleep 0.2
+done
+if [ -n "$disk" ] && mount -t ext4 "$disk" /data; then
+  echo "FERRY-DISK-OK $disk" > $serial
+else
+  echo "FERRY-DISK-MISSING" > $serial
+fi
+
+[ -e /dev/lp0 ] && echo "FERRY-PARALLEL-OK" > /dev/lp0 &
+
+hostname ferry-tiny
+printf 'clear\ncat /etc/banner\n' > /etc/profile
+export PS1="ferry-tiny:\w# "
+(
+  while true; do
+    setsid sh -c 'exec sh -l < /dev/tty1 > /dev/tty1 2>&1' 
+  done
+) &
+
+i=0
+while true; do
+  echo "ferry-tick $i uptime=$(cut -d' ' -f1 /proc/uptime)" > $serial
+  i=$((i + 1))
+  sleep 1
+done

@@ -1,0 +1,101 @@
+// The contract between portal, controller and workers: queue names, job payloads and the
+// Redis keys they share. Delivery is at least once, so every payload carries what a
+// receiver needs to recognise a stale or duplicated job (the vm's generation).
+import { z } from "zod";
+
+/** Every queue and key lives under this prefix; tests pass their own to stay apart. */
+export const defaultPrefix = "ferry";
+
+export const queueNames = {
+  /** The controller's inbox: reconcile requests from the portal and the API. */
+  controller: "controller",
+  /** Worker → controller: vm state changes. */
+  vmEvents: "vm-events",
+  /** One queue per worker: the jobs placed on it. */
+  worker: (workerId: string) => `worker-${workerId}`,
+} as const;
+
+export const vmStates = [
+  "pending",
+  "creating",
+  "booting",
+  "running",
+  "stopping",
+  "stopped",
+  "rebooting",
+  "suspending",
+  "suspended",
+  "resuming",
+  "migrating",
+  "failed",
+  "deleting",
+  "deleted",
+] as const;
+export type VmState = (typeof vmStates)[number];
+
+export const desiredStates = ["running", "stopped", "suspended", "deleted"] as const;
+export type DesiredState = (typeof desiredStates)[number];
+
+export const hardwareProfiles = ["standard", "compat"] as const;
+
+/** controller queue, job name "vm.reconcile" */
+export const reconcileJob = z.object({ vmId: z.string() });
+export type ReconcileJob = z.infer<typeof reconcileJob>;
+
+/** What a worker needs to run a vm; it builds the engine spec from this and its own paths. */
+export const vmDefinition = z.object({
+  vmId: z.string(),
+  image: z.string(),
+  vcpus: z.number().int().positive(),
+  memoryMiB: z.number().int().positive(),
+  profile: z.enum(hardwareProfiles),
+  cpuModel: z.string(),
+});
+export type VmDefinition = z.infer<typeof vmDefinition>;
+
+/** worker queue job names, each with `vmJob` as payload */
+export const workerJobNames = [
+  "vm.start",
+  "vm.stop",
+  "vm.reboot",
+  "vm.suspend",
+  "vm.resume",
+  "vm.delete",
+] as const;
+export type WorkerJobName = (typeof workerJobNames)[number];
+
+export const vmJob = z.object({
+  vm: vmDefinition,
+  /** the vm's generation when the job was sent; a worker ignores jobs older than what it ran */
+  generation: z.number().int().nonnegative(),
+});
+export type VmJob = z.infer<typeof vmJob>;
+
+/** Stable BullMQ job id, so a duplicate send of the same action is dropped by the queue. */
+export function workerJobId(name: WorkerJobName, vmId: string, generation: number): string {
+  return `${name}.${vmId}.${generation}`;
+}
+
+/** vm-events queue, job name "vm.state" */
+export const vmStateEvent = z.object({
+  vmId: z.string(),
+  workerId: z.string(),
+  state: z.enum(vmStates),
+  generation: z.number().int().nonnegative(),
+  reason: z.string().optional(),
+  accelerator: z.enum(["kvm", "tcg"]).optional(),
+  progress: z.object({ done: z.number(), total: z.number() }).optional(),
+  at: z.string(),
+});
+export type VmStateEvent = z.infer<typeof vmStateEvent>;
+
+/** Redis keys shared across processes. */
+export const redisKeys = {
+  /** Stream of serial output chunks (field "data"), appended by the worker running the vm. */
+  serialLog: (prefix: string, vmId: string) => `${prefix}:vm:${vmId}:serial`,
+  /** Set NX when a console token is redeemed, so it works once. */
+  consoleTokenUsed: (prefix: string, tokenId: string) => `${prefix}:console-token:${tokenId}`,
+};
+
+/** How many serial chunks a vm keeps in Redis (older ones are trimmed). */
+export const serialLogMaxChunks = 5000;
