@@ -1,0 +1,56 @@
+import { randomUUID } from "node:crypto";
+import { z } from "zod";
+import { TokenError } from "./errors.ts";
+import { checkTtl, open, sign, toEpochSeconds } from "./signed.ts";
+
+const maxTtlSeconds = 60;
+const nextStep = "Open the console again from the portal to get a new token.";
+
+const payloadSchema = z.object({
+  v: z.literal(1),
+  vm: z.string().min(1),
+  sub: z.string().min(1),
+  jti: z.string().min(1),
+  exp: z.number().int(),
+});
+
+export interface ConsoleToken {
+  vmId: string;
+  userId: string;
+  tokenId: string;
+  expiresAt: Date;
+}
+
+/** Issue a short-lived token that lets `userId` open the console of `vmId` once. */
+export function signConsoleToken(options: {
+  vmId: string;
+  userId: string;
+  secret: string;
+  ttlSeconds?: number;
+  now?: Date;
+}): { token: string; tokenId: string; expiresAt: Date } {
+  const ttlSeconds = options.ttlSeconds ?? maxTtlSeconds;
+  checkTtl(ttlSeconds, maxTtlSeconds, "console token");
+  const tokenId = randomUUID();
+  const exp = toEpochSeconds(options.now ?? new Date()) + ttlSeconds;
+  const token = sign(
+    "console-token",
+    { v: 1, vm: options.vmId, sub: options.userId, jti: tokenId, exp },
+    options.secret,
+  );
+  return { token, tokenId, expiresAt: new Date(exp * 1000) };
+}
+
+/** Check a console token's signature and expiry; throws `TokenError` when it must be refused. */
+export function verifyConsoleToken(token: string, options: { secret: string; now?: Date }): ConsoleToken {
+  const payload = open("console-token", token, options.secret, payloadSchema, nextStep);
+  const expiresAt = new Date(payload.exp * 1000);
+  const now = options.now ?? new Date();
+  if (now.getTime() >= expiresAt.getTime()) {
+    throw new TokenError(
+      "expired",
+      `The console token expired at ${expiresAt.toISOString()} (now ${now.toISOString()}). ${nextStep}`,
+    );
+  }
+  return { vmId: payload.vm, userId: payload.sub, tokenId: payload.jti, expiresAt };
+}

@@ -1,0 +1,3 @@
+export { TokenError, type TokenErrorCode } from "./errors.ts";
+export { signConsoleToken, verifyConsoleToken, type ConsoleToken } from "./console-token.ts";
+export { signRelayTicket, verifyRelayTicket } from "./relay-ticket.ts";
