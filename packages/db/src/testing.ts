@@ -1,0 +1,72 @@
+import { execFile } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+import pg from "pg";
+
+import { createDb, type Db } from "./client.ts";
+
+const run = promisify(execFile);
+const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
+
+/** Apply every migration in prisma/migrations to `databaseUrl` with `prisma migrate deploy`. */
+export async function migrateDatabase(databaseUrl: string): Promise<void> {
+  const prismaCli = createRequire(import.meta.url).resolve("prisma/build/index.js");
+  try {
+    await run(process.execPath, [prismaCli, "migrate", "deploy"], {
+      cwd: repoRoot,
+      env: { ...process.env, FERRY_DATABASE_URL: databaseUrl },
+    });
+  } catch (error) {
+    const { stdout = "", stderr = "" } = error as { stdout?: string; stderr?: string };
+    throw new Error(
+      `prisma migrate deploy failed on ${redact(databaseUrl)}:\n${stdout}${stderr}\nRun \`npm run db:migrate\` by hand to see the whole error.`,
+    );
+  }
+}
+
+/** A migrated database of its own for one test file; `drop()` it in afterAll. */
+export interface TestDatabase {
+  url: string;
+  db: Db;
+  drop(): Promise<void>;
+}
+
+/**
+ * Create a fresh database named `ferry_test_<random>` on the server at `serverUrl` (a user that
+ * may CREATE DATABASE, e.g. FERRY_TEST_DATABASE_URL), migrate it and open a client on it.
+ */
+export async function createTestDatabase(serverUrl: string): Promise<TestDatabase> {
+  const name = `ferry_test_${randomUUID().replaceAll("-", "").slice(0, 16)}`;
+  await onServer(serverUrl, `CREATE DATABASE "${name}"`);
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  await migrateDatabase(url.toString());
+  const db = createDb(url.toString());
+  return {
+    url: url.toString(),
+    db,
+    async drop() {
+      await db.$disconnect();
+      await onServer(serverUrl, `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+    },
+  };
+}
+
+async function onServer(serverUrl: string, sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: serverUrl });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+function redact(databaseUrl: string): string {
+  const url = new URL(databaseUrl);
+  if (url.password) url.password = "***";
+  return url.toString();
+}
