@@ -35,11 +35,21 @@ type QmpReply =
   | { return: unknown; id?: number }
   | { error: { class: string; desc: string }; id?: number };
 
+// @types/node 20.9 has no generic EventEmitter; these overloads type the two events.
+export interface QmpClient {
+  on(event: "event", listener: (event: QmpEvent) => void): this;
+  on(event: "close", listener: () => void): this;
+  off(event: "event", listener: (event: QmpEvent) => void): this;
+  off(event: "close", listener: () => void): this;
+  emit(event: "event", qmpEvent: QmpEvent): boolean;
+  emit(event: "close"): boolean;
+}
+
 /**
  * A QMP connection to one QEMU process. Use `QmpClient.connect(socketPath)`; it negotiates
  * capabilities before resolving. Emits "event" (QmpEvent) and "close".
  */
-export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [] }> {
+export class QmpClient extends EventEmitter {
   readonly greeting: QmpGreeting;
   #socket: net.Socket;
   #buffer = "";
