@@ -1,0 +1,4 @@
+export { EngineError, type EngineErrorCode } from "./errors.ts";
+export { vmSpecSchema, parseVmSpec, type VmSpec } from "./spec.ts";
+export { hardwareProfiles, profileNames, profileIdentity, type HardwareProfile, type ProfileName } from "./profiles.ts";
+export { toQemuArgv, type LaunchOptions } from "./qemu-argv.ts";
