@@ -1,0 +1,81 @@
+import { describe, expect, it } from "vitest";
+
+import { type PlacementInput, type PlacementWorker, placeVm } from "./placement.ts";
+
+const now = new Date("2030-01-01T00:00:00Z");
+
+function worker(id: string, more: Partial<PlacementWorker> = {}): PlacementWorker {
+  return {
+    id,
+    status: "online",
+    lastHeartbeatAt: new Date(now.getTime() - 1000),
+    vcpusFree: 4,
+    memoryMiBFree: 4096,
+    cpuVendor: "GenuineIntel",
+    cpuModelName: "Intel Xeon",
+    cpuFlags: ["sse2", "avx2"],
+    ...more,
+  };
+}
+
+function input(more: Partial<PlacementInput>): PlacementInput {
+  return {
+    vm: { vcpus: 1, memoryMiB: 256, cpuModel: "qemu64" },
+    workers: [],
+    promised: [],
+    now,
+    workerTimeoutMs: 10_000,
+    cpuCheck: () => ({ ok: true }),
+    ...more,
+  };
+}
+
+describe("placeVm", () => {
+  it("waits when no worker is alive", () => {
+    expect(placeVm(input({ workers: [] }))).toEqual({ ok: false, reason: "no worker alive; waiting for one" });
+    const silent = worker("w1", { lastHeartbeatAt: new Date(now.getTime() - 11_000) });
+    const offline = worker("w2", { status: "offline" });
+    const draining = worker("w3", { status: "draining" });
+    expect(placeVm(input({ workers: [silent, offline, draining] }))).toEqual({
+      ok: false,
+      reason: "no worker alive; waiting for one",
+    });
+  });
+
+  it("spreads: the worker with the most free memory wins", () => {
+    const workers = [worker("w1", { memoryMiBFree: 1024 }), worker("w2", { memoryMiBFree: 3072 }), worker("w3", { memoryMiBFree: 2048 })];
+    expect(placeVm(input({ workers }))).toEqual({ ok: true, workerId: "w2" });
+  });
+
+  it("subtracts capacity promised to vms not yet in a heartbeat", () => {
+    const workers = [worker("w1", { memoryMiBFree: 2048 }), worker("w2", { memoryMiBFree: 1536 })];
+    const promised = [{ workerId: "w1", vcpus: 1, memoryMiB: 1024 }];
+    expect(placeVm(input({ workers, promised }))).toEqual({ ok: true, workerId: "w2" });
+  });
+
+  it("says how much memory is missing", () => {
+    const workers = [worker("w1", { memoryMiBFree: 2048 }), worker("w2", { memoryMiBFree: 1024 })];
+    const vm = { vcpus: 1, memoryMiB: 4096, cpuModel: "qemu64" };
+    expect(placeVm(input({ workers, vm }))).toEqual({
+      ok: false,
+      reason: "no worker has 4096 MiB free (largest free: 2048 MiB); waiting for capacity",
+    });
+  });
+
+  it("says when vCPUs are missing", () => {
+    const workers = [worker("w1", { vcpusFree: 2 })];
+    const vm = { vcpus: 4, memoryMiB: 256, cpuModel: "qemu64" };
+    expect(placeVm(input({ workers, vm }))).toEqual({
+      ok: false,
+      reason: "no worker with 256 MiB free has 4 vCPUs free (largest free: 2); waiting for capacity",
+    });
+  });
+
+  it("prefers the worker that ran the vm before when it fits", () => {
+    const workers = [worker("w1", { memoryMiBFree: 1024 }), worker("w2", { memoryMiBFree: 3072 })];
+    const vm = { vcpus: 1, memoryMiB: 256, cpuModel: "qemu64", preferredWorkerId: "w1" };
+    expect(placeVm(input({ workers, vm }))).toEqual({ ok: true, workerId: "w1" });
+    const tooSmall = { ...vm, memoryMiB: 2048 };
+    expect(placeVm(input({ workers, vm: tooSmall }))).toEqual({ ok: true, workerId: "w2" });
+  });
+});

@@ -1,0 +1,109 @@
+// Placement: which worker should run a vm. Pure: the caller loads workers and vms, this
+// decides. Workers only report their free capacity every few seconds, so vms placed since a
+// worker's last heartbeat are subtracted here ("promised"), or a burst of creates would all
+// land on the same worker.
+
+/** A worker as placement sees it (a Worker row). */
+export interface PlacementWorker {
+  id: string;
+  status: string;
+  lastHeartbeatAt: Date;
+  vcpusFree: number;
+  memoryMiBFree: number;
+  cpuVendor: string;
+  cpuModelName: string;
+  cpuFlags: string[];
+}
+
+/** What a vm asks of its worker. */
+export interface PlacementRequest {
+  vcpus: number;
+  memoryMiB: number;
+  cpuModel: string;
+  /** the worker that ran it last (its disk is there); chosen when it fits */
+  preferredWorkerId?: string | null;
+}
+
+/** Capacity held by a vm placed on a worker but not yet counted in that worker's heartbeat. */
+export interface PromisedCapacity {
+  workerId: string;
+  vcpus: number;
+  memoryMiB: number;
+}
+
+/** Whether a worker's CPU can run a guest CPU model (the engine's compatibility rules). */
+export type CpuCheck = (
+  cpuModel: string,
+  worker: PlacementWorker,
+) => { ok: true } | { ok: false; reasons: string[] };
+
+export interface PlacementInput {
+  vm: PlacementRequest;
+  workers: PlacementWorker[];
+  promised: PromisedCapacity[];
+  now: Date;
+  workerTimeoutMs: number;
+  cpuCheck: CpuCheck;
+}
+
+export type Placement = { ok: true; workerId: string } | { ok: false; reason: string };
+
+/** A worker counts as alive when it says it is online and its heartbeat is recent. */
+export function isWorkerAlive(worker: Pick<PlacementWorker, "status" | "lastHeartbeatAt">, now: Date, workerTimeoutMs: number): boolean {
+  return worker.status === "online" && now.getTime() - worker.lastHeartbeatAt.getTime() <= workerTimeoutMs;
+}
+
+/**
+ * Choose a worker for a vm: alive, enough free vCPUs and memory after promises, a compatible
+ * CPU; then the preferred worker if it fits, else the one with the most free memory (spread).
+ * When none fits, the reason names the constraint nobody met, for the vm's stateReason.
+ */
+export function placeVm(input: PlacementInput): Placement {
+  const { vm, now, workerTimeoutMs } = input;
+  const alive = input.workers.filter((w) => isWorkerAlive(w, now, workerTimeoutMs));
+  if (alive.length === 0) return { ok: false, reason: "no worker alive; waiting for one" };
+
+  const free = alive.map((worker) => {
+    const promised = input.promised.filter((p) => p.workerId === worker.id);
+    return {
+      worker,
+      vcpus: worker.vcpusFree - promised.reduce((sum, p) => sum + p.vcpus, 0),
+      memoryMiB: worker.memoryMiBFree - promised.reduce((sum, p) => sum + p.memoryMiB, 0),
+    };
+  });
+
+  const withMemory = free.filter((f) => f.memoryMiB >= vm.memoryMiB);
+  if (withMemory.length === 0) {
+    const largest = Math.max(...free.map((f) => f.memoryMiB));
+    return {
+      ok: false,
+      reason: `no worker has ${vm.memoryMiB} MiB free (largest free: ${Math.max(largest, 0)} MiB); waiting for capacity`,
+    };
+  }
+  const withVcpus = withMemory.filter((f) => f.vcpus >= vm.vcpus);
+  if (withVcpus.length === 0) {
+    const largest = Math.max(...withMemory.map((f) => f.vcpus));
+    return {
+      ok: false,
+      reason: `no worker with ${vm.memoryMiB} MiB free has ${vm.vcpus} vCPUs free (largest free: ${Math.max(largest, 0)}); waiting for capacity`,
+    };
+  }
+  const refusals: string[] = [];
+  const compatible = withVcpus.filter((f) => {
+    const check = input.cpuCheck(vm.cpuModel, f.worker);
+    if (!check.ok) refusals.push(`${f.worker.id}: ${check.reasons.join(", ")}`);
+    return check.ok;
+  });
+  if (compatible.length === 0) {
+    return {
+      ok: false,
+      reason: `no worker with room can run CPU model ${vm.cpuModel} (${refusals.join("; ")}); choose another CPU model or add a compatible worker`,
+    };
+  }
+
+  const preferred = compatible.find((f) => f.worker.id === vm.preferredWorkerId);
+  if (preferred) return { ok: true, workerId: preferred.worker.id };
+  // Spread: most free memory first; ties broken by id so the choice is stable.
+  compatible.sort((a, b) => b.memoryMiB - a.memoryMiB || a.worker.id.localeCompare(b.worker.id));
+  return { ok: true, workerId: compatible[0]!.worker.id };
+}
