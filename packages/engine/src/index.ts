@@ -2,3 +2,4 @@ export { EngineError, type EngineErrorCode } from "./errors.ts";
 export { vmSpecSchema, parseVmSpec, type VmSpec } from "./spec.ts";
 export { hardwareProfiles, profileNames, profileIdentity, type HardwareProfile, type ProfileName } from "./profiles.ts";
 export { toQemuArgv, type LaunchOptions } from "./qemu-argv.ts";
+export { vmLifecycleStates, canTransition, assertTransition, type VmLifecycleState } from "./lifecycle.ts";
