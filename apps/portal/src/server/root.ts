@@ -1,0 +1,11 @@
+import { vmRouter } from "./routers/vm.ts";
+import { workerRouter } from "./routers/worker.ts";
+import { createCallerFactory, createTRPCRouter } from "./trpc.ts";
+
+/** Every procedure the portal offers; the UI calls it over tRPC, programs over REST. */
+export const appRouter = createTRPCRouter({ vm: vmRouter, worker: workerRouter });
+
+export type AppRouter = typeof appRouter;
+
+/** Call procedures in-process, e.g. from tests or server components. */
+export const createCaller = createCallerFactory(appRouter);

@@ -1,0 +1,301 @@
+// vm procedures, shared by the portal UI (tRPC) and programs (REST under /api/v1).
+// They only write what is wanted (desired state, generation) and ask the controller to
+// reconcile; what actually runs is reported back by the workers.
+import { redisKeys } from "@ferry/jobs";
+import { Prisma, type Db, type Vm } from "@ferry/db";
+import { signConsoleToken } from "@ferry/tokens";
+import { z } from "zod";
+import { guestImages, profileNames } from "../catalog.ts";
+import { PortalError } from "../errors.ts";
+import { authedProcedure, createTRPCRouter, type PortalContext, type Viewer } from "../trpc.ts";
+import { desiredStateOf, refusalOf, type VmAction } from "../vm-actions.ts";
+
+const vmId = z.string().min(1).max(100);
+const controlCharacters = /[\u0000-\u001f\u007f-\u009f]/;
+
+const createInput = z.strictObject({
+  name: z
+    .string()
+    .min(1, { error: "must be 1-63 characters" })
+    .max(63, { error: "must be 1-63 characters" })
+    .refine((name) => !controlCharacters.test(name), { error: "must not contain control characters (newline, tab, escape...)" }),
+  image: z.string().min(1).max(200),
+  vcpus: z.number().int().min(1, { error: "must be between 1 and 16" }).max(16, { error: "must be between 1 and 16" }),
+  memoryMiB: z.number().int().min(1).max(1_048_576),
+  profile: z.string().min(1).max(100).default("standard"),
+});
+
+const progressSchema = z.object({ done: z.number(), total: z.number() });
+
+/** The VM object every endpoint returns. */
+export const vmView = z.object({
+  id: z.string(),
+  name: z.string(),
+  ownerId: z.string(),
+  image: z.string(),
+  vcpus: z.number().int(),
+  memoryMiB: z.number().int(),
+  profile: z.string(),
+  cpuModel: z.string(),
+  state: z.string(),
+  desiredState: z.string(),
+  stateReason: z.string().nullable(),
+  workerId: z.string().nullable(),
+  accelerator: z.string().nullable(),
+  generation: z.number().int(),
+  operation: z.string().nullable(),
+  progress: progressSchema.nullable(),
+  createdAt: z.string(),
+  stateChangedAt: z.string(),
+});
+export type VmView = z.infer<typeof vmView>;
+
+function toView(vm: Vm): VmView {
+  const progress = progressSchema.safeParse(vm.progress);
+  return {
+    id: vm.id,
+    name: vm.name,
+    ownerId: vm.ownerId,
+    image: vm.image,
+    vcpus: vm.vcpus,
+    memoryMiB: vm.memoryMiB,
+    profile: vm.profile,
+    cpuModel: vm.cpuModel,
+    state: vm.state,
+    desiredState: vm.desiredState,
+    stateReason: vm.stateReason,
+    workerId: vm.workerId,
+    accelerator: vm.accelerator,
+    generation: vm.generation,
+    operation: vm.operation,
+    progress: progress.success ? progress.data : null,
+    createdAt: vm.createdAt.toISOString(),
+    stateChangedAt: vm.stateChangedAt.toISOString(),
+  };
+}
+
+function ownedBy(viewer: Viewer): { ownerId?: string } {
+  return viewer.role === "admin" ? {} : { ownerId: viewer.id };
+}
+
+async function findVm(db: Db, viewer: Viewer, id: string): Promise<Vm> {
+  const vm = await db.vm.findFirst({ where: { id, ...ownedBy(viewer) } });
+  // Someone else's vm is reported as missing, so ids cannot be probed.
+  if (vm === null) throw new PortalError("vm_not_found", `no vm with id "${id}" is visible to you; list your vms with GET /api/v1/vms`, { id });
+  return vm;
+}
+
+async function requestReconcile(ctx: PortalContext, vm: { id: string; generation: number }): Promise<void> {
+  try {
+    await ctx.services.controllerQueue.add(
+      "vm.reconcile",
+      { vmId: vm.id },
+      { jobId: `vm.reconcile.${vm.id}.${vm.generation}`, removeOnComplete: true, removeOnFail: 1000 },
+    );
+  } catch (error) {
+    // The desired state is already saved and the controller's periodic loop will find it;
+    // the job only makes that happen sooner.
+    ctx.services.log.warn({ err: error, vmId: vm.id }, "could not queue vm.reconcile; the controller's next loop will pick the vm up");
+  }
+}
+
+async function requestAction(ctx: PortalContext & { viewer: Viewer }, id: string, action: VmAction, note?: string): Promise<VmView> {
+  const { db } = ctx.services;
+  const vm = await findVm(db, ctx.viewer, id);
+  const refusal = refusalOf(action, vm);
+  if (refusal !== null) throw new PortalError("action_refused", refusal, { id: vm.id, state: vm.state, desiredState: vm.desiredState });
+  const generation = vm.generation + 1;
+  const updated = await db.$transaction(async (tx) => {
+    // Conditional on the generation we read, so two concurrent actions cannot both pass the check.
+    const { count } = await tx.vm.updateMany({
+      where: { id: vm.id, generation: vm.generation },
+      data: {
+        desiredState: desiredStateOf[action],
+        generation,
+        operation: action,
+        progress: Prisma.DbNull,
+        ...(action === "reboot" ? { rebootSeq: { increment: 1 } } : {}),
+        ...(action === "delete" ? { deletedAt: new Date() } : {}),
+      },
+    });
+    if (count === 0) {
+      throw new PortalError("action_refused", `cannot ${action} vm ${vm.name}: it changed while the request was handled; look at its state and try again`, { id: vm.id });
+    }
+    await tx.vmEvent.create({
+      data: { vmId: vm.id, kind: `action.${action}`, message: `${action} requested by ${ctx.viewer.email}${ctx.ip ? ` from ${ctx.ip}` : ""}${note ? `; ${note}` : ""}` },
+    });
+    return tx.vm.findUniqueOrThrow({ where: { id: vm.id } });
+  });
+  await requestReconcile(ctx, updated);
+  return toView(updated);
+}
+
+const byId = z.strictObject({ id: vmId });
+const action = (verb: VmAction, summary: string) =>
+  authedProcedure
+    .meta({ openapi: { method: "POST", path: `/vms/{id}/${verb}`, protect: true, tags: ["vms"], summary } })
+    .input(byId)
+    .output(vmView)
+    .mutation(({ ctx, input }) => requestAction(ctx, input.id, verb));
+
+export const vmRouter = createTRPCRouter({
+  create: authedProcedure
+    .meta({ openapi: { method: "POST", path: "/vms", protect: true, tags: ["vms"], summary: "Create a vm and start it", successDescription: "the created vm" } })
+    .input(createInput)
+    .output(vmView)
+    .mutation(async ({ ctx, input }) => {
+      const { db, settings } = ctx.services;
+      const images = guestImages();
+      const image = images.find((candidate) => candidate.name === input.image);
+      if (image === undefined) {
+        throw new PortalError("unknown_image", `unknown image "${input.image}"; known images: ${images.map((i) => i.name).join(", ")}`, {
+          image: input.image,
+          knownImages: images.map((i) => i.name),
+        });
+      }
+      const profiles = profileNames();
+      if (!profiles.includes(input.profile)) {
+        throw new PortalError("unknown_profile", `unknown hardware profile "${input.profile}"; known profiles: ${profiles.join(", ")}`, {
+          profile: input.profile,
+          knownProfiles: profiles,
+        });
+      }
+      if (input.memoryMiB < image.minMemoryMiB) {
+        throw new PortalError("memory_too_small", `image ${image.name} needs at least ${image.minMemoryMiB} MiB; ask for ${image.minMemoryMiB} MiB or more`, {
+          memoryMiB: input.memoryMiB,
+          minMemoryMiB: image.minMemoryMiB,
+        });
+      }
+      const largest = await db.worker.aggregate({ _max: { memoryMiBTotal: true } });
+      const largestMemoryMiB = largest._max.memoryMiBTotal;
+      if (largestMemoryMiB !== null && input.memoryMiB > largestMemoryMiB) {
+        throw new PortalError(
+          "memory_exceeds_workers",
+          `no worker has ${input.memoryMiB} MiB; the largest has ${largestMemoryMiB} MiB. Ask for ${largestMemoryMiB} MiB or less, or add a bigger worker`,
+          { memoryMiB: input.memoryMiB, largestWorkerMemoryMiB: largestMemoryMiB },
+        );
+      }
+      const vm = await db.$transaction(async (tx) => {
+        const created = await tx.vm.create({
+          data: {
+            name: input.name,
+            ownerId: ctx.viewer.id,
+            image: input.image,
+            vcpus: input.vcpus,
+            memoryMiB: input.memoryMiB,
+            profile: input.profile,
+            cpuModel: settings.cpuModel,
+            desiredState: "running",
+            state: "pending",
+            operation: "create",
+          },
+        });
+        await tx.vmEvent.create({
+          data: { vmId: created.id, kind: "action.create", message: `created by ${ctx.viewer.email}${ctx.ip ? ` from ${ctx.ip}` : ""}` },
+        });
+        return created;
+      });
+      await requestReconcile(ctx, vm);
+      return toView(vm);
+    }),
+
+  list: authedProcedure
+    .meta({ openapi: { method: "GET", path: "/vms", protect: true, tags: ["vms"], summary: "List vms, newest first" } })
+    .input(z.strictObject({ limit: z.number().int().min(1).max(100).default(50), cursor: vmId.optional() }).default({ limit: 50 }))
+    .output(z.object({ items: z.array(vmView), nextCursor: z.string().nullable() }))
+    .query(async ({ ctx, input }) => {
+      const rows = await ctx.services.db.vm.findMany({
+        where: { ...ownedBy(ctx.viewer), state: { not: "deleted" } },
+        orderBy: [{ createdAt: "desc" }, { id: "desc" }],
+        take: input.limit + 1,
+        ...(input.cursor ? { cursor: { id: input.cursor }, skip: 1 } : {}),
+      });
+      const page = rows.slice(0, input.limit);
+      return { items: page.map(toView), nextCursor: rows.length > input.limit ? (page.at(-1)?.id ?? null) : null };
+    }),
+
+  get: authedProcedure
+    .meta({ openapi: { method: "GET", path: "/vms/{id}", protect: true, tags: ["vms"], summary: "One vm" } })
+    .input(byId)
+    .output(vmView)
+    .query(async ({ ctx, input }) => toView(await findVm(ctx.services.db, ctx.viewer, input.id))),
+
+  start: action("start", "Start a stopped vm"),
+  stop: action("stop", "Stop a vm (its disk is kept)"),
+  reboot: action("reboot", "Reboot a running vm"),
+  suspend: action("suspend", "Save a running vm's guest state and stop it"),
+  resume: authedProcedure
+    .meta({ openapi: { method: "POST", path: "/vms/{id}/resume", protect: true, tags: ["vms"], summary: "Resume a suspended vm, optionally on a given worker" } })
+    .input(z.strictObject({ id: vmId, workerId: z.string().regex(/^[a-z0-9-]+$/, { error: "must be a worker id ([a-z0-9-]+)" }).optional() }))
+    .output(vmView)
+    .mutation(async ({ ctx, input }) => {
+      if (input.workerId !== undefined) {
+        const worker = await ctx.services.db.worker.findUnique({ where: { id: input.workerId }, select: { status: true } });
+        if (worker === null || worker.status !== "online") {
+          const online = await ctx.services.db.worker.findMany({ where: { status: "online" }, select: { id: true }, orderBy: { id: "asc" } });
+          throw new PortalError(
+            "unknown_worker",
+            `worker "${input.workerId}" ${worker === null ? "is not registered" : `is ${worker.status}`}; online workers: ${online.map((w) => w.id).join(", ") || "none"}`,
+            { workerId: input.workerId },
+          );
+        }
+      }
+      return requestAction(ctx, input.id, "resume", input.workerId ? `preferred worker ${input.workerId}` : undefined);
+    }),
+  delete: authedProcedure
+    .meta({ openapi: { method: "DELETE", path: "/vms/{id}", protect: true, tags: ["vms"], summary: "Delete a vm and its disk" } })
+    .input(byId)
+    .output(vmView)
+    .mutation(({ ctx, input }) => requestAction(ctx, input.id, "delete")),
+
+  consoleLog: authedProcedure
+    .meta({ openapi: { method: "GET", path: "/vms/{id}/console-log", protect: true, tags: ["vms"], summary: "The vm's serial console output" } })
+    .input(z.strictObject({ id: vmId, tail: z.number().int().min(1).max(100_000).optional() }))
+    .output(z.object({ vmId: z.string(), text: z.string() }))
+    .query(async ({ ctx, input }) => {
+      const vm = await findVm(ctx.services.db, ctx.viewer, input.id);
+      const entries = await ctx.services.redis.xrange(redisKeys.serialLog(ctx.services.settings.queuePrefix, vm.id), "-", "+");
+      let text = entries.map(([, fields]) => fieldValue(fields, "data")).join("");
+      if (input.tail !== undefined) text = lastLines(text, input.tail);
+      return { vmId: vm.id, text };
+    }),
+
+  events: authedProcedure
+    .meta({ openapi: { method: "GET", path: "/vms/{id}/events", protect: true, tags: ["vms"], summary: "What happened to the vm, newest last" } })
+    .input(z.strictObject({ id: vmId, limit: z.number().int().min(1).max(500).default(100) }))
+    .output(z.object({ items: z.array(z.object({ at: z.string(), kind: z.string(), message: z.string() })) }))
+    .query(async ({ ctx, input }) => {
+      const vm = await findVm(ctx.services.db, ctx.viewer, input.id);
+      const rows = await ctx.services.db.vmEvent.findMany({ where: { vmId: vm.id }, orderBy: { id: "desc" }, take: input.limit });
+      return { items: rows.reverse().map((row) => ({ at: row.at.toISOString(), kind: row.kind, message: row.message })) };
+    }),
+
+  console: authedProcedure
+    .meta({ openapi: { method: "POST", path: "/vms/{id}/console", protect: true, tags: ["vms"], summary: "A single-use, 60 s console URL for a running vm" } })
+    .input(byId)
+    .output(z.object({ url: z.string(), token: z.string(), expiresAt: z.string() }))
+    .mutation(async ({ ctx, input }) => {
+      const vm = await findVm(ctx.services.db, ctx.viewer, input.id);
+      if (vm.state !== "running") {
+        throw new PortalError("action_refused", `cannot open the console of vm ${vm.name}: it is ${vm.state}; ${vm.state === "suspended" ? "resume" : "start"} it first`, {
+          id: vm.id,
+          state: vm.state,
+        });
+      }
+      const { settings } = ctx.services;
+      const { token, expiresAt } = signConsoleToken({ vmId: vm.id, userId: ctx.viewer.id, secret: settings.clusterSecret, ttlSeconds: 60 });
+      return { url: `${settings.consolePublicUrl}/console?token=${encodeURIComponent(token)}`, token, expiresAt: expiresAt.toISOString() };
+    }),
+});
+
+function fieldValue(fields: string[], name: string): string {
+  const index = fields.indexOf(name);
+  return index >= 0 && index % 2 === 0 ? (fields[index + 1] ?? "") : "";
+}
+
+function lastLines(text: string, count: number): string {
+  const lines = text.split("\n");
+  // A trailing newline leaves an empty last element that is not a line of its own.
+  const keep = text.endsWith("\n") ? count + 1 : count;
+  return lines.slice(-keep).join("\n");
+}

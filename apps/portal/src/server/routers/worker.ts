@@ -1,0 +1,41 @@
+import { z } from "zod";
+import { authedProcedure, createTRPCRouter } from "../trpc.ts";
+
+const workerView = z.object({
+  id: z.string(),
+  hostname: z.string(),
+  status: z.string(),
+  accelerator: z.string(),
+  vcpusTotal: z.number().int(),
+  vcpusFree: z.number().int(),
+  memoryMiBTotal: z.number().int(),
+  memoryMiBFree: z.number().int(),
+  cpuModelName: z.string(),
+  qemuVersion: z.string(),
+  lastHeartbeatAt: z.string(),
+});
+
+export const workerRouter = createTRPCRouter({
+  list: authedProcedure
+    .meta({ openapi: { method: "GET", path: "/workers", protect: true, tags: ["workers"], summary: "Registered workers and their free capacity" } })
+    .input(z.strictObject({}).default({}))
+    .output(z.object({ items: z.array(workerView) }))
+    .query(async ({ ctx }) => {
+      const rows = await ctx.services.db.worker.findMany({ orderBy: { id: "asc" } });
+      return {
+        items: rows.map((w) => ({
+          id: w.id,
+          hostname: w.hostname,
+          status: w.status,
+          accelerator: w.accelerator,
+          vcpusTotal: w.vcpusTotal,
+          vcpusFree: w.vcpusFree,
+          memoryMiBTotal: w.memoryMiBTotal,
+          memoryMiBFree: w.memoryMiBFree,
+          cpuModelName: w.cpuModelName,
+          qemuVersion: w.qemuVersion,
+          lastHeartbeatAt: w.lastHeartbeatAt.toISOString(),
+        })),
+      };
+    }),
+});

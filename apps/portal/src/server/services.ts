@@ -1,0 +1,84 @@
+// The long-lived things procedures use: database, Redis, the controller queue, auth and
+// cluster settings. The app builds one set from `env()`; tests build their own.
+import { createDb, type Db } from "@ferry/db";
+import { queueNames } from "@ferry/jobs";
+import { Queue } from "bullmq";
+import { Redis } from "ioredis";
+import { pino, type Logger } from "pino";
+import { createAuth, ensureAdmin, type PortalAuth } from "./auth.ts";
+import { env } from "../env.ts";
+
+export interface PortalSettings {
+  databaseUrl: string;
+  redisUrl: string;
+  queuePrefix: string;
+  clusterSecret: string;
+  publicUrl: string;
+  consolePublicUrl: string;
+  cpuModel: string;
+  logLevel: string;
+  admin: { email: string; password: string; token?: string | undefined };
+}
+
+export interface PortalServices {
+  settings: PortalSettings;
+  db: Db;
+  redis: Redis;
+  controllerQueue: Queue;
+  auth: PortalAuth;
+  log: Logger;
+  close(): Promise<void>;
+}
+
+/** Connect everything the portal needs and make sure the admin account exists. */
+export async function createPortalServices(settings: PortalSettings): Promise<PortalServices> {
+  const db = createDb(settings.databaseUrl);
+  const redis = new Redis(settings.redisUrl, { lazyConnect: false });
+  const controllerQueue = new Queue(queueNames.controller, { prefix: settings.queuePrefix, connection: new Redis(settings.redisUrl, { maxRetriesPerRequest: null }) });
+  const auth = createAuth({ db, clusterSecret: settings.clusterSecret, publicUrl: settings.publicUrl });
+  const log = pino({ level: settings.logLevel, base: { service: "portal" } });
+  await ensureAdmin(auth, db, settings.admin);
+  return {
+    settings,
+    db,
+    redis,
+    controllerQueue,
+    auth,
+    log,
+    async close() {
+      await controllerQueue.close();
+      await controllerQueue.disconnect();
+      redis.disconnect();
+      await db.$disconnect();
+    },
+  };
+}
+
+/** The settings of this portal process, from its environment. */
+export function settingsFromEnv(): PortalSettings {
+  const e = env();
+  return {
+    databaseUrl: e.FERRY_DATABASE_URL,
+    redisUrl: e.FERRY_REDIS_URL,
+    queuePrefix: e.FERRY_QUEUE_PREFIX,
+    clusterSecret: e.FERRY_CLUSTER_SECRET,
+    publicUrl: e.FERRY_PUBLIC_URL,
+    consolePublicUrl: e.FERRY_CONSOLE_PUBLIC_URL,
+    cpuModel: e.FERRY_CPU_MODEL,
+    logLevel: e.FERRY_LOG_LEVEL,
+    admin: { email: e.FERRY_ADMIN_EMAIL, password: e.FERRY_ADMIN_PASSWORD, token: e.FERRY_ADMIN_TOKEN },
+  };
+}
+
+// Kept on globalThis because Next's dev server re-evaluates modules on every change and would
+// otherwise open a new pool of connections each time.
+const holder = globalThis as typeof globalThis & { ferryPortalServices?: Promise<PortalServices> };
+
+/** This process's services, created on first use. */
+export function portalServices(): Promise<PortalServices> {
+  holder.ferryPortalServices ??= createPortalServices(settingsFromEnv()).catch((error: unknown) => {
+    holder.ferryPortalServices = undefined;
+    throw error;
+  });
+  return holder.ferryPortalServices;
+}

@@ -1,0 +1,161 @@
+// tRPC setup for the portal. Read in order:
+// 1. context: who is asking (session cookie or API token) and the services procedures use
+// 2. errors: one function turns any thrown error into our `{ code, message, details }`
+// 3. procedures: `authedProcedure` is the only one routers use
+import { initTRPC, TRPCError } from "@trpc/server";
+import type { TRPC_ERROR_CODE_KEY } from "@trpc/server/rpc";
+import type { OpenApiMeta } from "trpc-to-openapi";
+import { ZodError } from "zod";
+import { apiTokenHash } from "./api-token.ts";
+import { PortalError, portalErrorStatus, type PortalErrorCode } from "./errors.ts";
+import type { PortalServices } from "./services.ts";
+
+// ---------------------------------------------------------------------------------------
+// 1. context
+
+/** The person (or their program) a request acts for. */
+export interface Viewer {
+  id: string;
+  email: string;
+  name: string;
+  role: "admin" | "member";
+}
+
+export interface PortalContext {
+  services: PortalServices;
+  viewer: Viewer | null;
+  ip: string | null;
+}
+
+/** Build the context for one HTTP request: resolves the viewer from a bearer token or the session cookie. */
+export async function createPortalContext(services: PortalServices, headers: Headers): Promise<PortalContext> {
+  const ip = headers.get("x-forwarded-for")?.split(",")[0]?.trim() || headers.get("x-real-ip") || null;
+  const authorization = headers.get("authorization");
+  if (authorization !== null) {
+    return { services, ip, viewer: await viewerFromBearer(services, authorization) };
+  }
+  const session = await services.auth.api.getSession({ headers });
+  if (session === null) return { services, ip, viewer: null };
+  const { id, email, name, role } = session.user as { id: string; email: string; name: string; role?: string };
+  return { services, ip, viewer: { id, email, name, role: role === "admin" ? "admin" : "member" } };
+}
+
+async function viewerFromBearer(services: PortalServices, authorization: string): Promise<Viewer | null> {
+  const match = /^Bearer\s+(\S+)$/i.exec(authorization.trim());
+  if (!match?.[1]) return null;
+  const now = new Date();
+  const token = await services.db.apiToken.findUnique({
+    where: { tokenHash: apiTokenHash(match[1]) },
+    select: { id: true, revokedAt: true, expiresAt: true, user: { select: { id: true, email: true, name: true, role: true } } },
+  });
+  if (token === null || token.revokedAt !== null || (token.expiresAt !== null && token.expiresAt <= now)) return null;
+  await services.db.apiToken.update({ where: { id: token.id }, data: { lastUsedAt: now } });
+  const { id, email, name, role } = token.user;
+  return { id, email, name, role: role === "admin" ? "admin" : "member" };
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. errors
+
+/** What every error response carries, in tRPC's `data.ferry` and as REST's `{ error }`. */
+export interface ApiError {
+  code: PortalErrorCode;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+const trpcCodeByStatus: Record<number, TRPC_ERROR_CODE_KEY> = {
+  400: "BAD_REQUEST",
+  401: "UNAUTHORIZED",
+  403: "FORBIDDEN",
+  404: "NOT_FOUND",
+  405: "METHOD_NOT_SUPPORTED",
+  409: "CONFLICT",
+  413: "PAYLOAD_TOO_LARGE",
+  415: "UNSUPPORTED_MEDIA_TYPE",
+  422: "UNPROCESSABLE_CONTENT",
+  500: "INTERNAL_SERVER_ERROR",
+  503: "SERVICE_UNAVAILABLE",
+};
+
+/** Turn anything a procedure threw into the TRPCError whose HTTP status matches our code. */
+export function toTRPCError(error: unknown): TRPCError {
+  if (error instanceof PortalError) {
+    const code = trpcCodeByStatus[portalErrorStatus[error.code]] ?? "INTERNAL_SERVER_ERROR";
+    return new TRPCError({ code, message: error.message, cause: error });
+  }
+  if (error instanceof TRPCError) return error;
+  return new TRPCError({ code: "INTERNAL_SERVER_ERROR", message: "unexpected error", cause: error instanceof Error ? error : undefined });
+}
+
+/** Describe a TRPCError as our API error: the one place codes and messages are chosen. */
+export function toApiError(error: TRPCError): ApiError {
+  const cause = error.cause;
+  if (cause instanceof PortalError) {
+    return cause.details === undefined ? { code: cause.code, message: cause.message } : { code: cause.code, message: cause.message, details: cause.details };
+  }
+  if (cause instanceof ZodError) return describeInputError(cause);
+  switch (error.code) {
+    case "PARSE_ERROR":
+      return { code: "malformed_json", message: "The request body is not valid JSON. Send a JSON object with Content-Type: application/json." };
+    case "UNSUPPORTED_MEDIA_TYPE":
+      return { code: "unsupported_media_type", message: `${error.message}. Send the body as JSON with Content-Type: application/json.` };
+    case "PAYLOAD_TOO_LARGE":
+      return { code: "payload_too_large", message: "The request body is larger than 100 kB. Send a smaller body." };
+    case "NOT_FOUND":
+      return { code: "not_found", message: "No such endpoint. See GET /api/v1/openapi.json for the list of endpoints." };
+    case "METHOD_NOT_SUPPORTED":
+      return { code: "method_not_allowed", message: `${error.message}. See GET /api/v1/openapi.json for the methods each path accepts.` };
+    case "UNAUTHORIZED":
+      return { code: "unauthenticated", message: error.message };
+    case "BAD_REQUEST":
+      return { code: "invalid_input", message: error.message };
+    default:
+      return { code: "internal", message: "The portal hit an unexpected error; it has been logged. Try again, and report it if it persists." };
+  }
+}
+
+function describeInputError(error: ZodError): ApiError {
+  const unknown = error.issues.flatMap((issue) => (issue.code === "unrecognized_keys" ? issue.keys.map((key) => [...issue.path, key].join(".")) : []));
+  if (unknown.length > 0) {
+    return {
+      code: "unknown_field",
+      message: `unknown field${unknown.length > 1 ? "s" : ""} ${unknown.map((f) => `"${f}"`).join(", ")}; remove ${unknown.length > 1 ? "them" : "it"} and send the request again`,
+      details: { fields: unknown },
+    };
+  }
+  const problems = error.issues.map((issue) => `${issue.path.length > 0 ? issue.path.join(".") : "input"}: ${issue.message}`);
+  return {
+    code: "invalid_input",
+    message: `invalid input: ${problems.join("; ")}. Fix these fields and send the request again.`,
+    details: { issues: error.issues.map((issue) => ({ path: issue.path.map(String), message: issue.message })) },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. procedures
+
+const t = initTRPC
+  .context<PortalContext>()
+  .meta<OpenApiMeta>()
+  .create({
+    errorFormatter({ shape, error }) {
+      const ferry = toApiError(error);
+      return { ...shape, message: ferry.message, data: { code: shape.data.code, httpStatus: shape.data.httpStatus, path: shape.data.path, ferry } };
+    },
+  });
+
+export const createTRPCRouter = t.router;
+export const createCallerFactory = t.createCallerFactory;
+
+/** Every procedure requires a signed-in person or a valid API token. */
+export const authedProcedure = t.procedure.use(async ({ ctx, next }) => {
+  if (ctx.viewer === null) {
+    throw toTRPCError(
+      new PortalError("unauthenticated", "You are not signed in. Sign in at /sign-in, or send an API token as 'Authorization: Bearer <token>'."),
+    );
+  }
+  const result = await next({ ctx: { ...ctx, viewer: ctx.viewer } });
+  if (!result.ok && result.error.cause instanceof PortalError) throw toTRPCError(result.error.cause);
+  return result;
+});
