@@ -1,0 +1,219 @@
+// The console gateway: browsers open `GET /console?token=…` as a websocket; we check the
+// Origin, the signed single-use console token and the vm's placement, dial the vm's worker
+// relay, and only then complete the upgrade, so every refusal is a plain HTTP answer with
+// a JSON body the portal can show.
+//
+// 1. HTTP: /healthz and JSON 404s
+// 2. Upgrade: checks in order (path, Origin, token, single use, vm, worker relay)
+// 3. Sessions: heartbeat and shutdown
+import http, { STATUS_CODES, type IncomingMessage } from "node:http";
+import type net from "node:net";
+import type { Duplex } from "node:stream";
+import type { Db } from "@ferry/db";
+import { redisKeys, type VmState } from "@ferry/jobs";
+import { signRelayTicket, TokenError, verifyConsoleToken } from "@ferry/tokens";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+import { WebSocketServer } from "ws";
+import { ConsoleRefusal, RelayError } from "./errors.ts";
+import { dialRelay } from "./relay-dial.ts";
+import { ConsoleSession } from "./session.ts";
+
+/** States in which the vm's QEMU is up and its VNC socket answers. */
+const consoleStates: readonly VmState[] = ["booting", "running", "rebooting", "migrating"];
+/** A redeemed token id is remembered longer than any token lives (60 s). */
+const tokenUsedSeconds = 120;
+
+export interface ConsoleGatewayOptions {
+  db: Db;
+  redis: Redis;
+  /** FERRY_QUEUE_PREFIX: namespace of the Redis keys. */
+  prefix: string;
+  /** FERRY_CLUSTER_SECRET: verifies console tokens, signs relay tickets. */
+  secret: string;
+  /** Origins (scheme://host[:port]) whose pages may open a console. */
+  allowedOrigins: readonly string[];
+  log: Logger;
+  heartbeatIntervalMs?: number;
+  relayTimeoutMs?: number;
+}
+
+export interface ConsoleGateway {
+  /** Listen on host:port (0 = ephemeral); resolves to the bound `host:port`. */
+  listen(port: number, host: string): Promise<string>;
+  /** Close every console session and stop listening. */
+  close(): Promise<void>;
+}
+
+/** Build the gateway's HTTP server; nothing listens until `listen`. */
+export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGateway {
+  const { log } = options;
+  const allowedOrigins = new Set(options.allowedOrigins.map(normalizeOrigin));
+  const sessions = new Set<ConsoleSession>();
+  const wss = new WebSocketServer({
+    noServer: true,
+    // noVNC offers "binary"; answering with it is what makes the browser side accept us.
+    handleProtocols: (protocols) => (protocols.has("binary") ? "binary" : false),
+  });
+
+  // 1. HTTP
+  const server = http.createServer((req, res) => {
+    const { pathname } = new URL(req.url ?? "/", "http://gateway");
+    if (req.method === "GET" && pathname === "/healthz") {
+      sendJson(res, 200, { ok: true, sessions: sessions.size });
+      return;
+    }
+    if (pathname === "/console") {
+      sendJson(res, 426, {
+        error: { code: "upgrade_required", message: "Open /console as a websocket (noVNC does this for you)." },
+      });
+      return;
+    }
+    sendJson(res, 404, { error: { code: "not_found", message: `No route ${req.method} ${pathname}; try /console or /healthz.` } });
+  });
+
+  // 2. Upgrade
+  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    socket.on("error", (error) => log.debug({ remote, err: error.message }, "console: client socket error"));
+    const context: { tokenId?: string; vmId?: string } = {};
+    openConsole(req, context)
+      .then((upstream) => {
+        if (socket.destroyed) {
+          upstream.destroy();
+          log.info({ remote, ...context }, "console: browser left before the upgrade completed");
+          return;
+        }
+        wss.handleUpgrade(req, socket, head, (browser) => {
+          const session = new ConsoleSession(context.vmId!, context.tokenId!, browser, upstream, log, (ended) =>
+            sessions.delete(ended),
+          );
+          sessions.add(session);
+          log.info({ remote, ...context }, "console: session opened");
+        });
+      })
+      .catch((error: unknown) => {
+        const refusal =
+          error instanceof ConsoleRefusal
+            ? error
+            : new ConsoleRefusal(500, "internal", `The console gateway failed: ${String(error)}. Try again; if it persists, check the gateway's log.`);
+        const entry = { remote, ...context, status: refusal.status, code: refusal.code, reason: refusal.message };
+        if (refusal.status >= 500) log.error(entry, "console: upgrade failed");
+        else log.warn(entry, "console: upgrade refused");
+        refuseUpgrade(socket, refusal);
+      });
+  });
+
+  async function openConsole(req: IncomingMessage, context: { tokenId?: string; vmId?: string }): Promise<net.Socket> {
+    const url = new URL(req.url ?? "/", "http://gateway");
+    if (url.pathname !== "/console") {
+      throw new ConsoleRefusal(404, "not_found", `No websocket at ${url.pathname}; open /console?token=….`);
+    }
+    const origin = req.headers.origin;
+    if (!origin || !allowedOrigins.has(normalizeOrigin(origin))) {
+      throw new ConsoleRefusal(
+        403,
+        "origin_not_allowed",
+        `Origin ${origin ?? "(none)"} may not open consoles. Open the console from the portal, or add the origin to FERRY_ALLOWED_ORIGINS.`,
+      );
+    }
+    const token = url.searchParams.get("token");
+    if (!token) {
+      throw new ConsoleRefusal(401, "malformed", "No console token in the URL. Open the console from the portal.");
+    }
+    let claims;
+    try {
+      claims = verifyConsoleToken(token, { secret: options.secret });
+    } catch (error) {
+      if (error instanceof TokenError) throw new ConsoleRefusal(401, error.code, error.message);
+      throw error;
+    }
+    context.tokenId = claims.tokenId;
+    context.vmId = claims.vmId;
+    const first = await options.redis.set(redisKeys.consoleTokenUsed(options.prefix, claims.tokenId), "1", "EX", tokenUsedSeconds, "NX");
+    if (first !== "OK") {
+      throw new ConsoleRefusal(401, "token_used", "This console token was already used. Open the console again from the portal.");
+    }
+    const vm = await options.db.vm.findUnique({
+      where: { id: claims.vmId },
+      select: { state: true, deletedAt: true, workerId: true, worker: { select: { consoleAddress: true } } },
+    });
+    if (!vm || vm.deletedAt) {
+      throw new ConsoleRefusal(404, "vm_not_found", `vm ${claims.vmId} does not exist (or was deleted).`);
+    }
+    if (!consoleStates.includes(vm.state as VmState)) {
+      throw new ConsoleRefusal(409, "vm_not_running", `vm ${claims.vmId} is ${vm.state}; start it, then open the console again.`);
+    }
+    if (!vm.workerId || !vm.worker) {
+      throw new ConsoleRefusal(409, "vm_not_placed", `vm ${claims.vmId} is ${vm.state} but runs on no worker yet; try again in a moment.`);
+    }
+    try {
+      return await dialRelay({
+        address: vm.worker.consoleAddress,
+        ticket: signRelayTicket({ vmId: claims.vmId, workerId: vm.workerId, secret: options.secret }),
+        timeoutMs: options.relayTimeoutMs ?? 5000,
+      });
+    } catch (error) {
+      if (!(error instanceof RelayError)) throw error;
+      // The database said the vm runs there but the worker disagrees: it moved or stopped.
+      if (error.code === "vm_not_here") throw new ConsoleRefusal(409, "vm_not_running", `${error.message}`);
+      throw new ConsoleRefusal(
+        502,
+        error.code,
+        `Could not open vm ${claims.vmId}'s console on worker ${vm.workerId}: ${error.message} Try again in a moment.`,
+      );
+    }
+  }
+
+  // 3. Sessions
+  const heartbeat = setInterval(() => {
+    for (const session of sessions) session.heartbeat();
+  }, options.heartbeatIntervalMs ?? 30_000);
+  heartbeat.unref();
+
+  let closing: Promise<void> | undefined;
+  return {
+    listen: (port, host) =>
+      new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(port, host, () => {
+          server.off("error", reject);
+          const bound = server.address() as net.AddressInfo;
+          resolve(`${host.includes(":") ? `[${host}]` : host}:${bound.port}`);
+        });
+      }),
+    close: () =>
+      (closing ??= new Promise<void>((resolve, reject) => {
+        clearInterval(heartbeat);
+        for (const session of sessions) session.end("console gateway shutting down", 1001);
+        wss.close();
+        server.close((error) => (error ? reject(error) : resolve()));
+        server.closeAllConnections();
+      })),
+  };
+}
+
+function normalizeOrigin(origin: string): string {
+  try {
+    return new URL(origin).origin;
+  } catch {
+    return origin;
+  }
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function refuseUpgrade(socket: Duplex, refusal: ConsoleRefusal): void {
+  if (socket.destroyed) return;
+  const body = JSON.stringify({ error: { code: refusal.code, message: refusal.message } });
+  socket.end(
+    `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status]}\r\n` +
+      "Connection: close\r\nContent-Type: application/json\r\n" +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    () => socket.destroy(),
+  );
+}
