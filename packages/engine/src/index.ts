@@ -4,3 +4,4 @@ export { hardwareProfiles, profileNames, profileIdentity, type HardwareProfile, 
 export { toQemuArgv, type LaunchOptions } from "./qemu-argv.ts";
 export { vmLifecycleStates, canTransition, assertTransition, type VmLifecycleState } from "./lifecycle.ts";
 export { guestImageCatalog, loadImage, specForVm, macForVm, type GuestImage } from "./images.ts";
+export { parseHostCpu, checkCompatibility, cpuModelFeatures, type HostCpu, type GuestCpuRequirements, type TargetHost, type Compatibility } from "./cpu.ts";
