@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { type PlacementInput, type PlacementWorker, placeVm } from "./placement.ts";
+import { type PlacementInput, type PlacementWorker, engineCpuCheck, placeVm } from "./placement.ts";
 
 const now = new Date("2030-01-01T00:00:00Z");
 
@@ -11,6 +11,7 @@ function worker(id: string, more: Partial<PlacementWorker> = {}): PlacementWorke
     lastHeartbeatAt: new Date(now.getTime() - 1000),
     vcpusFree: 4,
     memoryMiBFree: 4096,
+    accelerator: "tcg",
     cpuVendor: "GenuineIntel",
     cpuModelName: "Intel Xeon",
     cpuFlags: ["sse2", "avx2"],
@@ -25,7 +26,7 @@ function input(more: Partial<PlacementInput>): PlacementInput {
     promised: [],
     now,
     workerTimeoutMs: 10_000,
-    cpuCheck: () => ({ ok: true }),
+    cpuCheck: engineCpuCheck,
     ...more,
   };
 }
@@ -77,5 +78,20 @@ describe("placeVm", () => {
     expect(placeVm(input({ workers, vm }))).toEqual({ ok: true, workerId: "w1" });
     const tooSmall = { ...vm, memoryMiB: 2048 };
     expect(placeVm(input({ workers, vm: tooSmall }))).toEqual({ ok: true, workerId: "w2" });
+  });
+
+  it("refuses a CPU model the engine does not know, saying why", () => {
+    const vm = { vcpus: 1, memoryMiB: 256, cpuModel: "Pentium-9000" };
+    const placement = placeVm(input({ workers: [worker("w1")], vm }));
+    expect(placement.ok).toBe(false);
+    expect(placement.ok === false && placement.reason).toMatch(/^no worker with room can run CPU model Pentium-9000 \(w1: CPU model 'Pentium-9000' is not one QEMU can present here/);
+  });
+
+  it("places a named model on a KVM worker only when its CPU has the model's features", () => {
+    const vm = { vcpus: 1, memoryMiB: 256, cpuModel: "Haswell-noTSX" };
+    const old = worker("w1", { accelerator: "kvm", cpuFlags: ["fpu", "sse2"] });
+    const placement = placeVm(input({ workers: [old], vm }));
+    expect(placement.ok === false && placement.reason).toMatch(/w1: The target host's CPU lacks \d+ features of the vm's Haswell-noTSX model/);
+    expect(placeVm(input({ workers: [old, worker("w2", { accelerator: "tcg" })], vm }))).toEqual({ ok: true, workerId: "w2" });
   });
 });

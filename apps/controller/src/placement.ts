@@ -2,6 +2,7 @@
 // decides. Workers only report their free capacity every few seconds, so vms placed since a
 // worker's last heartbeat are subtracted here ("promised"), or a burst of creates would all
 // land on the same worker.
+import { checkCompatibility } from "@ferry/engine";
 
 /** A worker as placement sees it (a Worker row). */
 export interface PlacementWorker {
@@ -10,6 +11,7 @@ export interface PlacementWorker {
   lastHeartbeatAt: Date;
   vcpusFree: number;
   memoryMiBFree: number;
+  accelerator: string;
   cpuVendor: string;
   cpuModelName: string;
   cpuFlags: string[];
@@ -36,6 +38,20 @@ export type CpuCheck = (
   cpuModel: string,
   worker: PlacementWorker,
 ) => { ok: true } | { ok: false; reasons: string[] };
+
+/**
+ * The engine's compatibility rules for a fresh boot: the guest takes the worker's accelerator
+ * (only a saved or migrating guest is tied to one), and capacity is left to placeVm, which
+ * also counts promised capacity, so the engine is asked about the CPU model alone.
+ */
+export const engineCpuCheck: CpuCheck = (cpuModel, worker) => {
+  const accelerator = worker.accelerator === "kvm" ? "kvm" : "tcg";
+  const result = checkCompatibility(
+    { cpuModel, accelerator, vcpus: 0, memoryMiB: 0, machineType: "" },
+    { accelerator, cpuFlags: worker.cpuFlags, freeVcpus: 0, freeMemoryMiB: 0 },
+  );
+  return result.ok ? result : { ok: false, reasons: result.reasons };
+};
 
 export interface PlacementInput {
   vm: PlacementRequest;

@@ -6,13 +6,14 @@ import { type Decision, type WorkerLiveness, decide } from "./reconcile.ts";
 const now = new Date("2030-01-01T00:00:00Z");
 const secondsAgo = (s: number) => new Date(now.getTime() - s * 1000);
 
-function vm(desiredState: DesiredState, state: VmState, more: { workerId?: string | null; rebootSeq?: number; age?: number } = {}) {
+function vm(desiredState: DesiredState, state: VmState, more: { workerId?: string | null; rebootSeq?: number; age?: number; operation?: string } = {}) {
   return {
     id: "vm-1",
     desiredState,
     state,
     workerId: more.workerId === undefined ? "w1" : more.workerId,
     rebootSeq: more.rebootSeq ?? 0,
+    operation: more.operation ?? null,
     stateChangedAt: secondsAgo(more.age ?? 1),
   };
 }
@@ -29,6 +30,7 @@ describe("decide", () => {
     ["a stopped vm whose worker is gone is placed elsewhere", vm("running", "stopped"), "gone", place],
     ["a vm released after losing its worker is placed again", vm("running", "failed", { workerId: null }), "none", place],
     ["a vm that crashed on a live worker stays failed", vm("running", "failed"), "alive", wait],
+    ["a failed vm someone asked to start is placed", vm("running", "failed", { operation: "start" }), "alive", place],
     ["running and desired running: nothing to do", vm("running", "running"), "alive", wait],
     ["a reboot request sends vm.reboot", vm("running", "running", { rebootSeq: 1 }), "alive", send("vm.reboot", "rebooting")],
     ["stop a running vm", vm("stopped", "running"), "alive", send("vm.stop", "stopping")],

@@ -10,6 +10,8 @@ export interface VmSnapshot {
   state: VmState;
   workerId: string | null;
   rebootSeq: number;
+  /** the action in flight; the API sets it when a person asks (e.g. "start" on a failed vm) */
+  operation: string | null;
   stateChangedAt: Date;
 }
 
@@ -88,9 +90,9 @@ export function decide(vm: VmSnapshot, worker: WorkerLiveness, now: Date): Decis
   // 3. Desired state differs from actual: start the action that closes the gap.
   if (desired === "running") {
     if (state === "pending") return { kind: "place" };
-    // A failed vm is started again only when it failed by losing its worker (released);
-    // a guest that crashed on a live worker stays failed until someone acts.
-    if (state === "stopped" || (state === "failed" && vm.workerId === null)) return { kind: "place" };
+    // A failed vm is started again when it failed by losing its worker (released), or when
+    // someone asked to start it; a guest that crashed on its own stays failed until then.
+    if (state === "stopped" || (state === "failed" && (vm.workerId === null || vm.operation === "start"))) return { kind: "place" };
     if (state === "suspended") {
       if (worker === "alive") return send("vm.resume", "resuming");
       return wait;

@@ -1,0 +1,23 @@
+// The controller's configuration, validated once at start. Nothing else reads process.env.
+import { z } from "zod";
+
+const schema = z.object({
+  FERRY_DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: "must be a postgresql:// URL" }),
+  FERRY_REDIS_URL: z.url({ protocol: /^rediss?$/, error: "must be a redis:// URL" }),
+  FERRY_QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/, { error: "must be letters, digits, - or _" }).default("ferry"),
+  FERRY_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal"]).default("info"),
+  FERRY_RECONCILE_INTERVAL_MS: z.coerce.number().int().min(100).default(2000),
+  FERRY_WORKER_TIMEOUT_MS: z.coerce.number().int().min(1000).default(10_000),
+});
+
+export type ControllerEnv = z.infer<typeof schema>;
+
+/** Parse the controller's variables; one error lists every bad one. */
+export function parseEnv(source: Record<string, string | undefined>): ControllerEnv {
+  const result = schema.safeParse(source);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => `  ${issue.path.join(".")}: ${issue.message}`);
+  throw new Error(`The controller's environment is invalid:\n${problems.join("\n")}\nSet these variables and start the controller again.`);
+}
+
+export const env = parseEnv(process.env);

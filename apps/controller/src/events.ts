@@ -1,0 +1,69 @@
+// Applying workers' vm.state events to the database. Delivery is at least once and a vm can
+// move between workers, so an event is applied only when it comes from the worker that owns
+// the vm now and is not older than the vm's generation. The one exception is `failed`: a
+// crash is a fact whatever action is in flight, and the reconcile loop re-drives from there.
+import { type Db, Prisma } from "@ferry/db";
+import type { VmState, VmStateEvent } from "@ferry/jobs";
+import type { Logger } from "pino";
+
+/** States where no action is in flight, so the vm's `operation` is cleared. */
+const settledStates: ReadonlySet<VmState> = new Set<VmState>(["pending", "running", "stopped", "suspended", "failed", "deleted"]);
+
+export type EventOutcome = "applied" | "ignored";
+
+/** Write one worker event to its vm (state, reason, accelerator, progress) and log a VmEvent. */
+export async function applyVmEvent(db: Db, event: VmStateEvent, log: Logger): Promise<EventOutcome> {
+  const vm = await db.vm.findUnique({ where: { id: event.vmId } });
+  if (!vm) {
+    log.info({ vmId: event.vmId, workerId: event.workerId }, "event for an unknown vm ignored");
+    return "ignored";
+  }
+  if (vm.workerId !== event.workerId || vm.state === "deleted") {
+    log.info({ vmId: vm.id, from: event.workerId, owner: vm.workerId, state: event.state }, "event from a worker that does not own the vm ignored");
+    return "ignored";
+  }
+  if (event.generation < vm.generation && event.state !== "failed") {
+    log.info({ vmId: vm.id, eventGeneration: event.generation, generation: vm.generation, state: event.state }, "stale event ignored");
+    return "ignored";
+  }
+
+  // A worker that restarted reports its former guests failed. Those guests died with the
+  // previous process, which started before the vm's current state was recorded: release
+  // the vm from the worker so the reconcile loop can place it again.
+  let release = false;
+  if (event.state === "failed") {
+    const worker = await db.worker.findUnique({ where: { id: event.workerId }, select: { startedAt: true } });
+    release = worker !== null && worker.startedAt > vm.stateChangedAt;
+  }
+
+  const changed = vm.state !== event.state;
+  const at = new Date();
+  await db.$transaction([
+    db.vm.update({
+      where: { id: vm.id },
+      data: {
+        state: event.state,
+        stateReason: event.reason ?? null,
+        ...(event.accelerator ? { accelerator: event.accelerator } : {}),
+        ...(event.progress ? { progress: event.progress } : {}),
+        ...(settledStates.has(event.state) ? { operation: null, progress: Prisma.DbNull } : {}),
+        ...(release ? { workerId: null } : {}),
+        ...(changed ? { stateChangedAt: at } : {}),
+      },
+    }),
+    ...(changed
+      ? [
+          db.vmEvent.create({
+            data: {
+              vmId: vm.id,
+              at,
+              kind: "state",
+              message: `${vm.state} → ${event.state} on worker ${event.workerId}${event.reason ? `: ${event.reason}` : ""}`,
+            },
+          }),
+        ]
+      : []),
+  ]);
+  log.info({ vmId: vm.id, workerId: event.workerId, from: vm.state, to: event.state, reason: event.reason, release }, "vm state applied");
+  return "applied";
+}

@@ -1,0 +1,39 @@
+// Controller entry point: env → startController; SIGTERM/SIGINT stop it cleanly (exit 0).
+import { createDb } from "@ferry/db";
+import { pino } from "pino";
+
+import { startController } from "./controller.ts";
+import { env } from "./env.ts";
+import { engineCpuCheck } from "./placement.ts";
+
+const log = pino({ level: env.FERRY_LOG_LEVEL, base: { app: "controller" } });
+const db = createDb(env.FERRY_DATABASE_URL);
+
+const controller = await startController({
+  db,
+  redisUrl: env.FERRY_REDIS_URL,
+  prefix: env.FERRY_QUEUE_PREFIX,
+  reconcileIntervalMs: env.FERRY_RECONCILE_INTERVAL_MS,
+  workerTimeoutMs: env.FERRY_WORKER_TIMEOUT_MS,
+  cpuCheck: engineCpuCheck,
+  log,
+});
+
+let stopping = false;
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "shutting down");
+    controller
+      .close()
+      .then(() => db.$disconnect())
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          log.error({ err: error }, "shutdown failed");
+          process.exit(1);
+        },
+      );
+  });
+}

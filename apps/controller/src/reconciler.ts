@@ -1,0 +1,241 @@
+// Carries out reconcile decisions: reads a vm and the workers, asks decide() and placeVm(),
+// then writes the new state and sends the worker job. Every write is conditional on the
+// generation, state and reboot counter it decided on, so a concurrent API update or a second
+// controller makes it a no-op instead of a wrong action; the next pass sees the new row.
+import { type Db, Prisma, type Vm, type Worker } from "@ferry/db";
+import { type VmJob, type WorkerJobName, queueNames, workerJobId } from "@ferry/jobs";
+import { Queue } from "bullmq";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+
+import { type CpuCheck, type PromisedCapacity, placeVm } from "./placement.ts";
+import { type Decision, type VmSnapshot, type WorkerLiveness, decide, guestStates, transitionDeadlineMs } from "./reconcile.ts";
+
+export interface ReconcilerOptions {
+  db: Db;
+  redis: Redis;
+  prefix: string;
+  workerTimeoutMs: number;
+  cpuCheck: CpuCheck;
+  log: Logger;
+}
+
+const transitionalStates = Object.keys(transitionDeadlineMs);
+
+/** Drives vms from their state to their desired state; one reconcile at a time per process. */
+export class Reconciler {
+  readonly #options: ReconcilerOptions;
+  readonly #queues = new Map<string, Queue>();
+  // Placement counts capacity promised to vms placed earlier; running reconciles one after
+  // another keeps two placements from promising the same free memory twice.
+  #chain: Promise<unknown> = Promise.resolve();
+
+  constructor(options: ReconcilerOptions) {
+    this.#options = options;
+  }
+
+  /** Reconcile one vm now (a vm.reconcile job, or after one of its events). */
+  reconcileVm(vmId: string): Promise<void> {
+    return this.#serial(async () => {
+      const vm = await this.#options.db.vm.findUnique({ where: { id: vmId } });
+      if (vm) await this.#reconcile(vm, await this.#options.db.worker.findMany());
+    });
+  }
+
+  /** One pass of the loop: mark silent workers offline, then reconcile every vm that needs it. */
+  reconcileAll(): Promise<void> {
+    return this.#serial(async () => {
+      const { db, workerTimeoutMs, log } = this.#options;
+      const now = new Date();
+      const silentSince = new Date(now.getTime() - workerTimeoutMs);
+      const silent = await db.worker.updateManyAndReturn({
+        where: { status: { not: "offline" }, lastHeartbeatAt: { lt: silentSince } },
+        data: { status: "offline" },
+        select: { id: true, lastHeartbeatAt: true },
+      });
+      for (const worker of silent) log.warn({ workerId: worker.id, lastHeartbeatAt: worker.lastHeartbeatAt }, "worker stopped heartbeating; marked offline");
+
+      const workers = await db.worker.findMany();
+      const gone = workers.filter((w) => this.#liveness(w.id, workers, now) === "gone").map((w) => w.id);
+      const vms = await db.vm.findMany({
+        where: {
+          state: { not: "deleted" },
+          OR: [
+            { state: { in: transitionalStates } },
+            { NOT: { state: { equals: db.vm.fields.desiredState } } },
+            { rebootSeq: { gt: 0 } },
+            { workerId: { in: gone } },
+            { state: "failed", workerId: null },
+          ],
+        },
+        orderBy: { createdAt: "asc" },
+      });
+      for (const vm of vms) {
+        try {
+          await this.#reconcile(vm, workers);
+        } catch (error) {
+          log.error({ err: error, vmId: vm.id }, "reconciling the vm failed; the next pass retries");
+        }
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.#chain;
+    await Promise.all([...this.#queues.values()].map((q) => q.close()));
+  }
+
+  #serial(work: () => Promise<void>): Promise<void> {
+    const next = this.#chain.then(work);
+    this.#chain = next.catch(() => undefined);
+    return next;
+  }
+
+  #liveness(workerId: string | null, workers: Worker[], now: Date): WorkerLiveness {
+    if (workerId === null) return "none";
+    const worker = workers.find((w) => w.id === workerId);
+    if (!worker || worker.status === "offline") return "gone";
+    return now.getTime() - worker.lastHeartbeatAt.getTime() <= this.#options.workerTimeoutMs ? "alive" : "gone";
+  }
+
+  async #reconcile(vm: Vm, workers: Worker[]): Promise<void> {
+    const now = new Date();
+    const decision = decide(vm as VmSnapshot, this.#liveness(vm.workerId, workers, now), now);
+    switch (decision.kind) {
+      case "wait":
+        return;
+      case "place":
+        return this.#place(vm, workers, now);
+      case "send":
+        return this.#send(vm, decision, now);
+      case "mark":
+        return this.#mark(vm, decision, now);
+    }
+  }
+
+  async #place(vm: Vm, workers: Worker[], now: Date): Promise<void> {
+    const { db, log, workerTimeoutMs, cpuCheck } = this.#options;
+    const placement = placeVm({
+      vm: { vcpus: vm.vcpus, memoryMiB: vm.memoryMiB, cpuModel: vm.cpuModel, preferredWorkerId: vm.workerId },
+      workers,
+      promised: await this.#promised(workers),
+      now,
+      workerTimeoutMs,
+      cpuCheck,
+    });
+    if (!placement.ok) {
+      if (vm.state === "pending" && vm.stateReason === placement.reason) return;
+      const updated = await db.vm.updateMany({
+        where: { id: vm.id, generation: vm.generation, state: vm.state },
+        data: { state: "pending", stateReason: placement.reason, ...(vm.state === "pending" ? {} : { stateChangedAt: now }) },
+      });
+      if (updated.count === 1) {
+        await this.#event(vm.id, "placement", `not placed: ${placement.reason}`, now);
+        log.info({ vmId: vm.id, reason: placement.reason }, "vm waits for placement");
+      }
+      return;
+    }
+    const updated = await db.vm.updateMany({
+      where: { id: vm.id, generation: vm.generation, state: vm.state },
+      data: {
+        state: "creating",
+        stateReason: null,
+        workerId: placement.workerId,
+        operation: "start",
+        progress: Prisma.DbNull,
+        stateChangedAt: now,
+      },
+    });
+    if (updated.count !== 1) return;
+    await this.#event(vm.id, "placement", `placed on worker ${placement.workerId}`, now);
+    log.info({ vmId: vm.id, workerId: placement.workerId, generation: vm.generation }, "vm placed");
+    await this.#sendJob(placement.workerId, "vm.start", vm);
+  }
+
+  async #send(vm: Vm, decision: Extract<Decision, { kind: "send" }>, now: Date): Promise<void> {
+    const { db, log } = this.#options;
+    const updated = await db.vm.updateMany({
+      where: { id: vm.id, generation: vm.generation, state: vm.state, rebootSeq: vm.rebootSeq },
+      data: {
+        state: decision.state,
+        operation: decision.job.slice("vm.".length),
+        stateChangedAt: now,
+        // The reboot request is taken: clear it so the next pass does not reboot again.
+        ...(decision.job === "vm.reboot" ? { rebootSeq: 0 } : {}),
+      },
+    });
+    if (updated.count !== 1 || vm.workerId === null) return;
+    if (decision.resend) log.warn({ vmId: vm.id, state: vm.state, job: decision.job }, "transitional state outlived its deadline; job sent again");
+    else await this.#event(vm.id, "state", `${vm.state} → ${decision.state}: ${decision.job} sent to worker ${vm.workerId}`, now);
+    await this.#sendJob(vm.workerId, decision.job, vm);
+  }
+
+  async #mark(vm: Vm, decision: Extract<Decision, { kind: "mark" }>, now: Date): Promise<void> {
+    const { db, log } = this.#options;
+    const updated = await db.vm.updateMany({
+      where: { id: vm.id, generation: vm.generation, state: vm.state },
+      data: {
+        state: decision.state,
+        stateReason: decision.reason,
+        operation: null,
+        stateChangedAt: now,
+        ...(decision.release ? { workerId: null } : {}),
+      },
+    });
+    if (updated.count !== 1) return;
+    await this.#event(vm.id, "state", `${vm.state} → ${decision.state}${decision.reason ? `: ${decision.reason}` : ""}`, now);
+    log.info({ vmId: vm.id, from: vm.state, to: decision.state, reason: decision.reason }, "vm state marked by the controller");
+  }
+
+  /** Capacity of vms on a worker that its last heartbeat cannot have counted yet. */
+  async #promised(workers: Worker[]): Promise<PromisedCapacity[]> {
+    const vms = await this.#options.db.vm.findMany({
+      where: { workerId: { not: null }, state: { in: [...guestStates] } },
+      select: { workerId: true, vcpus: true, memoryMiB: true, state: true, stateChangedAt: true },
+    });
+    return vms.flatMap((vm) => {
+      const worker = workers.find((w) => w.id === vm.workerId);
+      if (!worker) return [];
+      const notStartedYet = vm.state === "creating" || vm.state === "resuming";
+      if (!notStartedYet && vm.stateChangedAt <= worker.lastHeartbeatAt) return [];
+      return [{ workerId: worker.id, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB }];
+    });
+  }
+
+  async #sendJob(workerId: string, name: WorkerJobName, vm: Vm): Promise<void> {
+    const payload: VmJob = {
+      vm: {
+        vmId: vm.id,
+        image: vm.image,
+        vcpus: vm.vcpus,
+        memoryMiB: vm.memoryMiB,
+        profile: vm.profile as VmJob["vm"]["profile"],
+        cpuModel: vm.cpuModel,
+      },
+      generation: vm.generation,
+    };
+    // The job id is stable per action and generation: a re-send while the first copy still
+    // waits in the queue is dropped by BullMQ. Finished jobs are removed so a later re-send
+    // (after a deadline) is delivered again.
+    await this.#queue(workerId).add(name, payload, {
+      jobId: workerJobId(name, vm.id, vm.generation),
+      removeOnComplete: true,
+      removeOnFail: true,
+      attempts: 3,
+      backoff: { type: "exponential", delay: 1000 },
+    });
+  }
+
+  #queue(workerId: string): Queue {
+    let queue = this.#queues.get(workerId);
+    if (!queue) {
+      queue = new Queue(queueNames.worker(workerId), { connection: this.#options.redis, prefix: this.#options.prefix });
+      this.#queues.set(workerId, queue);
+    }
+    return queue;
+  }
+
+  async #event(vmId: string, kind: string, message: string, at: Date): Promise<void> {
+    await this.#options.db.vmEvent.create({ data: { vmId, kind, message, at } });
+  }
+}
