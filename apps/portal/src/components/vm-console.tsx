@@ -1,0 +1,113 @@
+"use client";
+// The vm's screen through noVNC. noVNC is browser-only (top-level await, DOM), so it is
+// imported inside an effect; each connection uses a fresh single-use console token.
+import type RFB from "@novnc/novnc";
+import { useMutation } from "@tanstack/react-query";
+import { useCallback, useEffect, useRef, useState } from "react";
+import { useTRPC } from "../trpc/client.tsx";
+
+type Status = "connecting" | "connected" | "disconnected";
+
+const keysyms: Record<string, number> = { "\n": 0xff0d, "\r": 0xff0d, "\t": 0xff09, "\b": 0xff08, "\u001b": 0xff1b };
+
+/** The X11 keysym that types `char`: Latin-1 maps to itself, the rest of Unicode to 0x01000000 + code point. */
+export function keysymOf(char: string): number {
+  const named = keysyms[char];
+  if (named !== undefined) return named;
+  const codePoint = char.codePointAt(0) ?? 0;
+  return codePoint < 0x100 ? codePoint : 0x01000000 + codePoint;
+}
+
+export function VmConsole({ vmId, running }: { vmId: string; running: boolean }) {
+  const trpc = useTRPC();
+  const { mutateAsync: issueToken } = useMutation(trpc.vm.console.mutationOptions());
+  const screen = useRef<HTMLDivElement>(null);
+  const rfb = useRef<RFB | null>(null);
+  const [status, setStatus] = useState<Status>("disconnected");
+  const [problem, setProblem] = useState<string | null>(null);
+  const [paste, setPaste] = useState("");
+
+  const disconnect = useCallback(() => {
+    rfb.current?.disconnect();
+    rfb.current = null;
+  }, []);
+
+  const connect = useCallback(async () => {
+    const target = screen.current;
+    if (!target) return;
+    disconnect();
+    setStatus("connecting");
+    setProblem(null);
+    try {
+      const [{ url }, { default: RFBClass }] = await Promise.all([issueToken({ id: vmId }), import("@novnc/novnc")]);
+      target.replaceChildren();
+      const client = new RFBClass(target, url);
+      client.scaleViewport = true;
+      client.background = "#000";
+      client.addEventListener("connect", () => setStatus("connected"));
+      client.addEventListener("disconnect", (event) => {
+        if (rfb.current !== client) return;
+        rfb.current = null;
+        setStatus("disconnected");
+        if (!(event as CustomEvent<{ clean: boolean }>).detail.clean) setProblem("The console connection was lost.");
+      });
+      // QEMU's VNC asks for no password; answer an unexpected prompt with none rather than hang.
+      client.addEventListener("credentialsrequired", () => client.sendCredentials({ password: "" }));
+      rfb.current = client;
+    } catch (error) {
+      setStatus("disconnected");
+      setProblem(error instanceof Error ? error.message : "Could not open the console.");
+    }
+  }, [vmId, disconnect, issueToken]);
+
+  useEffect(() => {
+    if (running) void connect();
+    else disconnect();
+    return disconnect;
+  }, [running, connect, disconnect]);
+
+  function sendText() {
+    const client = rfb.current;
+    if (!client) return;
+    for (const char of paste) client.sendKey(keysymOf(char), null);
+    client.focus();
+    setPaste("");
+  }
+
+  return (
+    <div>
+      <div className="console-bar">
+        <span className={`console-status ${status}`} data-testid="console-status">
+          {status}
+        </span>
+        <button type="button" disabled={status !== "connected"} onClick={() => rfb.current?.sendCtrlAltDel()} data-testid="console-ctrl-alt-del">
+          Ctrl-Alt-Del
+        </button>
+        <button type="button" onClick={() => void screen.current?.parentElement?.requestFullscreen()} data-testid="console-fullscreen">
+          Fullscreen
+        </button>
+        {status === "disconnected" && running && (
+          <button type="button" className="primary" onClick={() => void connect()} data-testid="console-reconnect">
+            Reconnect
+          </button>
+        )}
+        {problem && <span className="muted">{problem}</span>}
+      </div>
+      <div className="console-screen">
+        {!running && <div className="placeholder">The console is available while the vm is running.</div>}
+        <div ref={screen} style={{ width: "100%", height: "100%" }} data-testid="console-canvas" />
+      </div>
+      <div className="paste">
+        <textarea
+          placeholder="Text to type into the vm, e.g. echo hi > /dev/ttyS0 (a newline presses Enter)"
+          value={paste}
+          onChange={(e) => setPaste(e.target.value)}
+          data-testid="paste-text"
+        />
+        <button type="button" disabled={status !== "connected" || paste === ""} onClick={sendText} data-testid="paste-send">
+          Paste as keys
+        </button>
+      </div>
+    </div>
+  );
+}
