@@ -88,14 +88,22 @@ setup_prisma_client() {
   want="$(cat "$ferry_repo/prisma/schema.prisma" "$ferry_repo/package-lock.json" | sha256sum | cut -d' ' -f1)"
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
   setup_log "prisma generate"
-  (cd "$ferry_repo" && npx prisma generate >/dev/null)
+  local output
+  output="$(cd "$ferry_repo" && npx prisma generate 2>&1)" || { echo "$output" >&2; exit 1; }
   echo "$want" > "$stamp"
 }
 
 # 5. guest image -----------------------------------------------------------------------------------
 setup_guest_image() {
   export FERRY_IMAGES_DIR="${FERRY_IMAGES_DIR:-$ferry_state_dir/images}"
+  # build.sh caches by content hash too, but asks apt-cache first (2 s): skip it while its sources
+  # are unchanged. A newer Debian kernel is picked up when the builder changes or the stamp is removed.
+  local stamp="$FERRY_IMAGES_DIR/.ferry-builder.sha256" want
+  want="$(cat "$ferry_repo"/infra/guest-image/* | sha256sum | cut -d' ' -f1)"
+  [ -f "$FERRY_IMAGES_DIR/tiny/manifest.json" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  setup_log "guest image (infra/guest-image/build.sh)"
   "$ferry_repo/infra/guest-image/build.sh" "$FERRY_IMAGES_DIR" >/dev/null
+  echo "$want" > "$stamp"
 }
 
 # 6. cluster secret ----------------------------------------------------------------------------------
