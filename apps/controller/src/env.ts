@@ -16,7 +16,11 @@ export type ControllerEnv = z.infer<typeof schema>;
 export function parseEnv(source: Record<string, string | undefined>): ControllerEnv {
   const result = schema.safeParse(source);
   if (result.success) return result.data;
-  const problems = result.error.issues.map((issue) => `  ${issue.path.join(".")}: ${issue.message}`);
+  const problems = result.error.issues.map((issue) => {
+    const name = String(issue.path[0]);
+    const value = source[name];
+    return `  ${name}: ${value === undefined ? "is required" : `${issue.message} (got '${value}')`}`;
+  });
   throw new Error(`The controller's environment is invalid:\n${problems.join("\n")}\nSet these variables and start the controller again.`);
 }
 

@@ -1,0 +1,75 @@
+// The worker's heartbeat: its Worker row, upserted every couple of seconds. The controller
+// places vms from these rows and counts a worker as gone when they stop coming.
+import type { Db } from "@ferry/db";
+import type { Logger } from "pino";
+
+/** What a worker tells the controller about itself; fixed for the life of the process. */
+export interface WorkerInfo {
+  id: string;
+  hostname: string;
+  consoleAddress: string;
+  vcpusTotal: number;
+  memoryMiBTotal: number;
+  accelerator: "kvm" | "tcg";
+  cpu: { vendor: string; modelName: string; flags: string[] };
+  qemuVersion: string;
+  startedAt: Date;
+}
+
+export interface Heartbeat {
+  /** Upsert the Worker row now. */
+  beat(): Promise<void>;
+  /** Stop beating and mark the worker offline. */
+  stop(): Promise<void>;
+}
+
+/** Start heartbeating every `intervalMs`; `used()` is the capacity the worker's vms hold. */
+export async function startHeartbeat(options: {
+  db: Db;
+  info: WorkerInfo;
+  used: () => { vcpus: number; memoryMiB: number };
+  intervalMs: number;
+  log: Logger;
+}): Promise<Heartbeat> {
+  const { db, info, log } = options;
+  const beat = async () => {
+    const used = options.used();
+    const row = {
+      hostname: info.hostname,
+      consoleAddress: info.consoleAddress,
+      vcpusTotal: info.vcpusTotal,
+      memoryMiBTotal: info.memoryMiBTotal,
+      vcpusFree: Math.max(info.vcpusTotal - used.vcpus, 0),
+      memoryMiBFree: Math.max(info.memoryMiBTotal - used.memoryMiB, 0),
+      accelerator: info.accelerator,
+      cpuVendor: info.cpu.vendor,
+      cpuModelName: info.cpu.modelName,
+      cpuFlags: info.cpu.flags,
+      qemuVersion: info.qemuVersion,
+      status: "online",
+      startedAt: info.startedAt,
+      lastHeartbeatAt: new Date(),
+    };
+    await db.worker.upsert({ where: { id: info.id }, create: { id: info.id, ...row }, update: row });
+  };
+
+  await beat();
+  let inFlight: Promise<void> | undefined;
+  const timer = setInterval(() => {
+    if (inFlight) return;
+    inFlight = beat()
+      .catch((error: unknown) => log.warn({ err: error }, "heartbeat failed; retrying at the next interval"))
+      .finally(() => {
+        inFlight = undefined;
+      });
+  }, options.intervalMs);
+
+  return {
+    beat,
+    async stop() {
+      clearInterval(timer);
+      await inFlight;
+      await db.worker.update({ where: { id: info.id }, data: { status: "offline", vcpusFree: 0, memoryMiBFree: 0 } });
+    },
+  };
+}
