@@ -265,6 +265,7 @@ function readGreeting(
       fail(
         new EngineError("qmp_closed", `cannot connect to QMP socket ${socketPath}: ${error.code ?? error.message}.`, {
           socketPath,
+          errno: error.code,
         }),
       );
     });

@@ -1,0 +1,246 @@
+// The engine a worker opens once: it owns a runDir, the QEMU processes started from it, and
+// the rules that decide whether a guest state may load here.
+import { execFile } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import path from "node:path";
+import { promisify } from "node:util";
+import { EngineError } from "./errors.ts";
+import {
+  assertGuestStateMatches,
+  type GuestStateManifest,
+  guestStateIdentity,
+  guestStateManifestSchema,
+} from "./guest-state.ts";
+import { canTransition } from "./lifecycle.ts";
+import { parseVmSpec, type VmSpec } from "./spec.ts";
+import { type EngineLogger, Vm, type VmHost } from "./vm.ts";
+
+const run = promisify(execFile);
+
+export interface EngineOptions {
+  /** Where per-process pidfiles and sockets live; cleaned of a previous run's leftovers at open. */
+  runDir: string;
+  qemuBinary?: string;
+  qemuImgBinary?: string;
+  accelerator: "kvm" | "tcg";
+  tcgTranslationCacheMiB?: number;
+  log?: EngineLogger;
+}
+
+export interface StartOptions {
+  /** A line the guest prints on its serial port once booted; the vm is `booting` until then. */
+  bootMarker?: string;
+  /** How long the guest may take to print the boot marker before the vm is failed. */
+  bootTimeoutMs?: number;
+}
+
+/** Where a migration destination listens. */
+export type IncomingListen = { kind: "tcp"; host: string; port: number } | { kind: "unix"; path: string };
+
+/** Runs, saves, restores and moves vms with QEMU on this host. Open one per worker. */
+export class Engine {
+  readonly runDir: string;
+  readonly accelerator: "kvm" | "tcg";
+  readonly qemuVersion: string;
+  readonly qemuImgBinary: string;
+  #host: VmHost;
+  #vms = new Set<Vm>();
+
+  private constructor(options: EngineOptions, binaries: { qemu: string; qemuImg: string }, qemuVersion: string) {
+    this.runDir = options.runDir;
+    this.accelerator = options.accelerator;
+    this.qemuVersion = qemuVersion;
+    this.qemuImgBinary = binaries.qemuImg;
+    this.#host = {
+      runDir: options.runDir,
+      qemuBinary: binaries.qemu,
+      setprivBinary: "setpriv",
+      zstdBinary: "zstd",
+      qemuVersion,
+      accelerator: options.accelerator,
+      ...(options.tcgTranslationCacheMiB === undefined ? {} : { tcgTranslationCacheMiB: options.tcgTranslationCacheMiB }),
+      ...(options.log ? { log: options.log } : {}),
+      forget: (vm) => this.#vms.delete(vm),
+    };
+  }
+
+  /** Checks the binaries, creates runDir and kills QEMUs a previous worker run left behind. */
+  static async open(options: EngineOptions): Promise<Engine> {
+    const qemu = options.qemuBinary ?? "qemu-system-x86_64";
+    const qemuImg = options.qemuImgBinary ?? "qemu-img";
+    const version = await versionOf(qemu, "QEMU binary", "qemu-system-x86", "FERRY_QEMU_BINARY");
+    await versionOf(qemuImg, "qemu-img binary", "qemu-utils", "FERRY_QEMU_IMG_BINARY");
+    await versionOf("zstd", "zstd binary", "zstd", undefined);
+    await versionOf("setpriv", "setpriv binary", "util-linux", undefined);
+    const match = version.match(/version (\d+\.\d+\.\d+)/);
+    if (!match?.[1]) {
+      throw new EngineError("qemu_not_found", `${qemu} --version printed no QEMU version ('${version.trim()}'). Point qemuBinary at qemu-system-x86_64.`);
+    }
+    mkdirSync(options.runDir, { recursive: true });
+    await cleanStaleProcesses(options.runDir, options.log);
+    return new Engine(options, { qemu, qemuImg }, match[1]);
+  }
+
+  /** The vms whose QEMU this engine started and that are still alive. */
+  get vms(): readonly Vm[] {
+    return [...this.#vms];
+  }
+
+  /** Boots a vm: creates its disk overlays if missing, starts QEMU; `booting`, then `running`. */
+  async start(spec: VmSpec, options: StartOptions = {}): Promise<Vm> {
+    const valid = parseVmSpec(spec);
+    await this.#prepareDisks(valid);
+    const vm = await this.#launch(valid, {});
+    try {
+      await vm.boot(options);
+    } catch (error) {
+      await vm.fail(`the vm did not start: ${(error as Error).message}`);
+      throw error;
+    }
+    return vm;
+  }
+
+  /**
+   * Starts a new QEMU for `spec` and loads a saved guest state into it; resolves `running`.
+   * The manifest is checked against the spec and this host before QEMU starts.
+   */
+  async restore(spec: VmSpec, source: NodeJS.ReadableStream, manifest: GuestStateManifest): Promise<Vm> {
+    const valid = parseVmSpec(spec);
+    const parsed = guestStateManifestSchema.safeParse(manifest);
+    if (!parsed.success) {
+      throw new EngineError(
+        "state_corrupt",
+        `the manifest given for vm ${valid.id} is not a ferry-guest-state/1 manifest (${parsed.error.issues
+          .map((i) => i.path.join(".") || "manifest")
+          .join(", ")} invalid). Pass the manifest saveState returned.`,
+      );
+    }
+    assertGuestStateMatches(valid.id, parsed.data, await guestStateIdentity(valid, this.#host));
+    await this.#prepareDisks(valid);
+    const vm = await this.#launch(valid, { incoming: "defer" });
+    await vm.loadState(source, parsed.data);
+    return vm;
+  }
+
+  /** Starts QEMU waiting for an incoming live migration on `listen`; the vm is `resuming` until it arrives. */
+  async prepareIncoming(spec: VmSpec, options: { listen: IncomingListen }): Promise<Vm> {
+    const valid = parseVmSpec(spec);
+    await this.#prepareDisks(valid);
+    const uri =
+      options.listen.kind === "tcp"
+        ? `tcp:${options.listen.host}:${options.listen.port}`
+        : `unix:${options.listen.path}`;
+    const vm = await this.#launch(valid, { incoming: "defer" });
+    try {
+      await vm.listenForMigration(uri);
+    } catch (error) {
+      await vm.fail((error as Error).message);
+      throw error;
+    }
+    return vm;
+  }
+
+  /** Stops every vm this engine owns (ACPI for graceMs, then quit, then SIGKILL). */
+  async shutdown(options: { graceMs?: number } = {}): Promise<void> {
+    await Promise.all(
+      [...this.#vms].map((vm) =>
+        canTransition(vm.state, "stopped")
+          ? vm.stop(options)
+          : vm.fail(`the engine shut down while the vm was ${vm.state}`),
+      ),
+    );
+  }
+
+  async #launch(spec: VmSpec, launch: { incoming?: string }): Promise<Vm> {
+    const vm = await Vm.launch(this.#host, spec, launch);
+    this.#vms.add(vm);
+    return vm;
+  }
+
+  async #prepareDisks(spec: VmSpec): Promise<void> {
+    for (const disk of spec.disks) {
+      if (!existsSync(disk.base)) {
+        throw new EngineError(
+          "image_not_found",
+          `disk ${disk.id} of vm ${spec.id} needs base image ${disk.base}, which does not exist. Build or fetch the image first.`,
+        );
+      }
+      if (existsSync(disk.overlay)) continue;
+      mkdirSync(path.dirname(disk.overlay), { recursive: true });
+      try {
+        await run(this.qemuImgBinary, ["create", "-q", "-f", "qcow2", "-b", disk.base, "-F", "qcow2", disk.overlay]);
+      } catch (error) {
+        const stderr = (error as { stderr?: string }).stderr?.trim();
+        throw new EngineError(
+          "qemu_img_failed",
+          `qemu-img could not create overlay ${disk.overlay} on ${disk.base}: ${stderr || (error as Error).message}. Check the base image and free disk space.`,
+        );
+      }
+    }
+  }
+}
+
+async function versionOf(binary: string, what: string, debianPackage: string, setting: string | undefined): Promise<string> {
+  try {
+    const { stdout } = await run(binary, ["--version"]);
+    return stdout;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new EngineError(
+      "qemu_not_found",
+      `${what} not found at ${binary} (${code ?? (error as Error).message}). Install the Debian package ${debianPackage}${
+        setting ? ` or set ${setting}` : ""
+      }.`,
+      { binary, debianPackage },
+    );
+  }
+}
+
+// A worker that died (even by SIGKILL) took its QEMUs with it through pdeathsig, but a pid
+// file can remain; and on a host where that failed, the QEMU is still alive. Either way the
+// entry is cleared before this worker starts its own.
+async function cleanStaleProcesses(runDir: string, log: EngineLogger | undefined): Promise<void> {
+  for (const entry of readdirSync(runDir, { withFileTypes: true })) {
+    if (!entry.isDirectory()) continue;
+    const dir = path.join(runDir, entry.name);
+    const pidFile = path.join(dir, "qemu.pid");
+    if (existsSync(pidFile)) {
+      const pid = Number.parseInt(readFileSync(pidFile, "utf8").trim(), 10);
+      if (Number.isInteger(pid) && pid > 0 && isQemuOf(pid, pidFile)) {
+        log?.warn({ pid, pidFile }, "killing QEMU left by a previous worker run");
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // It exited between the check and the kill.
+        }
+        await waitGone(pid);
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// The pid is ours only if that process is a QEMU started with this very pidfile: pids are
+// reused, and killing an unrelated process would be worse than leaving a file behind.
+function isQemuOf(pid: number, pidFile: string): boolean {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    return path.basename(argv[0] ?? "").startsWith("qemu-system") && argv.includes(pidFile);
+  } catch {
+    return false;
+  }
+}
+
+// The killed process is not our child, so there is no exit event to wait on; /proc tells
+// when it is gone (or a zombie awaiting its new parent's reap).
+async function waitGone(pid: number): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) return;
+    } catch {
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

@@ -1,0 +1,142 @@
+// A guest state is a suspended vm's memory and devices as QEMU's migration stream,
+// compressed with zstd. QEMU checks little when it loads one: a different CPU model loads
+// "successfully" into a dead guest (QEMU-NOTES). So every saved state carries a manifest of
+// what it was saved under, and the engine compares it with the restoring vm before QEMU
+// sees a byte.
+import { createHash } from "node:crypto";
+import { createReadStream, existsSync, readFileSync, statSync } from "node:fs";
+import path from "node:path";
+import { Transform, type TransformCallback } from "node:stream";
+import { z } from "zod";
+import { EngineError } from "./errors.ts";
+import { hardwareProfiles, profileIdentity } from "./profiles.ts";
+import type { VmSpec } from "./spec.ts";
+
+/** The manifest stored beside every guest state stream. */
+export const guestStateManifestSchema = z.object({
+  format: z.literal("ferry-guest-state/1"),
+  vmId: z.string(),
+  qemuVersion: z.string(),
+  machineType: z.string(),
+  cpuModel: z.string(),
+  profile: z.string(),
+  memoryMiB: z.number().int().positive(),
+  vcpus: z.number().int().positive(),
+  accelerator: z.enum(["kvm", "tcg"]),
+  disks: z.array(z.object({ id: z.string(), base: z.string() })),
+  compression: z.literal("zstd"),
+  streamBytes: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  createdAt: z.string(),
+});
+
+export type GuestStateManifest = z.infer<typeof guestStateManifestSchema>;
+
+/** What a guest state must match to load into a vm: everything QEMU does not check for us. */
+export type GuestStateIdentity = Pick<
+  GuestStateManifest,
+  "qemuVersion" | "machineType" | "cpuModel" | "profile" | "memoryMiB" | "vcpus" | "accelerator" | "disks"
+>;
+
+const baseIdentityCache = new Map<string, string>();
+
+/**
+ * A cheap content identity for a disk base: its file name plus the image hash from the
+ * manifest.json the image builder writes beside it, or else the sha256 of the file
+ * (computed once per path, size and mtime).
+ */
+export async function diskBaseIdentity(basePath: string): Promise<string> {
+  const name = path.basename(basePath);
+  const imageManifest = path.join(path.dirname(basePath), "manifest.json");
+  if (existsSync(imageManifest)) {
+    const parsed = z
+      .object({ hash: z.string().min(1) })
+      .safeParse(JSON.parse(readFileSync(imageManifest, "utf8")));
+    if (parsed.success) return `${name}@image:${parsed.data.hash}`;
+  }
+  const stat = statSync(basePath);
+  const key = `${basePath}:${stat.size}:${stat.mtimeMs}`;
+  const cached = baseIdentityCache.get(key);
+  if (cached) return cached;
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(basePath)) hash.update(bytes(chunk as Buffer));
+  const identity = `${name}@sha256:${hash.digest("hex").slice(0, 16)}`;
+  baseIdentityCache.set(key, identity);
+  return identity;
+}
+
+/** The identity a state saved from (or restored into) `spec` on this engine has. */
+export async function guestStateIdentity(
+  spec: VmSpec,
+  host: { qemuVersion: string; accelerator: "kvm" | "tcg" },
+): Promise<GuestStateIdentity> {
+  const profile = hardwareProfiles[spec.profile];
+  return {
+    qemuVersion: host.qemuVersion,
+    machineType: profile.machineType,
+    cpuModel: spec.cpuModel,
+    profile: profileIdentity(profile),
+    memoryMiB: spec.memoryMiB,
+    vcpus: spec.vcpus,
+    accelerator: host.accelerator,
+    disks: await Promise.all(spec.disks.map(async (d) => ({ id: d.id, base: await diskBaseIdentity(d.base) }))),
+  };
+}
+
+/** Every way `manifest` differs from `identity`, as "field X but this vm has Y" phrases. */
+export function guestStateDifferences(manifest: GuestStateManifest, identity: GuestStateIdentity): string[] {
+  const differences: string[] = [];
+  const scalar = [
+    "qemuVersion",
+    "machineType",
+    "cpuModel",
+    "profile",
+    "memoryMiB",
+    "vcpus",
+    "accelerator",
+  ] as const;
+  for (const field of scalar) {
+    if (manifest[field] !== identity[field]) {
+      differences.push(`${field} ${manifest[field]} but this vm has ${identity[field]}`);
+    }
+  }
+  const describe = (disks: GuestStateIdentity["disks"]) =>
+    disks.length === 0 ? "none" : disks.map((d) => `${d.id}=${d.base}`).join(", ");
+  if (describe(manifest.disks) !== describe(identity.disks)) {
+    differences.push(`disks ${describe(manifest.disks)} but this vm has ${describe(identity.disks)}`);
+  }
+  return differences;
+}
+
+/** Throws state_mismatch naming every difference between the saved state and this vm. */
+export function assertGuestStateMatches(vmId: string, manifest: GuestStateManifest, identity: GuestStateIdentity): void {
+  const differences = guestStateDifferences(manifest, identity);
+  if (differences.length === 0) return;
+  throw new EngineError(
+    "state_mismatch",
+    `guest state was saved with ${differences.join("; ")}. Restore vm ${vmId} with the spec and host it was saved under, or boot it afresh.`,
+    { vmId, differences },
+  );
+}
+
+/** A pass-through stream that counts bytes and hashes them with sha256 as they flow. */
+export class DigestStream extends Transform {
+  bytes = 0;
+  #hash = createHash("sha256");
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    this.#hash.update(bytes(chunk));
+    callback(null, chunk);
+  }
+
+  /** The hex sha256 of everything that passed; call once, after the stream ended. */
+  digest(): string {
+    return this.#hash.digest("hex");
+  }
+}
+
+// @types/node 20.9 declares Buffer in a way TypeScript 5.9 no longer accepts as Uint8Array.
+function bytes(data: Buffer): Uint8Array {
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}

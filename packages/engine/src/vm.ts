@@ -1,0 +1,747 @@
+// One supervised QEMU process running one vm. The engine creates these (Engine.start,
+// Engine.restore, Engine.prepareIncoming); a Vm drives its QEMU over QMP, follows its
+// lifecycle table and notices when QEMU dies on its own.
+//
+// 1. Launch: spawn QEMU under `setpriv --pdeathsig SIGKILL` so the kernel kills it when the
+//    worker dies, with a pidfile and QMP socket in a directory of its own under runDir.
+// 2. Supervision: an exit nobody asked for moves the vm to `failed` with the exit status and
+//    the last lines of QEMU's stderr. Every exit removes the process's runtime files.
+// 3. Operations: stop, reset, saveState (stream → zstd → sink), liveMigrate.
+import { type ChildProcess, spawn } from "node:child_process";
+import { EventEmitter, once } from "node:events";
+import { closeSync, fstatSync, mkdirSync, openSync, readSync, rmSync, statSync, watch } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import type { Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { EngineError } from "./errors.ts";
+import { DigestStream, type GuestStateManifest, guestStateIdentity } from "./guest-state.ts";
+import { assertTransition, type VmLifecycleState } from "./lifecycle.ts";
+import { toQemuArgv } from "./qemu-argv.ts";
+import { QmpClient } from "./qmp-client.ts";
+import type { VmSpec } from "./spec.ts";
+
+/** Why a vm's QEMU is gone when nobody stopped it. */
+export interface VmFailure {
+  reason: string;
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  /** The last ~20 lines QEMU wrote to stderr. */
+  stderrTail: string;
+}
+
+export interface VmStateChange {
+  previous: VmLifecycleState;
+  action: string;
+  failure?: VmFailure;
+}
+
+/** Figures from QEMU's own query-migrate, taken once the source reached postmigrate. */
+export interface LiveMigrationFigures {
+  downtimeMs: number;
+  totalTimeMs: number;
+  setupTimeMs?: number;
+  bytesSent: number;
+}
+
+export interface LiveMigrateOptions {
+  /** QEMU's downtime-limit: the longest pause it may take to send the last dirty pages. */
+  downtimeLimitMs: number;
+  /** Give up (migrate_cancel, the source carries on) after this long. */
+  timeoutMs: number;
+  /** Bytes per second; default lifts QEMU's 128 MiB/s cap. */
+  maxBandwidth?: number;
+  /** Let QEMU throttle the guest's vCPUs if it dirties memory faster than it can be sent. */
+  autoConverge?: boolean;
+}
+
+/** A logger with pino's call shape; the engine logs lifecycle changes and QEMU exits. */
+export interface EngineLogger {
+  info(fields: Record<string, unknown>, message: string): void;
+  warn(fields: Record<string, unknown>, message: string): void;
+  error(fields: Record<string, unknown>, message: string): void;
+}
+
+/** What every vm needs from the engine that owns it. */
+export interface VmHost {
+  runDir: string;
+  qemuBinary: string;
+  setprivBinary: string;
+  zstdBinary: string;
+  qemuVersion: string;
+  accelerator: "kvm" | "tcg";
+  tcgTranslationCacheMiB?: number;
+  log?: EngineLogger;
+  forget(vm: Vm): void;
+}
+
+// QEMU's default migration bandwidth is 128 MiB/s even for a stopped guest (QEMU-NOTES);
+// 1 TiB/s means "as fast as the stream is read".
+const unlimitedBandwidth = 2 ** 40;
+const stderrTailLines = 20;
+const qmpConnectTimeoutMs = 10_000;
+
+export interface Vm {
+  on(event: "state", listener: (state: VmLifecycleState, change: VmStateChange) => void): this;
+  off(event: "state", listener: (state: VmLifecycleState, change: VmStateChange) => void): this;
+  emit(event: "state", state: VmLifecycleState, change: VmStateChange): boolean;
+}
+
+/** A vm's running QEMU process. Get one from Engine.start, Engine.restore or Engine.prepareIncoming. */
+export class Vm extends EventEmitter {
+  readonly id: string;
+  readonly spec: VmSpec;
+  readonly accelerator: "kvm" | "tcg";
+  readonly pid: number;
+  state: VmLifecycleState = "creating";
+  failure: VmFailure | null = null;
+
+  #host: VmHost;
+  #process: ChildProcess;
+  #qmp: QmpClient | undefined;
+  #processDir: string;
+  #serialOffset: number;
+  #stderr: string[] = [];
+  #expectExit = false;
+  #exited: Promise<void>;
+  #hasExited = false;
+  #vncSocketInode: number | undefined;
+  #bootMarker: string | undefined;
+  #bootTimeoutMs = 120_000;
+  #serialWatches = new Set<() => void>();
+
+  private constructor(host: VmHost, spec: VmSpec, child: ChildProcess, processDir: string, serialOffset: number) {
+    super();
+    this.#host = host;
+    this.id = spec.id;
+    this.spec = spec;
+    this.accelerator = host.accelerator;
+    this.#process = child;
+    this.pid = child.pid ?? -1;
+    this.#processDir = processDir;
+    this.#serialOffset = serialOffset;
+    child.stderr?.setEncoding("utf8");
+    let partial = "";
+    child.stderr?.on("data", (chunk: string) => {
+      const lines = (partial + chunk).split("\n");
+      partial = lines.pop() ?? "";
+      this.#stderr.push(...lines);
+      if (this.#stderr.length > stderrTailLines) this.#stderr.splice(0, this.#stderr.length - stderrTailLines);
+    });
+    child.stderr?.on("end", () => {
+      if (partial) this.#stderr.push(partial);
+    });
+    this.#exited = new Promise((resolve) => {
+      child.once("close", (code, signal) => {
+        this.#hasExited = true;
+        this.#onExit(code, signal);
+        resolve();
+      });
+    });
+  }
+
+  // 1. Launch ------------------------------------------------------------------------------
+
+  /** Spawns QEMU for `spec` and connects QMP; the vm is in `creating` when this resolves. */
+  static async launch(host: VmHost, spec: VmSpec, launch: { incoming?: string }): Promise<Vm> {
+    const processDir = path.join(host.runDir, `${spec.id}-${process.pid}-${Date.now().toString(36)}`);
+    mkdirSync(processDir, { recursive: true });
+    const qmpSocket = path.join(processDir, "qmp.sock");
+    const pidFile = path.join(processDir, "qemu.pid");
+    let argv: string[];
+    try {
+      argv = toQemuArgv(spec, {
+        accelerator: host.accelerator,
+        qmpSocket,
+        pidFile,
+        ...(launch.incoming === undefined ? {} : { incoming: launch.incoming }),
+        ...(host.tcgTranslationCacheMiB === undefined ? {} : { tcgTranslationCacheMiB: host.tcgTranslationCacheMiB }),
+      });
+    } catch (error) {
+      rmSync(processDir, { recursive: true, force: true });
+      throw error;
+    }
+    for (const file of [spec.serial.logFile, spec.parallel.logFile]) mkdirSync(path.dirname(file), { recursive: true });
+    if (spec.display) mkdirSync(path.dirname(spec.display.vncSocket), { recursive: true });
+    // The serial log is appended to across restarts and restores; this process's output
+    // starts at today's end of file.
+    const serialFd = openSync(spec.serial.logFile, "a");
+    const serialOffset = fstatSync(serialFd).size;
+    closeSync(serialFd);
+
+    const child = spawn(host.setprivBinary, ["--pdeathsig", "SIGKILL", "--", host.qemuBinary, ...argv], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    const vm = new Vm(host, spec, child, processDir, serialOffset);
+    const spawned = await new Promise<Error | null>((resolve) => {
+      child.once("spawn", () => resolve(null));
+      child.once("error", (error) => resolve(error));
+    });
+    if (spawned) {
+      rmSync(processDir, { recursive: true, force: true });
+      throw new EngineError("qemu_not_found", `cannot start ${host.setprivBinary} for QEMU: ${spawned.message}. Install util-linux and qemu-system-x86.`);
+    }
+    vm.#expectExit = true;
+    try {
+      vm.#qmp = await vm.#connectQmp(qmpSocket);
+      // Without the `events` capability QEMU sends no MIGRATION events, and saves, restores
+      // and migrations wait on those.
+      await vm.#qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
+    } catch (error) {
+      await vm.#kill();
+      throw vm.#exitError(`QEMU for vm ${spec.id} did not come up`, error);
+    }
+    vm.#expectExit = false;
+    if (spec.display) {
+      try {
+        vm.#vncSocketInode = statSync(spec.display.vncSocket).ino;
+      } catch {
+        vm.#vncSocketInode = undefined;
+      }
+    }
+    host.log?.info({ vmId: spec.id, pid: vm.pid, incoming: launch.incoming }, "QEMU started");
+    return vm;
+  }
+
+  // QEMU creates the QMP socket a few tens of ms after spawn; there is no event for that, so
+  // connection attempts repeat until it accepts, QEMU exits, or the deadline passes.
+  async #connectQmp(socketPath: string): Promise<QmpClient> {
+    const deadline = Date.now() + qmpConnectTimeoutMs;
+    for (;;) {
+      if (this.#hasExited) {
+        throw new EngineError("qemu_exited", `QEMU exited before opening its QMP socket ${socketPath}.`);
+      }
+      try {
+        const qmp = await QmpClient.connect(socketPath, { connectTimeoutMs: Math.max(deadline - Date.now(), 1) });
+        return qmp;
+      } catch (error) {
+        const errno = error instanceof EngineError ? error.details?.errno : undefined;
+        if ((errno !== "ENOENT" && errno !== "ECONNREFUSED") || Date.now() > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    }
+  }
+
+  get #qmpClient(): QmpClient {
+    if (!this.#qmp) throw new EngineError("qmp_closed", `vm ${this.id} has no QMP connection.`);
+    return this.#qmp;
+  }
+
+  /** Moves the lifecycle (checked against the table) and tells listeners. */
+  #setState(to: VmLifecycleState, action: string, failure?: VmFailure): void {
+    const previous = this.state;
+    assertTransition(this.id, previous, to, action);
+    this.state = to;
+    this.#host.log?.info({ vmId: this.id, from: previous, to, action }, `vm ${to}`);
+    this.emit("state", to, { previous, action, ...(failure ? { failure } : {}) });
+  }
+
+  /** Resolves once the vm is in `state`; rejects if it ends up stopped or failed first. */
+  whenState(state: VmLifecycleState, options: { timeoutMs: number }): Promise<void> {
+    if (this.state === state) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onState = (to: VmLifecycleState, change: VmStateChange) => {
+        if (to === state) {
+          cleanup();
+          resolve();
+        } else if (to === "stopped" || to === "failed") {
+          cleanup();
+          reject(
+            new EngineError(
+              to === "failed" ? "qemu_exited" : "illegal_transition",
+              `vm ${this.id} became ${to} while waiting for ${state}${change.failure ? `: ${change.failure.reason}` : ""}.`,
+            ),
+          );
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(
+          new EngineError("qmp_timeout", `vm ${this.id} did not become ${state} within ${options.timeoutMs} ms (it is ${this.state}).`),
+        );
+      }, options.timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.off("state", onState);
+      };
+      this.on("state", onState);
+    });
+  }
+
+  // 2. Supervision -------------------------------------------------------------------------
+
+  #onExit(code: number | null, signal: NodeJS.Signals | null): void {
+    for (const stopWatching of this.#serialWatches) stopWatching();
+    void this.#qmp?.close();
+    rmSync(this.#processDir, { recursive: true, force: true });
+    if (this.spec.display && this.#vncSocketInode !== undefined) {
+      // Only our own socket: a migration destination on this host may have bound the same path.
+      try {
+        if (statSync(this.spec.display.vncSocket).ino === this.#vncSocketInode) rmSync(this.spec.display.vncSocket);
+      } catch {
+        // Already gone.
+      }
+    }
+    this.#host.forget(this);
+    this.#host.log?.info({ vmId: this.id, pid: this.pid, code, signal, expected: this.#expectExit }, "QEMU exited");
+    if (this.#expectExit || this.state === "stopped" || this.state === "failed") return;
+    const failure = this.#failure(`QEMU exited unexpectedly (${describeExit(code, signal)})`, code, signal);
+    this.failure = failure;
+    this.#host.log?.error({ vmId: this.id, ...failure }, "vm failed");
+    this.#setState("failed", "supervise", failure);
+  }
+
+  #failure(reason: string, exitCode: number | null, signal: NodeJS.Signals | null): VmFailure {
+    return { reason, exitCode, signal, stderrTail: this.#stderr.join("\n") };
+  }
+
+  #exitError(what: string, cause: unknown): EngineError {
+    const stderr = this.#stderr.join("\n").trim();
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    return new EngineError(
+      "qemu_exited",
+      `${what}: ${reason}${stderr ? ` QEMU said: ${stderr}` : ""}. Check the spec's paths and the QEMU installation.`,
+      { vmId: this.id, stderrTail: stderr },
+    );
+  }
+
+  /** Marks the vm failed on purpose (we killed its QEMU), with a reason. */
+  async fail(reason: string): Promise<void> {
+    if (this.state === "failed" || this.state === "stopped") return;
+    this.#expectExit = true;
+    await this.#kill();
+    const exitCode = this.#process.exitCode;
+    const signal = this.#process.signalCode;
+    this.failure = this.#failure(reason, exitCode, signal);
+    this.#setState("failed", "fail", this.failure);
+  }
+
+  async #kill(): Promise<void> {
+    if (!this.#hasExited) this.#process.kill("SIGKILL");
+    await this.#exited;
+  }
+
+  async #waitExit(timeoutMs: number): Promise<boolean> {
+    if (this.#hasExited) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    });
+    const exited = await Promise.race([this.#exited.then(() => true as const), timedOut]);
+    clearTimeout(timer);
+    return exited;
+  }
+
+  // 3. Operations --------------------------------------------------------------------------
+
+  /** Runs a QMP command the engine has no method for (screendump, send-key, query-*). */
+  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
+    return this.#qmpClient.execute<T>(command, args);
+  }
+
+  /**
+   * Resolves with the first serial line this QEMU process wrote that matches `pattern`
+   * (lines written before the process started are ignored). Uses inotify, not polling.
+   */
+  waitForSerial(pattern: RegExp, options: { timeoutMs: number; fromOffset?: number }): Promise<RegExpMatchArray> {
+    return new Promise((resolve, reject) => {
+      const file = this.spec.serial.logFile;
+      const fd = openSync(file, "r");
+      let position = options.fromOffset ?? this.#serialOffset;
+      let partial = "";
+      const decoder = new TextDecoder();
+      const buffer = new Uint8Array(64 * 1024);
+      let done = false;
+      const finish = (outcome: () => void) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        watcher.close();
+        closeSync(fd);
+        this.#serialWatches.delete(stopWatching);
+        outcome();
+      };
+      const readNew = () => {
+        if (done) return;
+        for (;;) {
+          const n = readSync(fd, buffer, 0, buffer.length, position);
+          if (n === 0) break;
+          position += n;
+          const lines = (partial + decoder.decode(buffer.subarray(0, n), { stream: true })).split("\n");
+          partial = lines.pop() ?? "";
+          for (const line of lines) {
+            const match = line.match(pattern);
+            if (match) return finish(() => resolve(match));
+          }
+        }
+      };
+      const stopWatching = () =>
+        finish(() =>
+          reject(new EngineError("qemu_exited", `vm ${this.id}'s QEMU exited before its serial log showed ${pattern}.`)),
+        );
+      const timer = setTimeout(
+        () =>
+          finish(() =>
+            reject(
+              new EngineError("qmp_timeout", `vm ${this.id}'s serial log did not show ${pattern} within ${options.timeoutMs} ms.`, {
+                logFile: file,
+              }),
+            ),
+          ),
+        options.timeoutMs,
+      );
+      const watcher = watch(file, readNew);
+      this.#serialWatches.add(stopWatching);
+      readNew();
+    });
+  }
+
+  /** After start: waits for the boot marker, then `running`; without one, `running` now. */
+  async boot(options: { bootMarker?: string; bootTimeoutMs?: number }): Promise<void> {
+    this.#bootMarker = options.bootMarker;
+    if (options.bootTimeoutMs !== undefined) this.#bootTimeoutMs = options.bootTimeoutMs;
+    this.#setState("booting", "start");
+    const status = await this.#qmpClient.execute<{ status: string }>("query-status");
+    if (status.status !== "running") await this.#qmpClient.execute("cont");
+    this.#watchBoot(this.#serialOffset);
+  }
+
+  #watchBoot(fromOffset: number): void {
+    const marker = this.#bootMarker;
+    if (marker === undefined) {
+      this.#setState("running", "start");
+      return;
+    }
+    this.waitForSerial(new RegExp(escapeRegExp(marker)), { timeoutMs: this.#bootTimeoutMs, fromOffset }).then(
+      () => {
+        if (this.state === "booting") this.#setState("running", "boot");
+      },
+      (error: EngineError) => {
+        if (this.state === "booting" && error.code === "qmp_timeout") {
+          void this.fail(`the guest did not print its boot marker '${marker}' within ${this.#bootTimeoutMs} ms`);
+        }
+      },
+    );
+  }
+
+  /** ACPI power button, then QMP quit after graceMs, then SIGKILL; ends `stopped`. */
+  async stop(options: { graceMs?: number } = {}): Promise<void> {
+    if (this.state === "stopped" || this.state === "failed") return;
+    assertTransition(this.id, this.state, "stopped", "stop");
+    this.#expectExit = true;
+    const graceMs = options.graceMs ?? 10_000;
+    if ((this.state === "running" || this.state === "booting") && graceMs > 0) {
+      await this.#qmp?.execute("system_powerdown").catch(() => undefined);
+    }
+    if (!(await this.#waitExit(graceMs))) {
+      await this.#qmp?.execute("quit", undefined, { timeoutMs: 2000 }).catch(() => undefined);
+      if (!(await this.#waitExit(3000))) await this.#kill();
+    }
+    this.#setState("stopped", "stop");
+  }
+
+  /** Hard reset (system_reset); the vm stays up and boots again. */
+  async reset(): Promise<void> {
+    assertTransition(this.id, this.state, "booting", "reset");
+    const fromOffset = statSync(this.spec.serial.logFile).size;
+    await this.#qmpClient.execute("system_reset");
+    if (this.#bootMarker !== undefined) {
+      this.#setState("booting", "reset");
+      this.#watchBoot(fromOffset);
+    }
+  }
+
+  /**
+   * Pauses the guest and streams its state through `zstd -1` into `sink` (which is ended).
+   * The vm is `suspended` afterwards: QEMU is alive and paused; stop it or keep it.
+   */
+  async saveState(sink: Writable, options: { timeoutMs?: number } = {}): Promise<GuestStateManifest> {
+    assertTransition(this.id, this.state, "suspending", "suspend");
+    const identity = await guestStateIdentity(this.spec, this.#host);
+    this.#setState("suspending", "suspend");
+    const qmp = this.#qmpClient;
+    const timeoutMs = options.timeoutMs ?? 600_000;
+    const socketPath = path.join(this.#processDir, "state-out.sock");
+    const server = net.createServer();
+    const zstd = spawn(this.#host.zstdBinary, ["-1", "-T2", "-q", "-c"], { stdio: ["pipe", "pipe", "ignore"] });
+    const zstdExit = exitOf(zstd);
+    const digest = new DigestStream();
+    let migrating = false;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(socketPath, resolve);
+      });
+      const connection = handled(once(server, "connection") as Promise<[net.Socket]>);
+      // Keep stop → migrate → completed in order: a `cont` during the save would turn it into
+      // a live migration (QEMU-NOTES).
+      const stopped = handled(qmp.waitForEvent("STOP", { timeoutMs: 10_000 }));
+      await qmp.execute("stop");
+      await stopped;
+      await qmp.execute("migrate-set-parameters", { "max-bandwidth": unlimitedBandwidth });
+      const finished = handled(qmp.waitForEvent("MIGRATION", { timeoutMs, filter: terminalMigrationStatus }));
+      await qmp.execute("migrate", { uri: `unix:${socketPath}` });
+      migrating = true;
+      const [socket] = await connection;
+      server.close();
+      const streamed = handled(Promise.all([pipeline(socket, zstd.stdin), pipeline(zstd.stdout, digest, sink)]));
+      const event = await finished;
+      if (event.data?.status !== "completed") {
+        throw new EngineError("save_failed", `saving vm ${this.id}'s guest state failed: ${await migrationError(qmp)}.`);
+      }
+      migrating = false;
+      await streamed;
+      const zstdCode = await zstdExit;
+      if (zstdCode !== 0) {
+        throw new EngineError("save_failed", `zstd exited ${zstdCode} while compressing vm ${this.id}'s guest state.`);
+      }
+    } catch (error) {
+      server.close();
+      zstd.kill("SIGKILL");
+      if (migrating) await qmp.execute("migrate_cancel").catch(() => undefined);
+      if (!sink.destroyed) sink.destroy();
+      if (!this.#qmp?.closed) {
+        await qmp.execute("cont").catch(() => undefined);
+        if (this.state === "suspending") this.#setState("running", "suspend");
+      }
+      throw error instanceof EngineError && error.code === "save_failed"
+        ? error
+        : new EngineError("save_failed", `saving vm ${this.id}'s guest state failed: ${(error as Error).message}. The vm keeps running; retry the suspend.`, {
+            vmId: this.id,
+          });
+    } finally {
+      rmSync(socketPath, { force: true });
+    }
+    this.#setState("suspended", "suspend");
+    return {
+      format: "ferry-guest-state/1",
+      vmId: this.id,
+      ...identity,
+      compression: "zstd",
+      streamBytes: digest.bytes,
+      sha256: digest.digest(),
+      createdAt: new Date().toISOString(),
+    };
+  }
+
+  /**
+   * Loads a guest state into this freshly launched (incoming, paused) QEMU and resumes it.
+   * `source` is the zstd-compressed stream; its sha256 and length are checked as it passes.
+   */
+  async loadState(
+    source: NodeJS.ReadableStream,
+    expected: { sha256: string; streamBytes: number },
+    options: { timeoutMs?: number } = {},
+  ): Promise<void> {
+    this.#setState("resuming", "resume");
+    const qmp = this.#qmpClient;
+    const socketPath = path.join(this.#processDir, "state-in.sock");
+    const timeoutMs = options.timeoutMs ?? 600_000;
+    // The stream's integrity is judged by its sha256, not by zstd's exit: zstd also fails
+    // when QEMU gives up reading, and that is a restore failure, not a corrupt state.
+    const zstd = spawn(this.#host.zstdBinary, ["-d", "-q", "-c"], { stdio: ["pipe", "pipe", "ignore"] });
+    const digest = new DigestStream();
+    let corrupt: string | undefined;
+    try {
+      const finished = handled(qmp.waitForEvent("MIGRATION", { timeoutMs, filter: terminalMigrationStatus }));
+      await qmp.execute("migrate-incoming", { uri: `unix:${socketPath}` });
+      const socket = net.createConnection(socketPath);
+      socket.on("error", () => {
+        // QEMU closing its end early is reported through the migration result.
+      });
+      zstd.stdout.pipe(socket);
+      await feed(source, digest, zstd.stdin);
+      const sha256 = digest.digest();
+      if (digest.bytes !== expected.streamBytes) {
+        corrupt = `the stream has ${digest.bytes} bytes but the manifest says ${expected.streamBytes} (truncated or padded)`;
+      } else if (sha256 !== expected.sha256) {
+        corrupt = `the stream's sha256 is ${sha256} but the manifest says ${expected.sha256}`;
+      }
+      if (corrupt) throw new EngineError("state_corrupt", corrupt);
+      const event = await finished;
+      if (event.data?.status !== "completed") {
+        throw new EngineError("restore_failed", `QEMU could not load the guest state: ${await migrationError(qmp)}`);
+      }
+      await qmp.execute("cont");
+      this.#setState("running", "resume");
+    } catch (error) {
+      zstd.kill("SIGKILL");
+      const reason = corrupt
+        ? `guest state for vm ${this.id} is corrupt: ${corrupt}`
+        : `restoring vm ${this.id} failed: ${(error as Error).message}`;
+      await this.fail(reason);
+      throw corrupt
+        ? new EngineError("state_corrupt", `${reason}. Nothing was resumed; restore from an intact copy of the guest state.`, {
+            vmId: this.id,
+          })
+        : new EngineError("restore_failed", `${reason}${this.failure?.stderrTail ? ` QEMU said: ${this.failure.stderrTail.trim()}` : ""}. Nothing was resumed.`, {
+            vmId: this.id,
+          });
+    }
+  }
+
+  /**
+   * As a migration destination: listens on `uri` and becomes `running` when the incoming
+   * migration completes (or `failed` if QEMU gives up).
+   */
+  async listenForMigration(uri: string): Promise<void> {
+    const qmp = this.#qmpClient;
+    this.#setState("resuming", "receive migration");
+    const onEvent = (event: { event: string; data?: Record<string, unknown> }) => {
+      if (event.event !== "MIGRATION" || !terminalMigrationStatus(event)) return;
+      qmp.off("event", onEvent);
+      if (event.data?.status !== "completed") return;
+      void (async () => {
+        const status = await qmp.execute<{ status: string }>("query-status");
+        if (status.status !== "running") await qmp.execute("cont");
+        if (this.state === "resuming") this.#setState("running", "receive migration");
+      })().catch((error: Error) => this.fail(`the incoming migration completed but the vm did not run: ${error.message}`));
+    };
+    qmp.on("event", onEvent);
+    try {
+      await qmp.execute("migrate-incoming", { uri });
+    } catch (error) {
+      qmp.off("event", onEvent);
+      throw new EngineError("migration_failed", `cannot listen for vm ${this.id}'s migration on ${uri}: ${(error as Error).message}.`, {
+        vmId: this.id,
+        uri,
+      });
+    }
+  }
+
+  /**
+   * Live-migrates the running guest to a destination prepared with Engine.prepareIncoming.
+   * On success the source QEMU quits (`stopped`); on failure or timeout it keeps running.
+   */
+  async liveMigrate(uri: string, options: LiveMigrateOptions): Promise<LiveMigrationFigures> {
+    assertTransition(this.id, this.state, "migrating", "migrate");
+    const qmp = this.#qmpClient;
+    this.#setState("migrating", "migrate");
+    let outcome: "completed" | string;
+    try {
+      if (options.autoConverge) {
+        await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "auto-converge", state: true }] });
+      }
+      await qmp.execute("migrate-set-parameters", {
+        "downtime-limit": options.downtimeLimitMs,
+        "max-bandwidth": options.maxBandwidth ?? unlimitedBandwidth,
+      });
+      const finished = handled(
+        qmp.waitForEvent("MIGRATION", { timeoutMs: options.timeoutMs, filter: terminalMigrationStatus }),
+      );
+      await qmp.execute("migrate", { uri });
+      try {
+        const event = await finished;
+        outcome = event.data?.status === "completed" ? "completed" : await migrationError(qmp);
+      } catch (error) {
+        if (!(error instanceof EngineError) || error.code !== "qmp_timeout") throw error;
+        const cancelled = handled(qmp.waitForEvent("MIGRATION", { timeoutMs: 10_000, filter: terminalMigrationStatus }));
+        await qmp.execute("migrate_cancel");
+        await cancelled.catch(() => undefined);
+        outcome = `it did not complete within ${options.timeoutMs} ms and was cancelled`;
+      }
+    } catch (error) {
+      outcome = (error as Error).message;
+    }
+    if (outcome !== "completed") {
+      if (this.state === "migrating") this.#setState("running", "migrate");
+      throw new EngineError("migration_failed", `live migration of vm ${this.id} to ${uri} failed: ${outcome}. The vm keeps running here.`, {
+        vmId: this.id,
+        uri,
+      });
+    }
+    // In 7.2 query-migrate can say `completed` with zero times while the source is still in
+    // finish-migrate; the figures are final once the run state is postmigrate, and QEMU
+    // sends no event for that, so ask until it is (a few round trips at most).
+    for (let attempt = 0; attempt < 1000; attempt++) {
+      const status = await qmp.execute<{ status: string }>("query-status");
+      if (status.status === "postmigrate") break;
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    const info = await qmp.execute<{
+      "total-time"?: number;
+      downtime?: number;
+      "setup-time"?: number;
+      ram?: { transferred: number };
+    }>("query-migrate");
+    this.#expectExit = true;
+    await qmp.execute("quit").catch(() => undefined);
+    if (!(await this.#waitExit(5000))) await this.#kill();
+    this.#setState("stopped", "migrate");
+    return {
+      downtimeMs: info.downtime ?? 0,
+      totalTimeMs: info["total-time"] ?? 0,
+      ...(info["setup-time"] === undefined ? {} : { setupTimeMs: info["setup-time"] }),
+      bytesSent: info.ram?.transferred ?? 0,
+    };
+  }
+}
+
+function terminalMigrationStatus(event: { data?: Record<string, unknown> }): boolean {
+  const status = event.data?.status;
+  return status === "completed" || status === "failed" || status === "cancelled";
+}
+
+async function migrationError(qmp: QmpClient): Promise<string> {
+  const info = await qmp
+    .execute<{ status?: string; "error-desc"?: string }>("query-migrate")
+    .catch((error: Error) => ({ status: "unknown", "error-desc": error.message }));
+  return `QEMU reports migration ${info.status ?? "unknown"}${info["error-desc"] ? `: ${info["error-desc"]}` : ""}`;
+}
+
+function exitOf(child: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => {
+    child.once("error", () => resolve(-1));
+    child.once("close", (code) => resolve(code));
+  });
+}
+
+// Copies `source` into `target` through `digest`. If the target breaks (zstd or QEMU gave up)
+// the rest of the source is still read and hashed, so a corrupt stream is told apart from a
+// QEMU failure.
+async function feed(source: NodeJS.ReadableStream, digest: DigestStream, target: Writable): Promise<void> {
+  let broken = false;
+  target.on("error", () => {
+    broken = true;
+  });
+  const hashing = digest.resume();
+  for await (const chunk of source as AsyncIterable<Buffer>) {
+    hashing.write(chunk);
+    if (broken || target.destroyed) continue;
+    if (!target.write(chunk)) {
+      await drained(target);
+    }
+  }
+  hashing.end();
+  await once(hashing, "finish");
+  if (!broken && !target.destroyed) target.end();
+}
+
+function drained(target: Writable): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      target.off("drain", done);
+      target.off("close", done);
+      target.off("error", done);
+      resolve();
+    };
+    target.on("drain", done);
+    target.on("close", done);
+    target.on("error", done);
+  });
+}
+
+// Marks a promise as handled now (it is awaited later, maybe after it rejected), so an early
+// rejection is not reported as unhandled and does not crash the worker.
+function handled<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => undefined);
+  return promise;
+}
+
+function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal ? `killed by ${signal}` : `exit code ${code}`;
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
