@@ -27,7 +27,7 @@ export function operationLabel(operation: string | null): string {
 export function VmStateBadge({ vm }: { vm: Pick<VmView, "state" | "desiredState" | "stateReason"> }) {
   const busy = isBusy(vm) || !settledStates[vm.state];
   return (
-    <span data-testid="vm-state-cell">
+    <span>
       <span className={`state state-${busy && vm.state !== "failed" ? "busy" : vm.state}`} data-testid="vm-state">
         {vm.state}
       </span>

@@ -6,6 +6,7 @@ import { redisKeys } from "@ferry/jobs";
 import { verifyConsoleToken } from "@ferry/tokens";
 import { TRPCError } from "@trpc/server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { apiTokenHash } from "./api-token.ts";
 import { ensureAdmin } from "./auth.ts";
 import { handleRestRequest } from "./rest.ts";
 import { createCaller } from "./root.ts";
@@ -226,7 +227,7 @@ describe("auth", () => {
   it("creates the admin and its API token once, however often it runs", async () => {
     await ensureAdmin(services.auth, services.db, { email: "admin@ferry.test", password: "admin-password-1", token: adminToken });
     expect(await services.db.user.count({ where: { email: "admin@ferry.test", role: "admin" } })).toBe(1);
-    expect(await services.db.apiToken.count({ where: { userId: admin.id } })).toBe(1);
+    expect(await services.db.apiToken.count({ where: { userId: admin.id, name: "FERRY_ADMIN_TOKEN" } })).toBe(1);
     expect(await services.db.account.count({ where: { userId: admin.id, providerId: "credential" } })).toBe(1);
   });
 
@@ -252,6 +253,12 @@ describe("REST", () => {
     const bad = await rest("/vms", { token: "not-a-token" });
     expect(bad.status).toBe(401);
     expect((await bad.json()).error).toMatchObject({ code: "unauthenticated", message: expect.stringContaining("Bearer") });
+    const revokedToken = `revoked-${randomUUID()}`;
+    await services.db.apiToken.create({ data: { userId: admin.id, name: "old", tokenHash: apiTokenHash(revokedToken), revokedAt: new Date() } });
+    expect((await rest("/vms", { token: revokedToken })).status).toBe(401);
+    const expiredToken = `expired-${randomUUID()}`;
+    await services.db.apiToken.create({ data: { userId: admin.id, name: "old", tokenHash: apiTokenHash(expiredToken), expiresAt: new Date(Date.now() - 1000) } });
+    expect((await rest("/vms", { token: expiredToken })).status).toBe(401);
     const good = await rest("/vms", { token: adminToken });
     expect(good.status).toBe(200);
     expect(Array.isArray((await good.json()).items)).toBe(true);
