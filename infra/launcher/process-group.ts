@@ -97,7 +97,9 @@ function forwardLines(stream: Readable | null, prefix: string, log: WriteStream)
 async function stopMember(member: Member, timeoutMs: number): Promise<void> {
   const pid = member.child.pid;
   if (pid === undefined || member.child.exitCode !== null || member.child.signalCode !== null) return;
-  signalGroup(pid, "SIGTERM");
+  // Only the leader is asked to stop: tsx passes the signal on to its node child itself, and a
+  // second copy sent to the whole group would make a worker begin its shutdown twice.
+  signalProcess(pid, "SIGTERM");
   const timer = setTimeout(() => {
     process.stdout.write(`${member.name.padEnd(8)} | did not stop within ${timeoutMs / 1000} s; killing it\n`);
     signalGroup(pid, "SIGKILL");
@@ -109,9 +111,13 @@ async function stopMember(member: Member, timeoutMs: number): Promise<void> {
 }
 
 function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  signalProcess(-pid, signal);
+}
+
+function signalProcess(pid: number, signal: NodeJS.Signals): void {
   try {
-    process.kill(-pid, signal);
+    process.kill(pid, signal);
   } catch {
-    // The group is already gone.
+    // Already gone.
   }
 }
