@@ -5,3 +5,20 @@ export { toQemuArgv, type LaunchOptions } from "./qemu-argv.ts";
 export { vmLifecycleStates, canTransition, assertTransition, type VmLifecycleState } from "./lifecycle.ts";
 export { guestImageCatalog, loadImage, specForVm, macForVm, type GuestImage } from "./images.ts";
 export { parseHostCpu, checkCompatibility, cpuModelFeatures, type HostCpu, type GuestCpuRequirements, type TargetHost, type Compatibility } from "./cpu.ts";
+export { QmpClient, type QmpEvent, type QmpGreeting, type QmpConnectOptions } from "./qmp-client.ts";
+export { Engine, type EngineOptions, type StartOptions, type IncomingListen } from "./engine.ts";
+export {
+  Vm,
+  type VmFailure,
+  type VmStateChange,
+  type LiveMigrateOptions,
+  type LiveMigrationFigures,
+  type EngineLogger,
+} from "./vm.ts";
+export {
+  guestStateManifestSchema,
+  guestStateDifferences,
+  type GuestStateManifest,
+  type GuestStateIdentity,
+} from "./guest-state.ts";
+export { probeAccelerator, type AcceleratorVerdict, type ProbeOptions } from "./accel-probe.ts";

@@ -370,7 +370,8 @@ export class Vm extends EventEmitter {
           const lines = (partial + decoder.decode(buffer.subarray(0, n), { stream: true })).split("\n");
           partial = lines.pop() ?? "";
           for (const line of lines) {
-            const match = line.match(pattern);
+            // The guest's tty turns "\n" into "\r\n".
+            const match = line.replace(/\r$/, "").match(pattern);
             if (match) return finish(() => resolve(match));
           }
         }

@@ -1,0 +1,362 @@
+// The engine against real QEMU (TCG) and the tiny guest image. Each test gets its own vm id
+// and directory under one suite directory; afterAll checks that no QEMU whose command line
+// mentions that directory is still alive.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import {
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { probeAccelerator } from "./accel-probe.ts";
+import { Engine } from "./engine.ts";
+import { EngineError } from "./errors.ts";
+import type { GuestStateManifest } from "./guest-state.ts";
+import { type GuestImage, loadImage, specForVm } from "./images.ts";
+import type { VmSpec } from "./spec.ts";
+import type { Vm } from "./vm.ts";
+
+const imagesDir = process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images";
+const suiteDir = mkdtempSync(path.join(tmpdir(), "ferry-engine-it-"));
+const tickLine = /ferry-tick (\d+) uptime=([\d.]+)/;
+
+let image: GuestImage;
+let engine: Engine;
+let counter = 0;
+
+beforeAll(async () => {
+  image = await loadImage(imagesDir, "tiny");
+  engine = await Engine.open({ runDir: path.join(suiteDir, "run"), accelerator: "tcg" });
+});
+
+afterEach(async () => {
+  await engine.shutdown({ graceMs: 0 });
+});
+
+afterAll(async () => {
+  await engine?.shutdown({ graceMs: 0 });
+  expect(qemuProcessesMentioning(suiteDir)).toEqual([]);
+  rmSync(suiteDir, { recursive: true, force: true });
+});
+
+function newSpec(overrides: Partial<Pick<VmSpec, "memoryMiB" | "cpuModel" | "profile">> = {}, vmDir?: string): VmSpec {
+  const id = `it-${process.pid}-${++counter}`;
+  const spec = specForVm({
+    id,
+    vcpus: 1,
+    memoryMiB: overrides.memoryMiB ?? 256,
+    profile: overrides.profile ?? "standard",
+    cpuModel: overrides.cpuModel ?? "qemu64",
+    image,
+    vmDir: vmDir ?? path.join(suiteDir, id),
+  });
+  return { ...spec, nics: [] };
+}
+
+/** Every live QEMU whose command line contains `text`. */
+function qemuProcessesMentioning(text: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const zombie = stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+      if (!zombie && cmdline.startsWith("qemu-system") && cmdline.includes(text)) found.push(Number(entry));
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return found;
+}
+
+// Characters the console tests type, as QEMU key codes (US layout).
+const keys: Record<string, string[]> = {
+  " ": ["spc"],
+  ">": ["shift", "dot"],
+  "/": ["slash"],
+  ";": ["semicolon"],
+  "-": ["minus"],
+  ".": ["dot"],
+  "\n": ["ret"],
+};
+
+/** Types on the guest's VGA console through its USB keyboard (QMP send-key). */
+async function typeInto(vm: Vm, text: string): Promise<void> {
+  for (const char of text) {
+    const codes =
+      keys[char] ??
+      (/^[a-z0-9]$/.test(char) ? [char] : /^[A-Z]$/.test(char) ? ["shift", char.toLowerCase()] : undefined);
+    if (!codes) throw new Error(`typeInto cannot type '${char}'`);
+    await vm.execute("send-key", { keys: codes.map((data) => ({ type: "qcode", data })), "hold-time": 20 });
+  }
+}
+
+async function bootedVm(spec: VmSpec): Promise<Vm> {
+  const vm = await engine.start(spec, { bootMarker: image.bootMarker });
+  await vm.whenState("running", { timeoutMs: 60_000 });
+  return vm;
+}
+
+async function saveToFile(vm: Vm, file: string): Promise<GuestStateManifest> {
+  return vm.saveState(createWriteStream(file));
+}
+
+async function expectEngineError(promise: Promise<unknown>, code: string): Promise<EngineError> {
+  const error = await promise.then(
+    () => {
+      throw new Error(`expected EngineError ${code}, but it resolved`);
+    },
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(EngineError);
+  expect((error as EngineError).code).toBe(code);
+  return error as EngineError;
+}
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+describe("Engine with real QEMU", () => {
+  it("boots the tiny guest: booting, then running at the boot marker, then disk and ticks", async () => {
+    const spec = newSpec();
+    const states: string[] = [];
+    const vm = await engine.start(spec, { bootMarker: image.bootMarker });
+    vm.on("state", (state) => states.push(state));
+    expect(vm.state).toBe("booting");
+    expect(vm.accelerator).toBe("tcg");
+    expect(existsSync(spec.disks[0]!.overlay)).toBe(true);
+    await vm.whenState("running", { timeoutMs: 60_000 });
+    await vm.waitForSerial(/FERRY-DISK-OK \/dev\/vda/, { timeoutMs: 30_000 });
+    const first = await vm.waitForSerial(tickLine, { timeoutMs: 10_000 });
+    expect(Number(first[1])).toBe(0);
+    await vm.stop({ graceMs: 0 });
+    expect(states).toEqual(["running", "stopped"]);
+    expect(qemuProcessesMentioning(spec.id)).toEqual([]);
+  });
+
+  it("saves the guest state and restores it in a new QEMU: ticks and /data carry on", async () => {
+    const spec = newSpec();
+    const vm = await bootedVm(spec);
+    await vm.waitForSerial(/FERRY-DISK-OK/, { timeoutMs: 30_000 });
+    await vm.waitForSerial(/ferry-tick 1 /, { timeoutMs: 30_000 });
+    await typeInto(vm, "echo kept-across-restore > /data/f; sync; echo written > /dev/ttyS0\n");
+    await vm.waitForSerial(/^written$/, { timeoutMs: 30_000 });
+    const before = await vm.waitForSerial(tickLine, { timeoutMs: 10_000, fromOffset: statSync(spec.serial.logFile).size });
+    const firstPid = vm.pid;
+
+    const stateFile = path.join(suiteDir, `${spec.id}.state.zst`);
+    const manifest = await saveToFile(vm, stateFile);
+    expect(vm.state).toBe("suspended");
+    expect(manifest).toMatchObject({ format: "ferry-guest-state/1", vmId: spec.id, memoryMiB: 256, cpuModel: "qemu64", profile: "standard@1", machineType: "pc-q35-7.2", accelerator: "tcg", compression: "zstd" });
+    expect(manifest.streamBytes).toBe(statSync(stateFile).size);
+    await vm.stop({ graceMs: 0 });
+
+    const restored = await engine.restore(spec, createReadStream(stateFile), manifest);
+    expect(restored.state).toBe("running");
+    expect(restored.pid).not.toBe(firstPid);
+    const after = await restored.waitForSerial(tickLine, { timeoutMs: 10_000 });
+    expect(Number(after[1])).toBe(Number(before[1]) + 1);
+    expect(Number(after[2])).toBeGreaterThan(Number(before[2]));
+    await typeInto(restored, "cat /data/f > /dev/ttyS0\n");
+    await restored.waitForSerial(/^kept-across-restore$/, { timeoutMs: 30_000 });
+  });
+
+  it("live-migrates between two QEMU processes; the counter continues on the destination", async () => {
+    const source = newSpec();
+    const vm = await bootedVm(source);
+    const lastOnSource = await vm.waitForSerial(/ferry-tick [1-9]\d* /, { timeoutMs: 30_000 });
+    // Same disk (shared storage), own serial log and runtime files.
+    const destination: VmSpec = { ...source, serial: { logFile: path.join(suiteDir, `${source.id}-dst-serial.log`) }, display: null };
+    const port = await freePort();
+    const incoming = await engine.prepareIncoming(destination, { listen: { kind: "tcp", host: "127.0.0.1", port } });
+    expect(incoming.state).toBe("resuming");
+
+    const figures = await vm.liveMigrate(`tcp:127.0.0.1:${port}`, { downtimeLimitMs: 50, timeoutMs: 60_000 });
+    expect(vm.state).toBe("stopped");
+    expect(figures.totalTimeMs).toBeGreaterThan(0);
+    expect(figures.bytesSent).toBeGreaterThan(0);
+    expect(figures.downtimeMs).toBeLessThan(1000);
+    await incoming.whenState("running", { timeoutMs: 30_000 });
+    const onDestination = await incoming.waitForSerial(tickLine, { timeoutMs: 10_000 });
+    expect(Number(onDestination[1])).toBeGreaterThan(Number(/ferry-tick (\d+)/.exec(lastOnSource[0])![1]));
+    expect(readFileSync(destination.serial.logFile, "utf8")).not.toContain("ferry-tick 0 ");
+    expect(qemuProcessesMentioning(`guest=${source.id},`)).toEqual([incoming.pid]);
+  });
+
+  it("a live migration to nowhere fails with migration_failed and the source keeps running", async () => {
+    const vm = await bootedVm(newSpec());
+    const port = await freePort();
+    const error = await expectEngineError(
+      vm.liveMigrate(`tcp:127.0.0.1:${port}`, { downtimeLimitMs: 50, timeoutMs: 10_000 }),
+      "migration_failed",
+    );
+    expect(error.message).toContain("keeps running");
+    expect(vm.state).toBe("running");
+    const status = await vm.execute<{ status: string }>("query-status");
+    expect(status.status).toBe("running");
+  });
+
+  it("a QEMU killed with SIGKILL leaves the vm failed with its exit status", async () => {
+    const vm = await bootedVm(newSpec());
+    const failed = new Promise<void>((resolve) => vm.on("state", (s) => s === "failed" && resolve()));
+    process.kill(vm.pid, "SIGKILL");
+    await failed;
+    expect(vm.state).toBe("failed");
+    expect(vm.failure).toMatchObject({ signal: "SIGKILL", exitCode: null });
+    expect(vm.failure?.reason).toContain("SIGKILL");
+    expect(engine.vms).not.toContain(vm);
+  });
+
+  describe("refuses a bad guest state", () => {
+    let spec: VmSpec;
+    let stateFile: string;
+    let manifest: GuestStateManifest;
+
+    beforeAll(async () => {
+      spec = newSpec();
+      stateFile = path.join(suiteDir, `${spec.id}.state.zst`);
+      const vm = await bootedVm(spec);
+      manifest = await saveToFile(vm, stateFile);
+      await vm.stop({ graceMs: 0 });
+    });
+
+    it("truncated: state_corrupt, and no QEMU left behind", async () => {
+      const whole = readFileSync(stateFile);
+      const truncated = whole.subarray(0, Math.floor(whole.length / 2));
+      const error = await expectEngineError(engine.restore(spec, Readable.from([truncated]), manifest), "state_corrupt");
+      expect(error.message).toContain("truncated");
+      expect(engine.vms).toEqual([]);
+      expect(qemuProcessesMentioning(`guest=${spec.id},`)).toEqual([]);
+    });
+
+    it("one flipped byte: state_corrupt, and no QEMU left behind", async () => {
+      const flipped = Buffer.from(readFileSync(stateFile));
+      const at = Math.floor(flipped.length / 3);
+      flipped[at] = flipped[at]! ^ 0xff;
+      const error = await expectEngineError(engine.restore(spec, Readable.from([flipped]), manifest), "state_corrupt");
+      expect(error.message).toContain("sha256");
+      expect(engine.vms).toEqual([]);
+      expect(qemuProcessesMentioning(`guest=${spec.id},`)).toEqual([]);
+    });
+
+    it.each([
+      ["memory size", { memoryMiB: 512 }, "memoryMiB 256 but this vm has 512"],
+      ["CPU model", { cpuModel: "Skylake-Client" }, "cpuModel qemu64 but this vm has Skylake-Client"],
+      ["profile", { profile: "compat" as const }, "profile standard@1 but this vm has compat@1"],
+    ])("a different %s: state_mismatch before any QEMU or disk is created", async (_what, overrides, difference) => {
+      const vmDir = path.join(suiteDir, `mismatch-${++counter}`);
+      const other = { ...newSpec(overrides, vmDir), id: spec.id };
+      const error = await expectEngineError(engine.restore(other, createReadStream(stateFile), manifest), "state_mismatch");
+      expect(error.message).toContain(`guest state was saved with ${difference}`);
+      expect(existsSync(other.disks[0]!.overlay)).toBe(false);
+      expect(existsSync(vmDir)).toBe(false);
+      expect(engine.vms).toEqual([]);
+    });
+
+    it("names every difference at once", async () => {
+      const other = { ...newSpec({ memoryMiB: 512, cpuModel: "Haswell-noTSX" }), id: spec.id };
+      const error = await expectEngineError(engine.restore(other, createReadStream(stateFile), manifest), "state_mismatch");
+      expect(error.message).toContain("memoryMiB 256 but this vm has 512");
+      expect(error.message).toContain("cpuModel qemu64 but this vm has Haswell-noTSX");
+    });
+  });
+
+  it("a missing QEMU binary is qemu_not_found naming the Debian package", async () => {
+    const error = await expectEngineError(
+      Engine.open({ runDir: path.join(suiteDir, "run-missing"), accelerator: "tcg", qemuBinary: "/nonexistent/qemu-system-x86_64" }),
+      "qemu_not_found",
+    );
+    expect(error.message).toContain("/nonexistent/qemu-system-x86_64");
+    expect(error.message).toContain("qemu-system-x86");
+  });
+
+  it("the accelerator probe says tcg on this host and leaves no QEMU behind", async () => {
+    const cacheFile = path.join(suiteDir, "accel.json");
+    const verdict = await probeAccelerator({ image, cacheFile });
+    expect(verdict.accelerator).toBe("tcg");
+    expect(verdict.cached).toBe(false);
+    expect(verdict.reason).toMatch(/boot marker|MSR|cannot be opened/);
+    expect(qemuProcessesMentioning("ferry-accel-probe-")).toEqual([]);
+    const again = await probeAccelerator({ image, cacheFile });
+    expect(again).toEqual({ ...verdict, cached: true });
+  }, 60_000);
+
+  it("the kernel kills QEMU when its worker is SIGKILLed, and Engine.open clears the leftovers", async () => {
+    const runDir = path.join(suiteDir, "run-orphan");
+    const spec = newSpec();
+    const script = path.join(suiteDir, "worker.mts");
+    writeFileSync(
+      script,
+      `import { Engine } from ${JSON.stringify(path.resolve(import.meta.dirname, "engine.ts"))};
+const engine = await Engine.open({ runDir: ${JSON.stringify(runDir)}, accelerator: "tcg" });
+const vm = await engine.start(${JSON.stringify(spec)});
+console.log(vm.pid);
+setInterval(() => {}, 1000);
+`,
+    );
+    const worker = spawn(process.execPath, ["--import", "tsx", script], { stdio: ["ignore", "pipe", "inherit"] });
+    const [line] = (await once(worker.stdout, "data")) as [Buffer];
+    const qemuPid = Number(line.toString().trim());
+    expect(qemuProcessesMentioning(`guest=${spec.id},`)).toEqual([qemuPid]);
+    const leftovers = readdirSync(runDir);
+    expect(leftovers).toHaveLength(1);
+
+    worker.kill("SIGKILL");
+    await once(worker, "exit");
+    const deadline = Date.now() + 5000;
+    while (qemuProcessesMentioning(`guest=${spec.id},`).length > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(qemuProcessesMentioning(`guest=${spec.id},`)).toEqual([]);
+    expect(readdirSync(runDir)).toEqual(leftovers);
+
+    const reopened = await Engine.open({ runDir, accelerator: "tcg" });
+    expect(readdirSync(runDir)).toEqual([]);
+    await reopened.shutdown();
+  });
+
+  it("Engine.open kills a QEMU that outlived its worker, found by its pidfile", async () => {
+    const runDir = path.join(suiteDir, "run-stale");
+    const processDir = path.join(runDir, "stale-vm");
+    mkdirSync(processDir, { recursive: true });
+    const pidFile = path.join(processDir, "qemu.pid");
+    // Started without pdeathsig, as on a host where that did not work.
+    const qemu = spawn(
+      "qemu-system-x86_64",
+      ["-nodefaults", "-accel", "tcg", "-display", "none", "-m", "64M", "-S", "-pidfile", pidFile],
+      { stdio: "ignore", detached: true },
+    );
+    const exited = once(qemu, "exit");
+    const deadline = Date.now() + 10_000;
+    while (!existsSync(pidFile) || readFileSync(pidFile, "utf8").trim() === "") {
+      if (Date.now() > deadline) throw new Error("QEMU wrote no pidfile");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(Number(readFileSync(pidFile, "utf8"))).toBe(qemu.pid);
+
+    const reopened = await Engine.open({ runDir, accelerator: "tcg" });
+    const [, signal] = (await exited) as [number | null, string | null];
+    expect(signal).toBe("SIGKILL");
+    expect(existsSync(processDir)).toBe(false);
+    await reopened.shutdown();
+  });
+});
