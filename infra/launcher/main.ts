@@ -37,6 +37,8 @@ try {
   if (stopping) await stopping;
   startApps(cluster);
   await waitForPortal();
+  // A process that died while the portal came up has already begun the shutdown.
+  if (stopping) await stopping;
   say("");
   say(`Ferry is running: ${config.publicUrl}`);
   say(`sign in as ${config.adminEmail} / ${config.adminPassword}`);
