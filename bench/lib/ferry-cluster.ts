@@ -1,0 +1,104 @@
+// Starts a whole Ferry (the launcher: PostgreSQL, Redis, portal, controller, console gateway,
+// two workers) in a temporary state folder for a benchmark, and talks to its REST API.
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+export interface FerryCluster {
+  baseUrl: string;
+  token: string;
+  api<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
+  stop(): Promise<void>;
+}
+
+export async function startFerryCluster(extraEnv: Record<string, string> = {}): Promise<FerryCluster> {
+  const stateDir = mkdtempSync("/tmp/ferry-bench-");
+  chmodSync(stateDir, 0o755); // PostgreSQL runs as the postgres user and must enter it
+  const port = await freePort();
+  const token = randomBytes(24).toString("hex");
+  const env = {
+    ...process.env,
+    FERRY_STATE_DIR: stateDir,
+    FERRY_PORT: String(port),
+    FERRY_CONSOLE_PORT: String(await freePort()),
+    FERRY_POSTGRES_PORT: String(await freePort()),
+    FERRY_REDIS_PORT: String(await freePort()),
+    FERRY_CLUSTER_SECRET: randomBytes(32).toString("hex"),
+    FERRY_ADMIN_TOKEN: token,
+    FERRY_ACCELERATOR: process.env.FERRY_ACCELERATOR ?? "tcg",
+    FERRY_LOG_LEVEL: "warn",
+    ...extraEnv,
+  };
+  const launcher: ChildProcess = spawn(join(repoRoot, "node_modules/.bin/tsx"), ["infra/launcher/main.ts"], {
+    cwd: repoRoot,
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  const exited = new Promise<void>((resolve) => launcher.once("exit", () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`Ferry did not start within 10 minutes:\n${output.slice(-3000)}`)), 600_000);
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes("Ferry is running")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    launcher.stdout?.on("data", onData);
+    launcher.stderr?.on("data", onData);
+    void exited.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`the launcher exited before Ferry was running:\n${output.slice(-3000)}`));
+    });
+  });
+  launcher.stdout?.resume();
+  launcher.stderr?.resume();
+
+  const baseUrl = `http://localhost:${port}`;
+  return {
+    baseUrl,
+    token,
+    async api<T>(method: string, path: string, body?: unknown) {
+      const response = await fetch(`${baseUrl}/api/v1${path}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      const text = await response.text();
+      return { status: response.status, body: (text ? JSON.parse(text) : undefined) as T };
+    },
+    async stop() {
+      launcher.kill("SIGTERM");
+      await exited;
+      rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+export function round(value: number, digits = 1): number {
+  const factor = 10 ** digits;
+  return Math.round(value * factor) / factor;
+}
