@@ -265,7 +265,7 @@ describe("Engine with real QEMU", () => {
     ])("a different %s: state_mismatch before any QEMU or disk is created", async (_what, overrides, difference) => {
       const vmDir = path.join(suiteDir, `mismatch-${++counter}`);
       const other = { ...newSpec(overrides, vmDir), id: spec.id };
-      const error = await expectEngineError(engine.restore(other, createReadStream(stateFile), manifest), "state_mismatch");
+      const error = await expectEngineError(engine.restore(other, Readable.from([readFileSync(stateFile)]), manifest), "state_mismatch");
       expect(error.message).toContain(`guest state was saved with ${difference}`);
       expect(existsSync(other.disks[0]!.overlay)).toBe(false);
       expect(existsSync(vmDir)).toBe(false);
@@ -274,7 +274,7 @@ describe("Engine with real QEMU", () => {
 
     it("names every difference at once", async () => {
       const other = { ...newSpec({ memoryMiB: 512, cpuModel: "Haswell-noTSX" }), id: spec.id };
-      const error = await expectEngineError(engine.restore(other, createReadStream(stateFile), manifest), "state_mismatch");
+      const error = await expectEngineError(engine.restore(other, Readable.from([readFileSync(stateFile)]), manifest), "state_mismatch");
       expect(error.message).toContain("memoryMiB 256 but this vm has 512");
       expect(error.message).toContain("cpuModel qemu64 but this vm has Haswell-noTSX");
     });

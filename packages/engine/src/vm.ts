@@ -464,9 +464,8 @@ export class Vm extends EventEmitter {
     const timeoutMs = options.timeoutMs ?? 600_000;
     const socketPath = path.join(this.#processDir, "state-out.sock");
     const server = net.createServer();
-    const zstd = spawn(this.#host.zstdBinary, ["-1", "-T2", "-q", "-c"], { stdio: ["pipe", "pipe", "ignore"] });
-    const zstdExit = exitOf(zstd);
     const digest = new DigestStream();
+    let zstd: ChildProcess | undefined;
     let migrating = false;
     try {
       await new Promise<void>((resolve, reject) => {
@@ -485,7 +484,12 @@ export class Vm extends EventEmitter {
       migrating = true;
       const [socket] = await connection;
       server.close();
-      const streamed = handled(Promise.all([pipeline(socket, zstd.stdin), pipeline(zstd.stdout, digest, sink)]));
+      // zstd reads QEMU's socket itself: the uncompressed stream never passes through Node,
+      // only the compressed one (to hash it and hand it to the sink).
+      zstd = spawn(this.#host.zstdBinary, ["-1", "-T2", "-q", "-c"], { stdio: [socket, "pipe", "ignore"] });
+      const zstdExit = exitOf(zstd);
+      socket.destroy();
+      const streamed = handled(pipeline(zstd.stdout!, digest, sink));
       const event = await finished;
       if (event.data?.status !== "completed") {
         throw new EngineError("save_failed", `saving vm ${this.id}'s guest state failed: ${await migrationError(qmp)}.`);
@@ -498,7 +502,7 @@ export class Vm extends EventEmitter {
       }
     } catch (error) {
       server.close();
-      zstd.kill("SIGKILL");
+      zstd?.kill("SIGKILL");
       if (migrating) await qmp.execute("migrate_cancel").catch(() => undefined);
       if (!sink.destroyed) sink.destroy();
       if (!this.#qmp?.closed) {
@@ -540,18 +544,18 @@ export class Vm extends EventEmitter {
     const timeoutMs = options.timeoutMs ?? 600_000;
     // The stream's integrity is judged by its sha256, not by zstd's exit: zstd also fails
     // when QEMU gives up reading, and that is a restore failure, not a corrupt state.
-    const zstd = spawn(this.#host.zstdBinary, ["-d", "-q", "-c"], { stdio: ["pipe", "pipe", "ignore"] });
     const digest = new DigestStream();
+    let zstd: ChildProcess | undefined;
     let corrupt: string | undefined;
     try {
       const finished = handled(qmp.waitForEvent("MIGRATION", { timeoutMs, filter: terminalMigrationStatus }));
       await qmp.execute("migrate-incoming", { uri: `unix:${socketPath}` });
       const socket = net.createConnection(socketPath);
-      socket.on("error", () => {
-        // QEMU closing its end early is reported through the migration result.
-      });
-      zstd.stdout.pipe(socket);
-      await feed(source, digest, zstd.stdin);
+      await once(socket, "connect");
+      // zstd writes into QEMU's socket itself; Node handles only the compressed stream.
+      zstd = spawn(this.#host.zstdBinary, ["-d", "-q", "-c"], { stdio: ["pipe", socket, "ignore"] });
+      socket.destroy();
+      await feed(source, digest, zstd.stdin!);
       const sha256 = digest.digest();
       if (digest.bytes !== expected.streamBytes) {
         corrupt = `the stream has ${digest.bytes} bytes but the manifest says ${expected.streamBytes} (truncated or padded)`;
@@ -566,7 +570,7 @@ export class Vm extends EventEmitter {
       await qmp.execute("cont");
       this.#setState("running", "resume");
     } catch (error) {
-      zstd.kill("SIGKILL");
+      zstd?.kill("SIGKILL");
       const reason = corrupt
         ? `guest state for vm ${this.id} is corrupt: ${corrupt}`
         : `restoring vm ${this.id} failed: ${(error as Error).message}`;
