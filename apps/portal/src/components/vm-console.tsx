@@ -5,18 +5,9 @@ import type RFB from "@novnc/novnc";
 import { useMutation } from "@tanstack/react-query";
 import { useCallback, useEffect, useRef, useState } from "react";
 import { useTRPC } from "../trpc/client.tsx";
+import { keyPressOf, typeAsUsKeyboard } from "./us-keyboard.ts";
 
 type Status = "connecting" | "connected" | "disconnected";
-
-const keysyms: Record<string, number> = { "\n": 0xff0d, "\r": 0xff0d, "\t": 0xff09, "\b": 0xff08, "\u001b": 0xff1b };
-
-/** The X11 keysym that types `char`: Latin-1 maps to itself, the rest of Unicode to 0x01000000 + code point. */
-export function keysymOf(char: string): number {
-  const named = keysyms[char];
-  if (named !== undefined) return named;
-  const codePoint = char.codePointAt(0) ?? 0;
-  return codePoint < 0x100 ? codePoint : 0x01000000 + codePoint;
-}
 
 export function VmConsole({ vmId, running }: { vmId: string; running: boolean }) {
   const trpc = useTRPC();
@@ -44,6 +35,7 @@ export function VmConsole({ vmId, running }: { vmId: string; running: boolean })
       const client = new RFBClass(target, url);
       client.scaleViewport = true;
       client.background = "#000";
+      typeAsUsKeyboard(client);
       client.addEventListener("connect", () => setStatus("connected"));
       client.addEventListener("disconnect", (event) => {
         if (rfb.current !== client) return;
@@ -69,9 +61,18 @@ export function VmConsole({ vmId, running }: { vmId: string; running: boolean })
   function sendText() {
     const client = rfb.current;
     if (!client) return;
-    for (const char of paste) client.sendKey(keysymOf(char), null);
+    const untyped = new Set<string>();
+    for (const char of paste.replace(/\r\n?/g, "\n")) {
+      const press = keyPressOf(char);
+      if (press === null) {
+        untyped.add(char);
+        continue;
+      }
+      client.sendKey(press.keysym, press.code);
+    }
     client.focus();
     setPaste("");
+    setProblem(untyped.size > 0 ? `Not typed (no US-keyboard key for them): ${[...untyped].join(" ")}` : null);
   }
 
   return (

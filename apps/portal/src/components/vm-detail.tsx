@@ -25,7 +25,6 @@ export function VmDetail({ id }: { id: string }) {
   const vmQuery = useQuery(trpc.vm.get.queryOptions({ id }, { refetchInterval: 1000 }));
   const events = useQuery(trpc.vm.events.queryOptions({ id, limit: 20 }, { refetchInterval: 3000 }));
   const [actionError, setActionError] = useState<string | null>(null);
-  const [confirmDelete, setConfirmDelete] = useState(false);
 
   const mutations = {
     start: useMutation(trpc.vm.start.mutationOptions()),
@@ -49,12 +48,8 @@ export function VmDetail({ id }: { id: string }) {
   const busy = isBusy(vm) || sending;
 
   async function run(action: VmAction) {
-    if (action === "delete" && !confirmDelete) {
-      setConfirmDelete(true);
-      return;
-    }
+    if (action === "delete" && !window.confirm(`Delete vm ${vm.name} and its disk? This cannot be undone.`)) return;
     setActionError(null);
-    setConfirmDelete(false);
     try {
       const updated = await mutations[action].mutateAsync({ id });
       queryClient.setQueryData(trpc.vm.get.queryKey({ id }), updated);
@@ -128,14 +123,14 @@ export function VmDetail({ id }: { id: string }) {
               <button
                 key={action}
                 type="button"
-                className={action === "delete" ? `danger${confirmDelete ? " confirm" : ""}` : action === "start" || action === "resume" ? "primary" : ""}
+                className={action === "delete" ? "danger" : action === "start" || action === "resume" ? "primary" : ""}
                 disabled={disabled}
                 title={refusal ?? undefined}
                 onClick={() => run(action)}
                 data-testid={`action-${action}`}
               >
                 {mutations[action].isPending && <span className="spinner" />}
-                {action === "delete" && confirmDelete ? "Click again to delete" : actionLabels[action]}
+                {actionLabels[action]}
               </button>
             );
           })}
