@@ -1,8 +1,9 @@
-// QEMU's VNC server drops plain keysym events on our hosts and types only keys sent with a
-// physical key code (QEMU extended key events), which the guest reads with its US keymap. So a
-// character reaches the guest only as the US key that types it, with Shift exactly when the US
-// layout needs it: a browser's code for '>' on another layout, or a synthetic '>' without
-// Shift (Playwright's keyboard.type), would otherwise arrive as some other character.
+// The guest reads keys with a US keymap, and QEMU 7.2 types what the key code says: a plain
+// keysym '>' arrives without Shift (measured: "reboot -f" typed as plain keysyms works,
+// "echo x > /dev/ttyS0" does not), and so does Playwright's keyboard.type('>'), which sends
+// code "Period" without pressing Shift. A browser on another layout sends that layout's codes.
+// So each printable character goes out as the US key that types it, with Shift exactly when
+// the US layout needs it.
 const shiftedSymbols = '~!@#$%^&*()_+{}|:"<>?';
 const unshiftedSymbols = "`1234567890-=[]\\;',./";
 const symbolCodes = ["Backquote", "Digit1", "Digit2", "Digit3", "Digit4", "Digit5", "Digit6", "Digit7", "Digit8", "Digit9", "Digit0", "Minus", "Equal", "BracketLeft", "BracketRight", "Backslash", "Semicolon", "Quote", "Comma", "Period", "Slash"];
