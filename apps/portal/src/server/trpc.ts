@@ -25,6 +25,8 @@ export interface PortalContext {
   services: PortalServices;
   viewer: Viewer | null;
   ip: string | null;
+  /** True when the request carried an API token that is unknown, revoked or expired. */
+  tokenRejected?: boolean;
 }
 
 /** Build the context for one HTTP request: resolves the viewer from a bearer token or the session cookie. */
@@ -32,7 +34,8 @@ export async function createPortalContext(services: PortalServices, headers: Hea
   const ip = headers.get("x-forwarded-for")?.split(",")[0]?.trim() || headers.get("x-real-ip") || null;
   const authorization = headers.get("authorization");
   if (authorization !== null) {
-    return { services, ip, viewer: await viewerFromBearer(services, authorization) };
+    const viewer = await viewerFromBearer(services, authorization);
+    return { services, ip, viewer, tokenRejected: viewer === null };
   }
   const session = await services.auth.api.getSession({ headers });
   if (session === null) return { services, ip, viewer: null };
@@ -152,7 +155,12 @@ export const createCallerFactory = t.createCallerFactory;
 export const authedProcedure = t.procedure.use(async ({ ctx, next }) => {
   if (ctx.viewer === null) {
     throw toTRPCError(
-      new PortalError("unauthenticated", "You are not signed in. Sign in at /sign-in, or send an API token as 'Authorization: Bearer <token>'."),
+      new PortalError(
+        "unauthenticated",
+        ctx.tokenRejected
+          ? "The API token in the Authorization header is unknown, revoked or expired. Send 'Authorization: Bearer <token>' with a current token."
+          : "You are not signed in. Sign in at /sign-in, or send an API token as 'Authorization: Bearer <token>'.",
+      ),
     );
   }
   const result = await next({ ctx: { ...ctx, viewer: ctx.viewer } });
