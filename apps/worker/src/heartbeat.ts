@@ -19,6 +19,8 @@ export interface WorkerInfo {
 export interface Heartbeat {
   /** Upsert the Worker row now. */
   beat(): Promise<void>;
+  /** Keep heartbeating but take no new vms (status draining), e.g. while shutting down. */
+  drain(): Promise<void>;
   /** Stop beating and mark the worker offline. */
   stop(): Promise<void>;
 }
@@ -32,6 +34,7 @@ export async function startHeartbeat(options: {
   log: Logger;
 }): Promise<Heartbeat> {
   const { db, info, log } = options;
+  let status: "online" | "draining" = "online";
   const beat = async () => {
     const used = options.used();
     const row = {
@@ -46,7 +49,7 @@ export async function startHeartbeat(options: {
       cpuModelName: info.cpu.modelName,
       cpuFlags: info.cpu.flags,
       qemuVersion: info.qemuVersion,
-      status: "online",
+      status,
       startedAt: info.startedAt,
       lastHeartbeatAt: new Date(),
     };
@@ -66,6 +69,11 @@ export async function startHeartbeat(options: {
 
   return {
     beat,
+    async drain() {
+      status = "draining";
+      await inFlight;
+      await beat();
+    },
     async stop() {
       clearInterval(timer);
       await inFlight;

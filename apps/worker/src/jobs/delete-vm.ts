@@ -1,0 +1,14 @@
+// vm.delete: stop QEMU if it runs and remove everything the vm had on this worker.
+import { rm } from "node:fs/promises";
+
+import type { HostedVm, WorkerContext } from "../context.ts";
+
+export async function deleteVm(ctx: WorkerContext, hosted: HostedVm): Promise<void> {
+  const vm = hosted.engineVm;
+  hosted.engineVm = undefined;
+  if (vm && vm.state !== "stopped" && vm.state !== "failed") await vm.stop({ graceMs: 0 });
+  await ctx.options.serial.unfollow(hosted.vmId, { forget: true });
+  await rm(hosted.dir, { recursive: true, force: true });
+  ctx.vms.delete(hosted.vmId);
+  await ctx.report(hosted, "deleted");
+}

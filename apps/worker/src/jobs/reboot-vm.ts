@@ -1,0 +1,17 @@
+// vm.reboot: hard reset inside the same QEMU; the guest boots again and reports running.
+import type { HostedVm, WorkerContext } from "../context.ts";
+
+export async function rebootVm(ctx: WorkerContext, hosted: HostedVm): Promise<void> {
+  const vm = hosted.engineVm;
+  if (!vm || (vm.state !== "running" && vm.state !== "booting")) {
+    await ctx.report(hosted, "failed", {
+      reason: `cannot reboot vm ${hosted.vmId}: it is not running on worker ${ctx.workerId} (${vm?.state ?? "no QEMU"}); start it instead`,
+    });
+    return;
+  }
+  // Already booting (a duplicated job, or a reset under way): the reboot has happened.
+  if (vm.state === "booting") return;
+  hosted.rebooting = true;
+  await ctx.report(hosted, "rebooting");
+  await vm.reset();
+}

@@ -1,0 +1,17 @@
+// vm.stop: power the vm off (ACPI, then QEMU quit, then kill) and drop any guest state,
+// since a stopped vm boots from its disk next time.
+import type { HostedVm, WorkerContext } from "../context.ts";
+import { discardGuestState } from "../guest-state-file.ts";
+
+export async function stopVm(ctx: WorkerContext, hosted: HostedVm): Promise<void> {
+  const vm = hosted.engineVm;
+  if (vm && vm.state !== "stopped" && vm.state !== "failed") {
+    await ctx.report(hosted, "stopping");
+    hosted.engineVm = undefined;
+    await vm.stop({ graceMs: ctx.options.stopGraceMs });
+  }
+  hosted.engineVm = undefined;
+  await discardGuestState(hosted.dir);
+  await ctx.options.serial.unfollow(hosted.vmId);
+  await ctx.report(hosted, "stopped");
+}

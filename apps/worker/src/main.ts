@@ -1,0 +1,40 @@
+// Worker entry point: env → startWorker; SIGTERM/SIGINT shut it down cleanly (exit 0).
+import { pino } from "pino";
+
+import { env } from "./env.ts";
+import { startWorker } from "./worker-process.ts";
+
+const log = pino({ level: env.FERRY_LOG_LEVEL, base: { app: "worker", workerId: env.FERRY_WORKER_ID } });
+
+const worker = await startWorker({
+  workerId: env.FERRY_WORKER_ID,
+  stateDir: env.FERRY_WORKER_STATE_DIR,
+  databaseUrl: env.FERRY_DATABASE_URL,
+  redisUrl: env.FERRY_REDIS_URL,
+  prefix: env.FERRY_QUEUE_PREFIX,
+  clusterSecret: env.FERRY_CLUSTER_SECRET,
+  vcpus: env.FERRY_WORKER_VCPUS,
+  memoryMiB: env.FERRY_WORKER_MEMORY_MIB,
+  consoleHost: env.FERRY_WORKER_CONSOLE_HOST,
+  consolePort: env.FERRY_WORKER_CONSOLE_PORT,
+  imagesDir: env.FERRY_IMAGES_DIR,
+  qemuBinary: env.FERRY_QEMU_BINARY,
+  accelerator: env.FERRY_ACCELERATOR,
+  log,
+});
+
+let stopping = false;
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "shutting down");
+    worker.shutdown().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  });
+}

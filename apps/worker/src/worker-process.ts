@@ -1,0 +1,242 @@
+// The worker process without its environment: main.ts starts it from env, integration tests
+// start it as a child process. Order matters at start:
+//
+// 1. Accelerator (probed or configured) and the engine, which kills QEMUs a previous run of
+//    this worker left behind.
+// 2. Console relay, then the first heartbeat (its consoleAddress and startedAt).
+// 3. Vms the database places here in a state with a live QEMU are reported lost: QEMU dies
+//    with its worker, so nothing can be re-adopted. The controller decides what follows.
+// 4. Only then the job queue: every job is checked for staleness and ownership first.
+import { mkdir, readFile } from "node:fs/promises";
+import { hostname } from "node:os";
+import { join } from "node:path";
+
+import { createDb } from "@ferry/db";
+import { Engine, EngineError, loadImage, parseHostCpu, probeAccelerator } from "@ferry/engine";
+import { type VmJob, type VmState, type WorkerJobName, queueNames, vmJob, workerJobNames } from "@ferry/jobs";
+import { UnrecoverableError, Worker as QueueWorker } from "bullmq";
+import { Redis } from "ioredis";
+import type { Logger } from "pino";
+
+import { startConsoleRelay } from "./console-relay.ts";
+import { type HostedVm, WorkerContext } from "./context.ts";
+import { type Heartbeat, startHeartbeat } from "./heartbeat.ts";
+import { deleteVm } from "./jobs/delete-vm.ts";
+import { rebootVm } from "./jobs/reboot-vm.ts";
+import { resumeVm } from "./jobs/resume-vm.ts";
+import { startVm } from "./jobs/start-vm.ts";
+import { stopVm } from "./jobs/stop-vm.ts";
+import { suspendVm } from "./jobs/suspend-vm.ts";
+import { SerialRelay } from "./serial-relay.ts";
+
+export interface WorkerOptions {
+  workerId: string;
+  stateDir: string;
+  databaseUrl: string;
+  redisUrl: string;
+  prefix: string;
+  clusterSecret: string;
+  vcpus: number;
+  memoryMiB: number;
+  consoleHost: string;
+  consolePort: number;
+  imagesDir: string;
+  qemuBinary: string;
+  accelerator: "auto" | "kvm" | "tcg";
+  heartbeatIntervalMs?: number;
+  stopGraceMs?: number;
+  log: Logger;
+}
+
+export interface RunningWorker {
+  /** Stop taking jobs, stop the guests (reported stopped), mark the worker offline, disconnect. */
+  shutdown(): Promise<void>;
+}
+
+type JobHandler = (ctx: WorkerContext, hosted: HostedVm) => Promise<void>;
+
+const handlers: Record<WorkerJobName, JobHandler> = {
+  "vm.start": startVm,
+  "vm.stop": stopVm,
+  "vm.reboot": rebootVm,
+  "vm.suspend": suspendVm,
+  "vm.resume": resumeVm,
+  "vm.delete": deleteVm,
+};
+
+/** Jobs that would create or change a guest here: only run for a vm the database places here. */
+const needsOwnership = new Set<WorkerJobName>(["vm.start", "vm.reboot", "vm.suspend", "vm.resume"]);
+
+/** Database states in which this worker ran a QEMU for the vm; it died with the previous process. */
+const lostStates: VmState[] = ["booting", "running", "rebooting", "stopping", "suspending", "migrating"];
+
+/** Start a worker: engine, console relay, heartbeat, lost-guest reports, then the job queue. */
+export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
+  const { workerId, stateDir, log } = options;
+  const startedAt = new Date();
+  await mkdir(stateDir, { recursive: true });
+
+  // 1.
+  const accelerator = await chooseAccelerator(options);
+  const engine = await Engine.open({
+    runDir: join(stateDir, "run"),
+    qemuBinary: options.qemuBinary,
+    accelerator,
+    log,
+  });
+  const db = createDb(options.databaseUrl);
+  // BullMQ workers block on Redis, so they need maxRetriesPerRequest: null.
+  const redis = new Redis(options.redisUrl, { maxRetriesPerRequest: null });
+  const serial = new SerialRelay({ redis, prefix: options.prefix, log });
+  const ctx = new WorkerContext({
+    workerId,
+    stateDir,
+    imagesDir: options.imagesDir,
+    accelerator,
+    stopGraceMs: options.stopGraceMs ?? 10_000,
+    engine,
+    db,
+    redis,
+    prefix: options.prefix,
+    serial,
+    log,
+  });
+
+  // 2.
+  const relay = await startConsoleRelay({
+    host: options.consoleHost,
+    port: options.consolePort,
+    secret: options.clusterSecret,
+    workerId,
+    vncSocketFor: (vmId) => {
+      const vm = ctx.vms.get(vmId)?.engineVm;
+      return WorkerContext.isAlive(vm) ? (vm.spec.display?.vncSocket ?? undefined) : undefined;
+    },
+    log,
+  });
+  const heartbeat: Heartbeat = await startHeartbeat({
+    db,
+    info: {
+      id: workerId,
+      hostname: hostname(),
+      consoleAddress: relay.address,
+      vcpusTotal: options.vcpus,
+      memoryMiBTotal: options.memoryMiB,
+      accelerator,
+      cpu: parseHostCpu(await readFile("/proc/cpuinfo", "utf8")),
+      qemuVersion: engine.qemuVersion,
+      startedAt,
+    },
+    used: () => ctx.used(),
+    intervalMs: options.heartbeatIntervalMs ?? 2000,
+    log,
+  });
+
+  // 3.
+  const lost = await db.vm.findMany({ where: { workerId, state: { in: lostStates } }, select: { id: true, generation: true, state: true } });
+  for (const vm of lost) {
+    await ctx.report({ vmId: vm.id, generation: vm.generation }, "failed", { reason: `worker ${workerId} restarted; the guest was lost` });
+  }
+  if (lost.length > 0) log.warn({ vms: lost.map((vm) => vm.id) }, "guests lost with the previous worker process reported failed");
+
+  // 4.
+  const latestGeneration = new Map<string, number>();
+  const vmLocks = new Map<string, Promise<unknown>>();
+  const consumer = new QueueWorker(
+    queueNames.worker(workerId),
+    async (job) => {
+      const name = job.name as WorkerJobName;
+      const parsed = vmJob.safeParse(job.data);
+      if (!workerJobNames.includes(name) || !parsed.success) {
+        throw new UnrecoverableError(
+          `worker ${workerId} cannot run job ${job.name} (${job.id}): expected one of ${workerJobNames.join(", ")} with {vm, generation}; got ${JSON.stringify(job.data)}`,
+        );
+      }
+      // Jobs for one vm run one after another; different vms run side by side.
+      const vmId = parsed.data.vm.vmId;
+      const previous = vmLocks.get(vmId) ?? Promise.resolve();
+      const run = previous.then(() => runJob(name, parsed.data));
+      const settled = run.catch(() => undefined);
+      vmLocks.set(vmId, settled);
+      try {
+        return await run;
+      } finally {
+        if (vmLocks.get(vmId) === settled) vmLocks.delete(vmId);
+      }
+    },
+    { connection: redis, prefix: options.prefix, concurrency: 4 },
+  );
+  consumer.on("failed", (job, error) => log.error({ err: error, job: job?.name, jobId: job?.id }, "job failed"));
+  consumer.on("error", (error) => log.error({ err: error }, "job queue error"));
+
+  async function runJob(name: WorkerJobName, job: VmJob): Promise<void> {
+    const { vm: definition, generation } = job;
+    const seen = latestGeneration.get(definition.vmId) ?? -1;
+    if (generation < seen) {
+      log.info({ vmId: definition.vmId, job: name, generation, seen }, "stale job ignored: a newer generation was already handled");
+      return;
+    }
+    if (needsOwnership.has(name)) {
+      const row = await db.vm.findUnique({ where: { id: definition.vmId }, select: { workerId: true, desiredState: true } });
+      if (!row || row.workerId !== workerId || row.desiredState === "deleted") {
+        log.warn({ vmId: definition.vmId, job: name, owner: row?.workerId }, "job ignored: the vm is not placed on this worker (any more)");
+        return;
+      }
+    }
+    latestGeneration.set(definition.vmId, generation);
+    const hosted = ctx.hosted(definition, generation);
+    hosted.generation = Math.max(hosted.generation, generation);
+    log.info({ vmId: definition.vmId, job: name, generation }, "job started");
+    try {
+      await handlers[name](ctx, hosted);
+    } catch (error) {
+      if (error instanceof EngineError && (error.code === "invalid_spec" || error.code === "image_not_found")) {
+        await ctx.report(hosted, "failed", { reason: error.message });
+        throw new UnrecoverableError(error.message);
+      }
+      await ctx.report(hosted, "failed", { reason: `${name} failed on worker ${workerId}: ${(error as Error).message}` });
+      throw error;
+    }
+  }
+
+  log.info({ accelerator, consoleAddress: relay.address, vcpus: options.vcpus, memoryMiB: options.memoryMiB }, "worker started");
+
+  return {
+    async shutdown() {
+      log.info("worker shutting down");
+      await consumer.close();
+      await heartbeat.drain();
+      for (const hosted of ctx.vms.values()) {
+        const vm = hosted.engineVm;
+        if (!WorkerContext.isAlive(vm)) continue;
+        hosted.engineVm = undefined;
+        await vm.stop({ graceMs: 0 }).catch((error: unknown) => log.error({ err: error, vmId: hosted.vmId }, "stopping the guest failed"));
+        await ctx.report(hosted, "stopped", { reason: `worker ${workerId} shut down` });
+      }
+      await serial.close();
+      await heartbeat.stop();
+      await relay.close();
+      await engine.shutdown();
+      await ctx.close();
+      redis.disconnect();
+      await db.$disconnect();
+      log.info("worker stopped");
+    },
+  };
+}
+
+async function chooseAccelerator(options: WorkerOptions): Promise<"kvm" | "tcg"> {
+  if (options.accelerator !== "auto") {
+    options.log.info({ accelerator: options.accelerator }, `accelerator ${options.accelerator} (set by FERRY_ACCELERATOR)`);
+    return options.accelerator;
+  }
+  // The probe boots the tiny image under KVM with a deadline: on some hosts KVM opens but
+  // hangs the guest (QEMU-NOTES), so only a guest that prints its boot marker counts.
+  const probe = await probeAccelerator({
+    qemuBinary: options.qemuBinary,
+    image: await loadImage(options.imagesDir, "tiny"),
+    cacheFile: join(options.stateDir, "accelerator.json"),
+  });
+  options.log.info(probe, `accelerator ${probe.accelerator} (probed${probe.cached ? ", cached" : ""}): ${probe.reason}`);
+  return probe.accelerator;
+}
