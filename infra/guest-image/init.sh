@@ -24,6 +24,9 @@ else
   echo "FERRY-DISK-MISSING" > $serial
 fi
 
+# The screen (bochs DRM + fbcon) comes up in the background; the shell on tty1 is redrawn then.
+( while read -r m; do insmod "/lib/modules/$m.ko" 2>/dev/null; done < /etc/modules.display ) &
+
 [ -e /dev/lp0 ] && echo "FERRY-PARALLEL-OK" > /dev/lp0 &
 
 hostname ferry-tiny
