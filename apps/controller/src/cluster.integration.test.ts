@@ -3,7 +3,7 @@
 // process each, so kill -9 really kills the worker and pdeathsig its QEMUs).
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import { createWriteStream, mkdtempSync, rmSync } from "node:fs";
+import { createWriteStream, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -238,11 +238,48 @@ describe("controller and two workers", () => {
     expect((await serialText(first)).split("FERRY-BOOT-OK").length).toBe(bootsBefore);
   });
 
+  it("reboots a vm in the same QEMU: rebooting, then running with a fresh boot", async () => {
+    const boots = (await serialText(first)).split("FERRY-BOOT-OK").length;
+    const pid = qemuProcesses(first)[0]!.trim().split(/\s+/)[0];
+    await request(first, "running", { reboot: true });
+    await until("a second boot marker", async () => (await serialText(first)).split("FERRY-BOOT-OK").length > boots || undefined);
+    const vm = await vmIn(first, "running");
+    expect(vm.rebootSeq).toBe(0);
+    expect(qemuProcesses(first)[0]!.trim().split(/\s+/)[0]).toBe(pid);
+    const messages = (await db.vmEvent.findMany({ where: { vmId: first } })).map((e) => e.message);
+    expect(messages).toContain("running → rebooting: vm.reboot sent to worker w1");
+    expect(messages).toContain("rebooting → running on worker w1");
+  });
+
   it("stops a vm", async () => {
     await request(second, "stopped");
     const stopped = await vmIn(second, "stopped");
     expect(stopped.workerId).toBe("w2");
     expect(qemuProcesses(second)).toHaveLength(0);
+  });
+
+  it("deletes a stopped vm: its folder on the worker goes, the row says deleted", async () => {
+    await request(second, "deleted");
+    await vmIn(second, "deleted");
+    expect(existsSync(join(root, "w2", "vms", second))).toBe(false);
+  });
+
+  it("reports guests lost when their worker restarts, and places them again", async () => {
+    const before = await db.vm.findUniqueOrThrow({ where: { id: first } });
+    expect(before.state).toBe("running");
+    const host = before.workerId!;
+    const exited = new Promise((resolve) => workers.get(host)!.once("exit", resolve));
+    workers.get(host)!.kill("SIGKILL");
+    await exited;
+    startWorkerProcess(host);
+    const lost = await until("the lost report", async () => {
+      const events = await db.vmEvent.findMany({ where: { vmId: first, message: { contains: "restarted; the guest was lost" } } });
+      return events[0];
+    });
+    expect(lost.message).toBe(`running → failed on worker ${host}: worker ${host} restarted; the guest was lost`);
+    const again = await vmIn(first, "running");
+    expect(again.workerId).not.toBeNull();
+    expect(qemuProcesses(first)).toHaveLength(1);
   });
 
   it("re-places a vm whose worker is killed mid-boot", async () => {

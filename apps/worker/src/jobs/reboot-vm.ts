@@ -14,4 +14,10 @@ export async function rebootVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
   hosted.rebooting = true;
   await ctx.report(hosted, "rebooting");
   await vm.reset();
+  // The engine follows the boot only for a process it booted itself (it knows the marker);
+  // a restored vm stays `running` through its reset, so nothing else would report it.
+  if (vm.state === "running") {
+    hosted.rebooting = false;
+    await ctx.report(hosted, "running");
+  }
 }
