@@ -7,7 +7,6 @@ import { type Dirent } from "node:fs";
 import { mkdir, open, readdir, rename, rm, rmdir, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join } from "node:path";
 import type { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { StorageError } from "./errors.ts";
 import { checkKey, checkPrefix, type ObjectInfo, type ObjectStore } from "./object-store.ts";
 
@@ -39,11 +38,15 @@ export class LocalFolderStore implements ObjectStore {
     try {
       await mkdir(dirname(temporary), { recursive: true });
       const handle = await open(temporary, "wx");
-      let bytes: number;
+      let bytes = 0;
       try {
-        const file = handle.createWriteStream({ autoClose: false });
-        await pipeline(body, file);
-        bytes = file.bytesWritten;
+        for await (const chunk of body) {
+          const data = typeof chunk === "string" ? Buffer.from(chunk) : (chunk as Buffer);
+          for (let offset = 0; offset < data.length; ) {
+            offset += (await handle.write(data, offset, data.length - offset)).bytesWritten;
+          }
+          bytes += data.length;
+        }
         await handle.sync();
       } finally {
         await handle.close();
