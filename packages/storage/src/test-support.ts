@@ -34,6 +34,17 @@ export async function readAll(stream: AsyncIterable<unknown>): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** Length and sha256 of a stream, without keeping it. */
+export async function streamDigest(stream: AsyncIterable<unknown>): Promise<{ bytes: number; sha256: string }> {
+  const hash = createHash("sha256");
+  let bytes = 0;
+  for await (const chunk of stream) {
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { bytes, sha256: hash.digest("hex") };
+}
+
 export function sha256(data: Buffer): string {
   return createHash("sha256").update(data).digest("hex");
 }

@@ -1,0 +1,43 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { afterEach, describe, expect, it } from "vitest";
+import { GuestStateStore } from "./guest-state-store.ts";
+import { guestStateStoreContract } from "./guest-state-store.contract.ts";
+import { LocalFolderStore } from "./local-folder.ts";
+import { storageError } from "./test-support.ts";
+
+const folders: string[] = [];
+
+async function openStore(): Promise<LocalFolderStore> {
+  const folder = await mkdtemp(join(tmpdir(), "ferry-guest-states-"));
+  folders.push(folder);
+  return new LocalFolderStore(folder);
+}
+
+afterEach(async () => {
+  for (const folder of folders.splice(0)) await rm(folder, { recursive: true, force: true });
+});
+
+describe("GuestStateStore on the folder driver", () => {
+  guestStateStoreContract(openStore);
+
+  it("refuses a cluster secret shorter than 32 characters", async () => {
+    const store = await openStore();
+    expect(() => new GuestStateStore({ store, secret: "short", clusterId: "c" })).toThrow(/at least 32.*FERRY_CLUSTER_SECRET/);
+  });
+
+  it("says how to install zstd when it is missing", async () => {
+    const states = new GuestStateStore({
+      store: await openStore(),
+      secret: "x".repeat(32),
+      clusterId: "c",
+      zstdBinary: "/nonexistent/zstd",
+    });
+    const writer = states.beginWrite({ vmId: "vm-1", stateId: "s1" });
+    const error = await storageError(writer.addStream("disk-data", Readable.from([Buffer.from("data")]), { compress: true }), "compression_failed");
+    expect(error.message).toContain("zstd was not found at /nonexistent/zstd");
+    await writer.abort();
+  });
+});
