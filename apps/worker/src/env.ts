@@ -18,7 +18,6 @@ const schema = z.object({
   FERRY_IMAGES_DIR: z.string().startsWith("/", { error: "must be an absolute path" }).default("/var/lib/ferry/images"),
   FERRY_QEMU_BINARY: z.string().min(1).default("qemu-system-x86_64"),
   FERRY_ACCELERATOR: z.enum(["auto", "kvm", "tcg"]).default("auto"),
-  FERRY_CPU_MODEL: z.string().min(1).default("qemu64"),
 });
 
 export type WorkerEnv = z.infer<typeof schema>;

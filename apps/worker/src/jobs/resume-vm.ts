@@ -1,6 +1,6 @@
 // vm.resume: load the guest state saved by vm.suspend into a new QEMU; the guest carries
 // on where it stopped. The state is removed once loaded: it is stale from then on.
-import type { Engine } from "@ferry/engine";
+import type { GuestStateManifest } from "@ferry/engine";
 
 import { type HostedVm, WorkerContext } from "../context.ts";
 import { discardGuestState, openGuestStateSource } from "../guest-state-file.ts";
@@ -23,7 +23,7 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
   let vm;
   try {
     // The engine validates the manifest and compares it with the spec before QEMU starts.
-    vm = await ctx.options.engine.restore(spec, saved.stream, saved.manifest as Parameters<Engine["restore"]>[2]);
+    vm = await ctx.options.engine.restore(spec, saved.stream, saved.manifest as GuestStateManifest);
   } catch (error) {
     saved.stream.destroy();
     await ctx.report(hosted, "failed", { reason: `resume failed: ${(error as Error).message}` });
