@@ -60,8 +60,14 @@ count() {
 
 # 2. vitest --------------------------------------------------------------------------------------
 say "vitest (unit + integration)"
-npx vitest run --reporter=default --reporter=json --outputFile.json="$run_dir/vitest.json" || true
+vitest_status=0
+npx vitest run --reporter=default --reporter=json --outputFile.json="$run_dir/vitest.json" || vitest_status=$?
 read -r p f < <(count vitest "$run_dir/vitest.json")
+# Unhandled errors fail the run without failing a test: count them as one failure.
+if [ "$vitest_status" != 0 ] && [ "$f" = 0 ]; then
+  say "vitest exited with status $vitest_status though no test failed (unhandled errors?)"
+  f=1
+fi
 passed=$((passed + p)); failed=$((failed + f))
 
 # 3. Playwright ------------------------------------------------------------------------------------

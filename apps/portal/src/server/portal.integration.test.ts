@@ -141,8 +141,14 @@ describe("scoping", () => {
     expect(memberList.items.map((v) => v.name)).toEqual(["member-vm"]);
     expect((await as(admin).vm.list({ limit: 50 })).items.map((v) => v.id)).toEqual(expect.arrayContaining([mine.id, theirs.id]));
 
-    for (const call of [as(member).vm.get({ id: theirs.id }), as(member).vm.stop({ id: theirs.id }), as(member).vm.consoleLog({ id: theirs.id })]) {
-      expect(await refusal(call)).toMatchObject({ trpcCode: "NOT_FOUND", code: "vm_not_found" });
+    // Thunks, so each call starts only when awaited: an eager array leaves rejections unhandled.
+    const calls = [
+      () => as(member).vm.get({ id: theirs.id }),
+      () => as(member).vm.stop({ id: theirs.id }),
+      () => as(member).vm.consoleLog({ id: theirs.id }),
+    ];
+    for (const call of calls) {
+      expect(await refusal(call())).toMatchObject({ trpcCode: "NOT_FOUND", code: "vm_not_found" });
     }
     expect((await services.db.vm.findUniqueOrThrow({ where: { id: theirs.id } })).desiredState).toBe("running");
   });
