@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,7 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { GuestStateStore } from "./guest-state-store.ts";
 import { guestStateStoreContract } from "./guest-state-store.contract.ts";
 import { LocalFolderStore } from "./local-folder.ts";
-import { storageError } from "./test-support.ts";
+import { failingStream, storageError } from "./test-support.ts";
 
 const folders: string[] = [];
 
@@ -39,5 +40,17 @@ describe("GuestStateStore on the folder driver", () => {
     const error = await storageError(writer.addStream("disk-data", Readable.from([Buffer.from("data")]), { compress: true }), "compression_failed");
     expect(error.message).toContain("zstd was not found at /nonexistent/zstd");
     await writer.abort();
+  });
+
+  it("passes a failing disk stream's own error on through zstd, and leaves no zstd running", async () => {
+    const states = new GuestStateStore({ store: await openStore(), secret: "x".repeat(32), clusterId: "c", partSizeBytes: 64 * 1024 });
+    const writer = states.beginWrite({ vmId: "vm-1", stateId: "s1" });
+    const failure = new Error("overlay read failed");
+    await expect(writer.addStream("disk-data", failingStream(2 * 1024 * 1024, failure), { compress: true })).rejects.toBe(failure);
+    await writer.abort();
+    const children = execFileSync("ps", ["-e", "-o", "ppid=,comm="], { encoding: "utf8" })
+      .split("\n")
+      .filter((line) => line.trim().split(/\s+/)[0] === String(process.pid));
+    expect(children.join("\n")).not.toContain("zstd");
   });
 });
