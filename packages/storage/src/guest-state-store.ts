@@ -451,8 +451,15 @@ export class GuestStateWriter {
     };
     const manifest: Manifest = { ...unsigned, signature: this.owner.sign(unsigned) };
     const body = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
+    // Closed while the manifest is written, so no stream can join a half-committed state;
+    // if the write fails the writer reopens, to retry commit or abort.
     this.status = "committed";
-    await this.owner.store.put(`${statePrefix(this)}${manifestName}`, Readable.from([body]), { contentLength: body.length });
+    try {
+      await this.owner.store.put(`${statePrefix(this)}${manifestName}`, Readable.from([body]), { contentLength: body.length });
+    } catch (error) {
+      this.status = "open";
+      throw error;
+    }
     return summarize(manifest);
   }
 
