@@ -24,4 +24,5 @@ export function parseEnv(source: Record<string, string | undefined>): Controller
   throw new Error(`The controller's environment is invalid:\n${problems.join("\n")}\nSet these variables and start the controller again.`);
 }
 
+/** This process's validated configuration. */
 export const env = parseEnv(process.env);

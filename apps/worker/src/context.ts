@@ -23,6 +23,7 @@ export interface HostedVm {
   rebooting: boolean;
 }
 
+/** The worker's identity, paths and services, fixed for the life of the process. */
 export interface WorkerContextOptions {
   workerId: string;
   stateDir: string;

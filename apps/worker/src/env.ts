@@ -34,4 +34,5 @@ export function parseEnv(source: Record<string, string | undefined>): WorkerEnv 
   throw new Error(`The worker's environment is invalid:\n${problems.join("\n")}\nSet these variables and start the worker again.`);
 }
 
+/** This process's validated configuration. */
 export const env = parseEnv(process.env);

@@ -3,6 +3,7 @@ import { rm } from "node:fs/promises";
 
 import type { HostedVm, WorkerContext } from "../context.ts";
 
+/** Handle vm.delete: stop QEMU, remove the vm folder, report deleted. */
 export async function deleteVm(ctx: WorkerContext, hosted: HostedVm): Promise<void> {
   const vm = hosted.engineVm;
   hosted.engineVm = undefined;

@@ -1,6 +1,7 @@
 // vm.reboot: hard reset inside the same QEMU; the guest boots again and reports running.
 import type { HostedVm, WorkerContext } from "../context.ts";
 
+/** Handle vm.reboot: reset the running guest; report rebooting, then running. */
 export async function rebootVm(ctx: WorkerContext, hosted: HostedVm): Promise<void> {
   const vm = hosted.engineVm;
   if (!vm || (vm.state !== "running" && vm.state !== "booting")) {

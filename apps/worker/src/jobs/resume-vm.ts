@@ -5,6 +5,7 @@ import type { GuestStateManifest } from "@ferry/engine";
 import { type HostedVm, WorkerContext } from "../context.ts";
 import { discardGuestState, openGuestStateSource } from "../guest-state-file.ts";
 
+/** Handle vm.resume: restore the saved guest state in a new QEMU, report running. */
 export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<void> {
   if (WorkerContext.isAlive(hosted.engineVm)) {
     await ctx.report(hosted, hosted.engineVm.state === "running" ? "running" : "resuming");

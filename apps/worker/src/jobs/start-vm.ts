@@ -5,6 +5,7 @@ import { mkdir } from "node:fs/promises";
 import { type HostedVm, WorkerContext } from "../context.ts";
 import { discardGuestState } from "../guest-state-file.ts";
 
+/** Handle vm.start: boot the vm here, or report it if it already runs. */
 export async function startVm(ctx: WorkerContext, hosted: HostedVm): Promise<void> {
   if (WorkerContext.isAlive(hosted.engineVm)) {
     const state = hosted.engineVm.state;

@@ -3,6 +3,7 @@
 import type { HostedVm, WorkerContext } from "../context.ts";
 import { discardGuestState } from "../guest-state-file.ts";
 
+/** Handle vm.stop: stop QEMU if it runs, discard any guest state, report stopped. */
 export async function stopVm(ctx: WorkerContext, hosted: HostedVm): Promise<void> {
   const vm = hosted.engineVm;
   if (vm && vm.state !== "stopped" && vm.state !== "failed") {

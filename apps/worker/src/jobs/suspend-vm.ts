@@ -4,6 +4,7 @@
 import type { HostedVm, WorkerContext } from "../context.ts";
 import { openGuestStateSink, openGuestStateSource } from "../guest-state-file.ts";
 
+/** Handle vm.suspend: save the guest state beside the vm, stop QEMU, report suspended. */
 export async function suspendVm(ctx: WorkerContext, hosted: HostedVm): Promise<void> {
   const vm = hosted.engineVm;
   if (!vm || vm.state !== "running") {
