@@ -122,7 +122,13 @@ export class WorkerContext {
       ...(extra.reason === undefined ? {} : { reason: extra.reason }),
       ...(extra.progress === undefined ? {} : { progress: extra.progress }),
     };
-    const sent = this.#reports.then(() => this.#events.add("vm.state", event, { removeOnComplete: true, removeOnFail: 1000 }));
+    const sent = this.#reports.then(() => this.#events.add("vm.state", event, {
+        removeOnComplete: true,
+        removeOnFail: 1000,
+        // A controller that cannot reach its database retries rather than losing the state.
+        attempts: 5,
+        backoff: { type: "exponential", delay: 500 },
+      }));
     this.#reports = sent.catch((error: unknown) => this.log.error({ err: error, vmId: vm.vmId, state }, "reporting a vm state failed"));
     this.log.info({ vmId: vm.vmId, state, generation: vm.generation, reason: extra.reason }, "vm state reported");
     return sent.then(() => undefined);
