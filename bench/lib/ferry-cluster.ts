@@ -43,6 +43,8 @@ export async function startFerryCluster(extraEnv: Record<string, string> = {}): 
     FERRY_ADMIN_TOKEN: token,
     FERRY_ACCELERATOR: process.env.FERRY_ACCELERATOR ?? "tcg",
     FERRY_LOG_LEVEL: "warn",
+    // Share the image cache the setup built, rather than a fresh state folder's empty one.
+    FERRY_IMAGES_DIR: process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images",
     ...extraEnv,
   };
   const launcher: ChildProcess = spawn(join(repoRoot, "node_modules/.bin/tsx"), ["infra/launcher/main.ts"], {

@@ -30,6 +30,7 @@ async function engineBoot(engine: Engine, workDir: string, i: number): Promise<n
   });
   const started = performance.now();
   const vm = await engine.start(spec, { bootMarker: image.bootMarker });
+  await vm.whenState("running", { timeoutMs: 120_000 });
   const elapsed = performance.now() - started;
   await vm.stop({ graceMs: 0 });
   return elapsed;
