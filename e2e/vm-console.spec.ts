@@ -6,8 +6,11 @@ import { expect, test, type Page, type TestInfo } from "@playwright/test";
 const email = process.env.FERRY_ADMIN_EMAIL ?? "admin@ferry.local";
 const password = process.env.FERRY_ADMIN_PASSWORD ?? "ferry-admin-password";
 
+/** A screenshot of the step, kept as a file in the test's output folder and in the report. */
 async function step(page: Page, testInfo: TestInfo, name: string): Promise<void> {
-  await testInfo.attach(name, { body: await page.screenshot({ fullPage: true }), contentType: "image/png" });
+  const path = testInfo.outputPath(`${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  await testInfo.attach(name, { path, contentType: "image/png" });
 }
 
 /** Counts distinct colours on the noVNC canvas: a blank or black canvas has one. */
