@@ -21,6 +21,10 @@ export interface HostedVm {
   engineVm: Vm | undefined;
   /** set by a reboot job until the guest runs again, so `booting` is reported as `rebooting` */
   rebooting: boolean;
+  /** set while vm.migrate runs: a failed migration's return to `running` is the controller's to report */
+  migrating: boolean;
+  /** the live migration whose incoming QEMU this is (destination side), for vm.discard */
+  incomingMigrationId: string | undefined;
 }
 
 /** The worker's identity, paths and services, fixed for the life of the process. */
@@ -30,6 +34,10 @@ export interface WorkerContextOptions {
   imagesDir: string;
   accelerator: "kvm" | "tcg";
   stopGraceMs: number;
+  /** Folder shared with other workers (same path everywhere): vm disks live there so a guest can move. */
+  sharedStorage?: string;
+  /** Host this worker's QEMUs listen on for incoming live migrations. */
+  migrationHost: string;
   engine: Engine;
   db: Db;
   redis: Redis;
@@ -71,6 +79,8 @@ export class WorkerContext {
         generation,
         engineVm: undefined,
         rebooting: false,
+        migrating: false,
+        incomingMigrationId: undefined,
       };
       this.vms.set(definition.vmId, hosted);
     }
@@ -102,7 +112,12 @@ export class WorkerContext {
       image,
       vmDir: hosted.dir,
     });
-    return { spec, image };
+    const shared = this.options.sharedStorage;
+    if (shared === undefined) return { spec, image };
+    // Disks go to the shared folder, at the same path on every worker, so a live migration
+    // hands the destination the very overlay the source was writing; sockets and logs stay local.
+    const disks = spec.disks.map((disk) => ({ ...disk, overlay: join(shared, "vms", definition.vmId, `${disk.id}.qcow2`) }));
+    return { spec: { ...spec, disks }, image };
   }
 
   /** Whether the vm's QEMU is alive (so it holds capacity and has a console). */
@@ -142,6 +157,7 @@ export class WorkerContext {
     hosted.engineVm = vm;
     vm.on("state", (state, change) => {
       if (hosted.engineVm !== vm || !supervisedStates.has(state)) return;
+      if (hosted.migrating && state === "running") return;
       if (state === "failed") {
         const failure = change.failure ?? vm.failure;
         const reason = failure

@@ -18,6 +18,10 @@ const schema = z.object({
   FERRY_IMAGES_DIR: z.string().startsWith("/", { error: "must be an absolute path" }).default("/var/lib/ferry/images"),
   FERRY_QEMU_BINARY: z.string().min(1).default("qemu-system-x86_64"),
   FERRY_ACCELERATOR: z.enum(["auto", "kvm", "tcg"]).default("auto"),
+  /** A folder every worker that may live-migrate with this one mounts at the same path: vm disks live there. */
+  FERRY_WORKER_SHARED_STORAGE: z.string().startsWith("/", { error: "must be an absolute path" }).optional(),
+  /** Where this worker's QEMUs listen for incoming live migrations; defaults to FERRY_WORKER_CONSOLE_HOST. */
+  FERRY_WORKER_MIGRATION_HOST: z.string().min(1).optional(),
 });
 
 export type WorkerEnv = z.infer<typeof schema>;

@@ -14,6 +14,9 @@ export interface WorkerInfo {
   cpu: { vendor: string; modelName: string; flags: string[] };
   qemuVersion: string;
   startedAt: Date;
+  /** FERRY_WORKER_SHARED_STORAGE: workers naming the same folder can live-migrate between them */
+  sharedStorage: string | null;
+  migrationHost: string;
 }
 
 export interface Heartbeat {
@@ -49,11 +52,15 @@ export async function startHeartbeat(options: {
       cpuModelName: info.cpu.modelName,
       cpuFlags: info.cpu.flags,
       qemuVersion: info.qemuVersion,
-      status,
+      sharedStorage: info.sharedStorage,
+      migrationHost: info.migrationHost,
       startedAt: info.startedAt,
       lastHeartbeatAt: new Date(),
     };
-    await db.worker.upsert({ where: { id: info.id }, create: { id: info.id, ...row }, update: row });
+    // An admin's drain (POST /workers/{id}/drain) sets status "draining" in the row: a beat
+    // keeps it, and only brings back online a worker the controller had marked offline.
+    await db.worker.upsert({ where: { id: info.id }, create: { id: info.id, ...row, status }, update: status === "draining" ? { ...row, status } : row });
+    if (status === "online") await db.worker.updateMany({ where: { id: info.id, status: "offline" }, data: { status } });
   };
 
   await beat();

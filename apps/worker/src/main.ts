@@ -20,6 +20,8 @@ const worker = await startWorker({
   imagesDir: env.FERRY_IMAGES_DIR,
   qemuBinary: env.FERRY_QEMU_BINARY,
   accelerator: env.FERRY_ACCELERATOR,
+  ...(env.FERRY_WORKER_SHARED_STORAGE === undefined ? {} : { sharedStorage: env.FERRY_WORKER_SHARED_STORAGE }),
+  migrationHost: env.FERRY_WORKER_MIGRATION_HOST ?? env.FERRY_WORKER_CONSOLE_HOST,
   log,
 });
 

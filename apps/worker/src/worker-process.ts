@@ -22,6 +22,7 @@ import { startConsoleRelay } from "./console-relay.ts";
 import { type HostedVm, WorkerContext } from "./context.ts";
 import { type Heartbeat, startHeartbeat } from "./heartbeat.ts";
 import { deleteVm } from "./jobs/delete-vm.ts";
+import { discardVm, migrateVm, receiveVm } from "./jobs/migrate-vm.ts";
 import { rebootVm } from "./jobs/reboot-vm.ts";
 import { resumeVm } from "./jobs/resume-vm.ts";
 import { startVm } from "./jobs/start-vm.ts";
@@ -43,6 +44,10 @@ export interface WorkerOptions {
   imagesDir: string;
   qemuBinary: string;
   accelerator: "auto" | "kvm" | "tcg";
+  /** FERRY_WORKER_SHARED_STORAGE: vm disks live there, so guests can live-migrate to workers sharing it */
+  sharedStorage?: string;
+  /** where incoming live migrations connect; defaults to consoleHost */
+  migrationHost?: string;
   heartbeatIntervalMs?: number;
   stopGraceMs?: number;
   log: Logger;
@@ -53,7 +58,8 @@ export interface RunningWorker {
   shutdown(): Promise<void>;
 }
 
-type JobHandler = (ctx: WorkerContext, hosted: HostedVm) => Promise<void>;
+/** A job's handler; what it returns is the BullMQ job's return value (live migration jobs use it). */
+type JobHandler = (ctx: WorkerContext, hosted: HostedVm, job: VmJob) => Promise<unknown>;
 
 const handlers: Record<WorkerJobName, JobHandler> = {
   "vm.start": startVm,
@@ -62,10 +68,13 @@ const handlers: Record<WorkerJobName, JobHandler> = {
   "vm.suspend": suspendVm,
   "vm.resume": resumeVm,
   "vm.delete": deleteVm,
+  "vm.receive": receiveVm,
+  "vm.migrate": migrateVm,
+  "vm.discard": discardVm,
 };
 
 /** Jobs that would create or change a guest here: only run for a vm the database places here. */
-const needsOwnership = new Set<WorkerJobName>(["vm.start", "vm.reboot", "vm.suspend", "vm.resume"]);
+const needsOwnership = new Set<WorkerJobName>(["vm.start", "vm.reboot", "vm.suspend", "vm.resume", "vm.migrate"]);
 
 /** Database states in which this worker ran a QEMU for the vm; it died with the previous process. */
 const lostStates: VmState[] = ["booting", "running", "rebooting", "stopping", "suspending", "migrating"];
@@ -94,6 +103,8 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     imagesDir: options.imagesDir,
     accelerator,
     stopGraceMs: options.stopGraceMs ?? 10_000,
+    ...(options.sharedStorage === undefined ? {} : { sharedStorage: options.sharedStorage }),
+    migrationHost: options.migrationHost ?? options.consoleHost,
     engine,
     db,
     redis,
@@ -126,6 +137,8 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       cpu: parseHostCpu(await readFile("/proc/cpuinfo", "utf8")),
       qemuVersion: engine.qemuVersion,
       startedAt,
+      sharedStorage: options.sharedStorage ?? null,
+      migrationHost: options.migrationHost ?? options.consoleHost,
     },
     used: () => ctx.used(),
     intervalMs: options.heartbeatIntervalMs ?? 2000,
@@ -169,7 +182,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   consumer.on("failed", (job, error) => log.error({ err: error, job: job?.name, jobId: job?.id }, "job failed"));
   consumer.on("error", (error) => log.error({ err: error }, "job queue error"));
 
-  async function runJob(name: WorkerJobName, job: VmJob): Promise<void> {
+  async function runJob(name: WorkerJobName, job: VmJob): Promise<unknown> {
     const { vm: definition, generation } = job;
     const seen = latestGeneration.get(definition.vmId) ?? -1;
     if (generation < seen) {
@@ -188,7 +201,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     hosted.generation = Math.max(hosted.generation, generation);
     log.info({ vmId: definition.vmId, job: name, generation }, "job started");
     try {
-      await handlers[name](ctx, hosted);
+      return await handlers[name](ctx, hosted, job);
     } catch (error) {
       if (error instanceof EngineError && (error.code === "invalid_spec" || error.code === "image_not_found")) {
         await ctx.report(hosted, "failed", { reason: error.message });

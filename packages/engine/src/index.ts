@@ -22,3 +22,10 @@ export {
   type GuestStateIdentity,
 } from "./guest-state.ts";
 export { probeAccelerator, type AcceleratorVerdict, type ProbeOptions } from "./accel-probe.ts";
+export {
+  checkMigrationTarget,
+  chooseMigrationTarget,
+  type MigrationHost,
+  type MigratingVm,
+  type MigrationTargetCheck,
+} from "./migration-target.ts";

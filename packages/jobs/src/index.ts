@@ -61,6 +61,9 @@ export const workerJobNames = [
   "vm.suspend",
   "vm.resume",
   "vm.delete",
+  "vm.receive",
+  "vm.migrate",
+  "vm.discard",
 ] as const;
 export type WorkerJobName = (typeof workerJobNames)[number];
 
@@ -68,8 +71,36 @@ export const vmJob = z.object({
   vm: vmDefinition,
   /** the vm's generation when the job was sent; a worker ignores jobs older than what it ran */
   generation: z.number().int().nonnegative(),
+  /** Live migration jobs only: vm.receive (destination), vm.migrate (source), vm.discard (destination). */
+  migration: z
+    .object({
+      /** which migration of the vm this job belongs to; vm.discard only stops that one's QEMU */
+      migrationId: z.string(),
+      sourceWorkerId: z.string(),
+      targetWorkerId: z.string(),
+      /** vm.migrate: the destination's listening QEMU, as vm.receive returned it */
+      uri: z.string().optional(),
+      downtimeLimitMs: z.number().int().positive(),
+      timeoutMs: z.number().int().positive(),
+    })
+    .optional(),
 });
 export type VmJob = z.infer<typeof vmJob>;
+
+/** What vm.receive returns: where the destination QEMU waits for the guest. */
+export const receiveResult = z.object({ uri: z.string() });
+export type ReceiveResult = z.infer<typeof receiveResult>;
+
+/** What vm.migrate returns: QEMU's figures, or why the guest stayed on the source. */
+export const migrateResult = z.discriminatedUnion("ok", [
+  z.object({ ok: z.literal(true), downtimeMs: z.number(), totalTimeMs: z.number(), bytesSent: z.number() }),
+  z.object({ ok: z.literal(false), reason: z.string() }),
+]);
+export type MigrateResult = z.infer<typeof migrateResult>;
+
+/** Published on `redisKeys.vmMoved` in the step that moves a vm to another worker. */
+export const vmMovedMessage = z.object({ vmId: z.string(), fromWorkerId: z.string(), toWorkerId: z.string() });
+export type VmMovedMessage = z.infer<typeof vmMovedMessage>;
 
 /** Stable BullMQ job id, so a duplicate send of the same action is dropped by the queue. */
 export function workerJobId(name: WorkerJobName, vmId: string, generation: number): string {
@@ -95,6 +126,8 @@ export const redisKeys = {
   serialLog: (prefix: string, vmId: string) => `${prefix}:vm:${vmId}:serial`,
   /** Set NX when a console token is redeemed, so it works once. */
   consoleTokenUsed: (prefix: string, tokenId: string) => `${prefix}:console-token:${tokenId}`,
+  /** Pub/sub channel: a live migration moved a vm (VmMovedMessage); console gateways re-attach. */
+  vmMoved: (prefix: string) => `${prefix}:vm-moved`,
 };
 
 /** How many serial chunks a vm keeps in Redis (older ones are trimmed). */

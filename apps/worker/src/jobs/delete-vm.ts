@@ -1,5 +1,6 @@
 // vm.delete: stop QEMU if it runs and remove everything the vm had on this worker.
 import { rm } from "node:fs/promises";
+import { join } from "node:path";
 
 import type { HostedVm, WorkerContext } from "../context.ts";
 
@@ -10,6 +11,8 @@ export async function deleteVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
   if (vm && vm.state !== "stopped" && vm.state !== "failed") await vm.stop({ graceMs: 0 });
   await ctx.options.serial.unfollow(hosted.vmId, { forget: true });
   await rm(hosted.dir, { recursive: true, force: true });
+  const shared = ctx.options.sharedStorage;
+  if (shared !== undefined) await rm(join(shared, "vms", hosted.vmId), { recursive: true, force: true });
   ctx.vms.delete(hosted.vmId);
   await ctx.report(hosted, "deleted");
 }
