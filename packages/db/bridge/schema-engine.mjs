@@ -10,6 +10,10 @@
 //
 // Both are answered here: the one-shot commands with `pg`, the RPC methods by the Wasm build of
 // the same engine (@prisma/schema-engine-wasm) talking to PostgreSQL through @prisma/adapter-pg.
+// Shadow databases (for `migrate dev` and `migrate diff --from-migrations`) are created next to
+// the main one as `<database>_shadow_<random>` and dropped before the bridge exits, unless
+// prisma.config.ts sets `datasource.shadowDatabaseUrl`. How to create a migration with it:
+// packages/db/README.md.
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -32,14 +36,6 @@ const { values: args, positionals } = parseArgs({
   },
   allowPositionals: true,
 });
-
-const datasource = args.datasource ? JSON.parse(args.datasource) : {};
-
-if (positionals[0] === "cli") {
-  await runCliCommand(positionals[1], datasource.url);
-} else {
-  await serveRpc(args.datamodels ?? [], datasource);
-}
 
 // 1. One-shot commands ------------------------------------------------------------------------
 
@@ -80,43 +76,86 @@ function failCli(errorCode, message) {
 
 // 2. JSON-RPC server ----------------------------------------------------------------------------
 
+/**
+ * `evaluateDataLoss` and `createMigration` need the schema that prisma/migrations produces. The
+ * Wasm engine computes it only through the adapter's shadow database inside
+ * `diagnoseMigrationHistory` (which `devDiagnostic` calls), and keeps it in a cache keyed by the
+ * list of migrations; on a cache miss these two methods fail with "PostgreSQL shadow DB must be
+ * provided through an external factory". `migrate dev` applies every migration before calling
+ * them, so diagnosing first caches exactly the list they ask for.
+ */
+const NEEDS_MIGRATIONS_SCHEMA = new Set(["evaluateDataLoss", "createMigration"]);
+
 async function serveRpc(datamodelPaths, { url, shadowDatabaseUrl }) {
-  const datamodels = datamodelPaths.map((path) => [path, readFileSync(path, "utf8")]);
-  let engine;
+  // `migrate diff` starts the engine without --datamodels; an empty list makes the engine panic.
+  const datamodels = datamodelPaths.length > 0 ? datamodelPaths.map((path) => [path, readFileSync(path, "utf8")]) : undefined;
+  const adapterFactory = url ? new BridgeAdapterFactory(url, shadowDatabaseUrl) : undefined;
   const engineReady = (async () => {
-    if (!url) throw new Error("No datasource URL given. Set FERRY_DATABASE_URL (or DATABASE_URL).");
+    if (!adapterFactory) throw new Error("No datasource URL given. Set FERRY_DATABASE_URL (or DATABASE_URL).");
     const { SchemaEngine } = await loadWasmEngine();
-    const adapterFactory = bindMigrationAwareSqlAdapterFactory(new BridgeAdapterFactory(url, shadowDatabaseUrl));
-    engine = await SchemaEngine.new({ datamodels }, (log) => process.stderr.write(`${log}\n`), adapterFactory);
-    return engine;
+    return SchemaEngine.new(
+      { datamodels },
+      (log) => process.stderr.write(`${log}\n`),
+      bindMigrationAwareSqlAdapterFactory(adapterFactory),
+    );
   })();
   // Keep the rejection for the first request instead of crashing before the CLI asks anything.
   engineReady.catch(() => undefined);
 
   let nextPrintId = 1_000_000;
   const send = (message) => process.stdout.write(`${JSON.stringify(message)}\n`);
+  const inFlight = new Set();
   const pending = new Set();
+  const migrationListsCached = new Set();
+
+  // A panic in the Wasm engine is thrown from a promise callback, not from the awaited call, so
+  // it lands here. Answer every open request with it (the CLI prints it as an engine panic)
+  // instead of dying silently, which the CLI would take for success.
+  process.on("uncaughtException", async (error) => {
+    const rpcError = toRpcError(panicMessage(error));
+    for (const id of inFlight) send({ jsonrpc: "2.0", id, error: rpcError });
+    if (inFlight.size === 0) process.stderr.write(`schema-engine bridge: ${rpcError.message}\n`);
+    await adapterFactory?.dropShadowDatabases();
+    process.exit(1);
+  });
+
+  const cacheMigrationsSchema = async (ready, params) => {
+    const key = JSON.stringify(params.migrationsList?.migrationDirectories ?? []);
+    if (migrationListsCached.has(key)) return;
+    await ready.diagnoseMigrationHistory({
+      migrationsList: params.migrationsList,
+      optInToShadowDatabase: true,
+      filters: params.filters ?? { externalTables: [], externalEnums: [] },
+    });
+    migrationListsCached.add(key);
+  };
+
   const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
   lines.on("line", (line) => {
     if (!line.trim()) return;
     const request = JSON.parse(line);
     // Answers to our own `print` requests carry no method: nothing to do.
     if (request.method === undefined) return;
+    inFlight.add(request.id);
     const work = (async () => {
       try {
         const ready = await engineReady;
         if (typeof ready[request.method] !== "function") {
           throw new Error(`schema-engine bridge: method "${request.method}" is not offered by the Wasm engine.`);
         }
-        const result = await ready[request.method](request.params ?? {});
+        const params = request.params ?? {};
+        if (NEEDS_MIGRATIONS_SCHEMA.has(request.method)) await cacheMigrationsSchema(ready, params);
+        const result = await ready[request.method](params);
         // The native engine prints `migrate diff` output through a `print` request to the CLI;
         // the Wasm engine returns it instead.
-        if (request.method === "diff" && typeof result?.stdout === "string") {
-          send({ jsonrpc: "2.0", id: nextPrintId++, method: "print", params: { content: result.stdout.replace(/\n$/, "") } });
+        if (request.method === "diff" && typeof result?.stdout === "string" && result.stdout !== "") {
+          send({ jsonrpc: "2.0", id: nextPrintId++, method: "print", params: { content: result.stdout.replace(/\n+$/, "") } });
         }
         send({ jsonrpc: "2.0", id: request.id, result: result ?? {} });
       } catch (error) {
-        send({ jsonrpc: "2.0", id: request.id, error: toRpcError(error) });
+        send({ jsonrpc: "2.0", id: request.id, error: toRpcError(panicMessage(error)) });
+      } finally {
+        inFlight.delete(request.id);
       }
     })();
     pending.add(work);
@@ -124,9 +163,16 @@ async function serveRpc(datamodelPaths, { url, shadowDatabaseUrl }) {
   });
   lines.on("close", async () => {
     await Promise.allSettled([...pending]);
-    engine?.free();
+    // No engine.free(): the process ends here anyway, and after a panic free() itself throws.
+    await adapterFactory?.dropShadowDatabases();
     process.exit(0);
   });
+}
+
+/** For a Wasm trap, the Rust panic message the engine left in the registry; else the error. */
+function panicMessage(error) {
+  const registered = globalThis.PRISMA_WASM_PANIC_REGISTRY?.message;
+  return error instanceof WebAssembly.RuntimeError && registered ? new Error(registered) : error;
 }
 
 function toRpcError(error) {
@@ -140,7 +186,13 @@ function toRpcError(error) {
   if (known?.error_code) {
     return { code: 4466, message: "An error happened. Check the data field for details.", data: { is_panic: false, message: known.message, error_code: known.error_code, meta: known.meta } };
   }
-  const message = String(error?.message ?? error);
+  let message = String(error?.message ?? error);
+  if (message.includes("shadow DB must be provided through an external factory")) {
+    message =
+      "schema-engine bridge: the Wasm engine could not compute the schema of prisma/migrations, which it only does " +
+      "when every migration there is applied to the database. Run `prisma migrate status`, then `prisma migrate deploy` " +
+      `(or \`prisma migrate reset\` on a development database) and try again. Engine said: ${message}`;
+  }
   const isPanic = /RuntimeError|unreachable/.test(message);
   return { code: 4466, message, data: { is_panic: isPanic, message, error: { message } } };
 }
@@ -174,6 +226,8 @@ async function loadWasmEngine() {
 class BridgeAdapterFactory {
   provider = "postgres";
   adapterName = "@prisma/adapter-pg";
+  /** Shadow databases this process created and has not dropped yet. */
+  shadowDatabases = new Set();
 
   constructor(url, shadowDatabaseUrl) {
     this.main = parseUrl(url);
@@ -186,18 +240,29 @@ class BridgeAdapterFactory {
 
   async connectToShadowDb() {
     if (this.shadow) return adapterFor(this.shadow).connect();
-    const database = `prisma_shadow_${randomUUID().replaceAll("-", "")}`;
-    const admin = adminUrl(this.main);
-    await withClient(admin, (client) => client.query(`CREATE DATABASE ${quoteIdent(database)}`));
+    // Named after the main database, so a leftover (the bridge killed mid-command) says whose it is.
+    const database = `${this.main.database.slice(0, 30)}_shadow_${randomUUID().replaceAll("-", "").slice(0, 16)}`;
+    await withClient(adminUrl(this.main), (client) => client.query(`CREATE DATABASE ${quoteIdent(database)}`));
+    this.shadowDatabases.add(database);
     const shadowUrl = new URL(this.main.connectionString);
     shadowUrl.pathname = `/${database}`;
     const adapter = await adapterFor({ ...this.main, connectionString: shadowUrl.toString(), database }).connect();
     const dispose = adapter.dispose.bind(adapter);
     adapter.dispose = async () => {
       await dispose();
-      await withClient(admin, (client) => client.query(`DROP DATABASE IF EXISTS ${quoteIdent(database)} WITH (FORCE)`));
+      await this.dropShadowDatabase(database);
     };
     return adapter;
+  }
+
+  async dropShadowDatabase(database) {
+    await withClient(adminUrl(this.main), (client) => client.query(`DROP DATABASE IF EXISTS ${quoteIdent(database)} WITH (FORCE)`));
+    this.shadowDatabases.delete(database);
+  }
+
+  /** Drops the shadow databases the engine did not dispose of (it does not on a panic or error). */
+  async dropShadowDatabases() {
+    await Promise.allSettled([...this.shadowDatabases].map((database) => this.dropShadowDatabase(database)));
   }
 }
 
@@ -251,4 +316,15 @@ async function withClient(connectionString, action) {
 
 function quoteIdent(name) {
   return `"${name.replaceAll('"', '""')}"`;
+}
+
+// 5. Start ----------------------------------------------------------------------------------------
+
+// Last, so that every class and constant above is initialised before the first request.
+const datasource = args.datasource ? JSON.parse(args.datasource) : {};
+
+if (positionals[0] === "cli") {
+  await runCliCommand(positionals[1], datasource.url);
+} else {
+  await serveRpc(args.datamodels ?? [], datasource);
 }
