@@ -7,6 +7,7 @@ import { Redis } from "ioredis";
 import type { Logger } from "pino";
 
 import { applyVmEvent } from "./events.ts";
+import { MigrationRunner, type MigrationSettings, defaultMigrationSettings, redisMovedPublisher } from "./migration.ts";
 import type { CpuCheck } from "./placement.ts";
 import { Reconciler } from "./reconciler.ts";
 
@@ -17,12 +18,16 @@ export interface ControllerOptions {
   reconcileIntervalMs: number;
   workerTimeoutMs: number;
   cpuCheck: CpuCheck;
+  /** live migration limits (FERRY_MIGRATION_DOWNTIME_MS, FERRY_MIGRATION_TIMEOUT_MS) */
+  migration?: MigrationSettings;
   log: Logger;
 }
 
 /** A running controller: consumes vm-events and vm.reconcile jobs and runs the reconcile loop. */
 export interface Controller {
   reconciler: Reconciler;
+  /** the live migrations this controller runs (tests change their settings) */
+  migrations: MigrationRunner;
   /** Stop consuming and wait for the work in flight; the caller closes `db`. */
   close(): Promise<void>;
 }
@@ -32,12 +37,23 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const { db, prefix, log } = options;
   // BullMQ workers block on Redis, so they need maxRetriesPerRequest: null.
   const redis = new Redis(options.redisUrl, { maxRetriesPerRequest: null });
+  const publish = redisMovedPublisher(redis, prefix);
+  const migrations = new MigrationRunner({
+    db,
+    redis,
+    prefix,
+    workerTimeoutMs: options.workerTimeoutMs,
+    settings: options.migration ?? defaultMigrationSettings,
+    publish,
+    log,
+  });
   const reconciler = new Reconciler({
     db,
     redis,
     prefix,
     workerTimeoutMs: options.workerTimeoutMs,
     cpuCheck: options.cpuCheck,
+    migrations,
     log,
   });
 
@@ -61,7 +77,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
       if (job.name !== "vm.state" || !parsed.success) {
         throw new UnrecoverableError(`vm-events job ${job.name} (${job.id}) is not a vm.state event: ${JSON.stringify(job.data)}; fix the sender`);
       }
-      const outcome = await applyVmEvent(db, parsed.data, log);
+      const outcome = await applyVmEvent(db, parsed.data, log, publish);
       if (outcome === "applied") await reconciler.reconcileVm(parsed.data.vmId);
     },
     { connection: redis, prefix, concurrency: 1 },
@@ -85,11 +101,13 @@ export async function startController(options: ControllerOptions): Promise<Contr
   log.info({ prefix, reconcileIntervalMs: options.reconcileIntervalMs, workerTimeoutMs: options.workerTimeoutMs }, "controller started");
   return {
     reconciler,
+    migrations,
     async close() {
       clearInterval(loop);
       await Promise.all([inbox.close(), events.close()]);
       await pass;
       await reconciler.close();
+      await migrations.close();
       redis.disconnect();
     },
   };

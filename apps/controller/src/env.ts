@@ -8,6 +8,9 @@ const schema = z.object({
   FERRY_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal"]).default("info"),
   FERRY_RECONCILE_INTERVAL_MS: z.coerce.number().int().min(100).default(2000),
   FERRY_WORKER_TIMEOUT_MS: z.coerce.number().int().min(1000).default(10_000),
+  FERRY_MIGRATION_DOWNTIME_MS: z.coerce.number().int().min(1).default(50),
+  FERRY_MIGRATION_TIMEOUT_MS: z.coerce.number().int().min(1000).default(60_000),
+  FERRY_MIGRATION_MAX_BANDWIDTH: z.coerce.number().int().positive().optional(),
 });
 
 export type ControllerEnv = z.infer<typeof schema>;

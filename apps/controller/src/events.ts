@@ -6,17 +6,27 @@ import { type Db, Prisma } from "@ferry/db";
 import type { VmState, VmStateEvent } from "@ferry/jobs";
 import type { Logger } from "pino";
 
+import { type MovedPublisher, commitMigration } from "./migration.ts";
+
 /** States where no action is in flight, so the vm's `operation` is cleared. */
 const settledStates: ReadonlySet<VmState> = new Set<VmState>(["pending", "running", "stopped", "suspended", "failed", "deleted"]);
 
 export type EventOutcome = "applied" | "ignored";
 
 /** Write one worker event to its vm (state, reason, accelerator, progress) and log a VmEvent. */
-export async function applyVmEvent(db: Db, event: VmStateEvent, log: Logger): Promise<EventOutcome> {
+export async function applyVmEvent(db: Db, event: VmStateEvent, log: Logger, publish?: MovedPublisher): Promise<EventOutcome> {
   const vm = await db.vm.findUnique({ where: { id: event.vmId } });
   if (!vm) {
     log.info({ vmId: event.vmId, workerId: event.workerId }, "event for an unknown vm ignored");
     return "ignored";
+  }
+  // The destination of a live migration runs the guest: QEMU completed the move, so the vm's
+  // worker changes now, whether or not the source lived to say so (migration.ts, step 4).
+  if (publish && vm.state === "migrating" && event.state === "running" && vm.workerId !== null && event.workerId === vm.targetWorkerId) {
+    const move = { vmId: vm.id, fromWorkerId: vm.workerId, toWorkerId: event.workerId, detail: "the destination reports the guest running" };
+    const committed = await commitMigration(db, publish, move);
+    log.info({ ...move, committed }, "destination of a live migration runs the guest");
+    return committed ? "applied" : "ignored";
   }
   if (vm.workerId !== event.workerId || vm.state === "deleted") {
     log.info({ vmId: vm.id, from: event.workerId, owner: vm.workerId, state: event.state }, "event from a worker that does not own the vm ignored");

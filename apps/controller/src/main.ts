@@ -16,6 +16,11 @@ const controller = await startController({
   reconcileIntervalMs: env.FERRY_RECONCILE_INTERVAL_MS,
   workerTimeoutMs: env.FERRY_WORKER_TIMEOUT_MS,
   cpuCheck: engineCpuCheck,
+  migration: {
+    downtimeLimitMs: env.FERRY_MIGRATION_DOWNTIME_MS,
+    timeoutMs: env.FERRY_MIGRATION_TIMEOUT_MS,
+    ...(env.FERRY_MIGRATION_MAX_BANDWIDTH === undefined ? {} : { maxBandwidth: env.FERRY_MIGRATION_MAX_BANDWIDTH }),
+  },
   log,
 });
 

@@ -8,6 +8,7 @@ import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 
+import type { MigrationRunner } from "./migration.ts";
 import { type CpuCheck, type PromisedCapacity, placeVm } from "./placement.ts";
 import { type Decision, type VmSnapshot, type WorkerLiveness, decide, guestStates, transitionDeadlineMs } from "./reconcile.ts";
 
@@ -17,6 +18,7 @@ export interface ReconcilerOptions {
   prefix: string;
   workerTimeoutMs: number;
   cpuCheck: CpuCheck;
+  migrations: MigrationRunner;
   log: Logger;
 }
 
@@ -66,6 +68,8 @@ export class Reconciler {
             { rebootSeq: { gt: 0 } },
             { workerId: { in: gone } },
             { state: "failed", workerId: null },
+            { state: "migrating" },
+            { state: "running", worker: { status: "draining" } },
           ],
         },
         orderBy: { createdAt: "asc" },
@@ -100,7 +104,17 @@ export class Reconciler {
 
   async #reconcile(vm: Vm, workers: Worker[]): Promise<void> {
     const now = new Date();
-    const decision = decide(vm as VmSnapshot, this.#liveness(vm.workerId, workers, now), now);
+    const liveness = this.#liveness(vm.workerId, workers, now);
+    // Live migrations run beside the loop (migration.ts); a vm whose source is gone falls to decide().
+    if (vm.state === "migrating" && liveness === "alive") {
+      this.#options.migrations.ensure(vm);
+      return;
+    }
+    const draining = workers.find((w) => w.id === vm.workerId)?.status === "draining";
+    if (draining && liveness === "alive" && vm.state === "running" && vm.desiredState === "running" && vm.operation === null) {
+      return this.#drainVm(vm, now);
+    }
+    const decision = decide(vm as VmSnapshot, liveness, now);
     switch (decision.kind) {
       case "wait":
         return;
@@ -150,6 +164,20 @@ export class Reconciler {
     await this.#event(vm.id, "placement", `placed on worker ${placement.workerId}`, now);
     log.info({ vmId: vm.id, workerId: placement.workerId, generation: vm.generation }, "vm placed");
     await this.#sendJob(placement.workerId, "vm.start", vm);
+  }
+
+  /** A running vm on a draining worker: live-migrate it to wherever fits (retried after a failure). */
+  async #drainVm(vm: Vm, now: Date): Promise<void> {
+    const { db, migrations, log } = this.#options;
+    if (!migrations.mayStart(vm.id, now)) return;
+    const updated = await db.vm.updateMany({
+      where: { id: vm.id, generation: vm.generation, state: "running", workerId: vm.workerId, operation: null },
+      data: { state: "migrating", operation: "migrate", targetWorkerId: null, stateReason: null, stateChangedAt: now },
+    });
+    if (updated.count !== 1) return;
+    await this.#event(vm.id, "migration", `worker ${vm.workerId} is draining: live-migrating the vm away`, now);
+    log.info({ vmId: vm.id, workerId: vm.workerId }, "draining worker: vm migration started");
+    migrations.ensure({ ...vm, state: "migrating", operation: "migrate", targetWorkerId: null, stateChangedAt: now });
   }
 
   async #send(vm: Vm, decision: Extract<Decision, { kind: "send" }>, now: Date): Promise<void> {

@@ -82,6 +82,8 @@ export const vmJob = z.object({
       uri: z.string().optional(),
       downtimeLimitMs: z.number().int().positive(),
       timeoutMs: z.number().int().positive(),
+      /** bytes per second the migration may use; unset: as fast as the link carries it */
+      maxBandwidth: z.number().int().positive().optional(),
     })
     .optional(),
 });

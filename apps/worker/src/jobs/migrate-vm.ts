@@ -70,6 +70,7 @@ export async function migrateVm(ctx: WorkerContext, hosted: HostedVm, job: VmJob
       downtimeLimitMs: migration.downtimeLimitMs,
       timeoutMs: migration.timeoutMs,
       autoConverge: true,
+      ...(migration.maxBandwidth === undefined ? {} : { maxBandwidth: migration.maxBandwidth }),
     });
   } catch (error) {
     return { ok: false, reason: (error as Error).message };

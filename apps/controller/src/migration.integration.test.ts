@@ -1,0 +1,327 @@
+// Live migration with the controller and two workers sharing a disk folder, on real
+// PostgreSQL, Redis and QEMU (tiny image, TCG). Workers are child processes, so killing one
+// mid-migration really kills it (and, by pdeathsig, its QEMUs).
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { randomBytes, randomUUID } from "node:crypto";
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+import type { Db } from "@ferry/db";
+import { type TestDatabase, createTestDatabase } from "@ferry/db/testing";
+import { queueNames, redisKeys } from "@ferry/jobs";
+import { Queue } from "bullmq";
+import { Redis } from "ioredis";
+import { pino } from "pino";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+
+import { type Controller, startController } from "./controller.ts";
+import { engineCpuCheck } from "./placement.ts";
+
+const databaseServerUrl = process.env.FERRY_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5440/postgres";
+const redisUrl = process.env.FERRY_TEST_REDIS_URL ?? "redis://127.0.0.1:6390";
+const imagesDir = process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images";
+const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
+const workerMain = join(repoRoot, "apps/worker/src/main.ts");
+
+const prefix = `ferry-test-${randomUUID()}`;
+const root = mkdtempSync(join(tmpdir(), "ferry-migration-"));
+const shared = join(root, "shared");
+const workerTimeoutMs = 6000;
+const log = pino({ level: "info" }, createWriteStream(join(root, "controller.log")));
+
+let database: TestDatabase;
+let db: Db;
+let redis: Redis;
+let controllerQueue: Queue;
+let controller: Controller;
+const workers = new Map<string, ChildProcess>();
+let ownerId: string;
+let failed = false;
+
+function startWorkerProcess(id: string): ChildProcess {
+  const child = spawn(process.execPath, ["--import", "tsx", workerMain], {
+    cwd: repoRoot,
+    env: {
+      ...process.env,
+      FERRY_DATABASE_URL: database.url,
+      FERRY_REDIS_URL: redisUrl,
+      FERRY_QUEUE_PREFIX: prefix,
+      FERRY_CLUSTER_SECRET: randomBytes(32).toString("hex"),
+      FERRY_WORKER_ID: id,
+      FERRY_WORKER_STATE_DIR: join(root, id),
+      FERRY_WORKER_VCPUS: "2",
+      FERRY_WORKER_MEMORY_MIB: "1024",
+      FERRY_WORKER_SHARED_STORAGE: shared,
+      FERRY_IMAGES_DIR: imagesDir,
+      FERRY_ACCELERATOR: "tcg",
+      FERRY_STORAGE_PATH: join(root, "guest-states"),
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const out = createWriteStream(join(root, `${id}.log`), { flags: "a" });
+  child.stdout?.pipe(out);
+  child.stderr?.pipe(out);
+  workers.set(id, child);
+  return child;
+}
+
+async function stopWorkerProcess(id: string, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+  const child = workers.get(id);
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill(signal);
+  await exited;
+}
+
+/** QEMU processes whose arguments mention `match` (vm files live under this test's folder). */
+function qemuProcesses(match: string): string[] {
+  const out = execFileSync("ps", ["-eo", "pid=,args="], { encoding: "utf8" });
+  return out.split("\n").filter((line) => line.includes("qemu-system") && line.includes(root) && line.includes(match) && !line.includes("setpriv"));
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 60_000, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    last = await probe();
+    if (last !== undefined && last !== false) return last as T;
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)}); see logs in ${root}`);
+}
+
+const vmWhere = (id: string, what: string, test: (vm: Awaited<ReturnType<Db["vm"]["findUniqueOrThrow"]>>) => boolean, timeoutMs = 60_000) =>
+  until(`vm ${id} ${what}`, async () => {
+    const vm = await db.vm.findUniqueOrThrow({ where: { id } });
+    return test(vm) ? vm : undefined;
+  }, timeoutMs);
+
+async function createVm(name: string) {
+  const vm = await db.vm.create({
+    data: { name, ownerId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64" },
+  });
+  await controllerQueue.add("vm.reconcile", { vmId: vm.id });
+  return vm;
+}
+
+/** What the portal does for POST /vms/{id}/migrate: one conditional update, then a reconcile job. */
+async function requestMigration(vmId: string, targetWorkerId: string | null = null): Promise<boolean> {
+  const updated = await db.vm.updateMany({
+    where: { id: vmId, state: "running", operation: null },
+    data: { state: "migrating", operation: "migrate", targetWorkerId, stateReason: null, stateChangedAt: new Date() },
+  });
+  if (updated.count === 1) await controllerQueue.add("vm.reconcile", { vmId });
+  return updated.count === 1;
+}
+
+/** Follows the vm's serial stream, noting when each `ferry-tick N uptime=S` line arrived. */
+function followTicks(vmId: string) {
+  const reader = redis.duplicate();
+  const ticks: { n: number; uptime: number; at: number }[] = [];
+  let text = "";
+  let stopped = false;
+  const done = (async () => {
+    let last = "0";
+    while (!stopped) {
+      const batch = await reader.xread("BLOCK", 200, "STREAMS", redisKeys.serialLog(prefix, vmId), last);
+      const at = Date.now();
+      for (const [, entries] of batch ?? []) {
+        for (const [id, fields] of entries) {
+          last = id;
+          text += fields[1] ?? "";
+          const lines = text.split("\n");
+          text = lines.pop() ?? "";
+          for (const line of lines) {
+            const match = /ferry-tick (\d+) uptime=([\d.]+)/.exec(line);
+            if (match) ticks.push({ n: Number(match[1]), uptime: Number(match[2]), at });
+          }
+        }
+      }
+    }
+  })();
+  return {
+    ticks,
+    async stop() {
+      stopped = true;
+      await done;
+      reader.disconnect();
+    },
+  };
+}
+
+beforeAll(async () => {
+  mkdirSync(shared);
+  database = await createTestDatabase(databaseServerUrl);
+  db = database.db;
+  redis = new Redis(redisUrl);
+  controllerQueue = new Queue(queueNames.controller, { connection: redis, prefix });
+  ownerId = randomUUID();
+  await db.user.create({ data: { id: ownerId, name: "Test", email: `${ownerId}@ferry.test` } });
+  controller = await startController({
+    db,
+    redisUrl,
+    prefix,
+    reconcileIntervalMs: 500,
+    workerTimeoutMs,
+    cpuCheck: engineCpuCheck,
+    migration: { downtimeLimitMs: 50, timeoutMs: 30_000 },
+    log,
+  });
+  startWorkerProcess("w1");
+  startWorkerProcess("w2");
+  await until("both workers heartbeating", async () => (await db.worker.count({ where: { status: "online" } })) === 2 || undefined);
+});
+
+afterEach((context) => {
+  if (context.task.result?.state === "fail") failed = true;
+});
+
+afterAll(async () => {
+  for (const id of workers.keys()) await stopWorkerProcess(id);
+  await controller?.close();
+  for (const line of qemuProcesses("")) process.kill(Number(line.trim().split(/\s+/)[0]), "SIGKILL");
+  for (const name of [queueNames.controller, queueNames.vmEvents, queueNames.worker("w1"), queueNames.worker("w2")]) {
+    const queue = new Queue(name, { connection: redis, prefix });
+    await queue.obliterate({ force: true });
+    await queue.close();
+  }
+  const keys = await redis.keys(`${prefix}:*`);
+  if (keys.length > 0) await redis.del(...keys);
+  await controllerQueue?.close();
+  redis?.disconnect();
+  await database?.drop();
+  if (!failed) rmSync(root, { recursive: true, force: true });
+});
+
+describe("live migration between two workers sharing storage", () => {
+  let vmId: string;
+
+  it("moves a running vm while its counter runs: the counter goes on at the destination without a gap", async () => {
+    vmId = (await createVm("mover")).id;
+    const running = await vmWhere(vmId, "running", (vm) => vm.state === "running");
+    const source = running.workerId!;
+    const target = source === "w1" ? "w2" : "w1";
+    const follower = followTicks(vmId);
+    await until("three ticks", async () => follower.ticks.length >= 3 || undefined, 30_000);
+
+    const moved = new Redis(redisUrl);
+    const messages: string[] = [];
+    await moved.subscribe(redisKeys.vmMoved(prefix));
+    moved.on("message", (_channel, message) => messages.push(message));
+
+    expect(await requestMigration(vmId)).toBe(true);
+    // A second migration of the same vm while the first runs is refused.
+    expect(await requestMigration(vmId, target)).toBe(false);
+    const after = await vmWhere(vmId, `running on ${target}`, (vm) => vm.state === "running" && vm.workerId === target, 60_000);
+    const movedAt = Date.now();
+    expect(after.targetWorkerId).toBeNull();
+    expect(after.stateReason).toBeNull();
+    await until("three ticks at the destination", async () => follower.ticks.filter((t) => t.at > movedAt).length >= 3 || undefined, 30_000);
+    await follower.stop();
+    moved.disconnect();
+
+    const numbers = follower.ticks.map((t) => t.n);
+    // Same guest (no reboot: uptime keeps growing), every tick once, in order.
+    expect(numbers).toEqual(numbers.map((_, i) => numbers[0]! + i));
+    const uptimes = follower.ticks.map((t) => t.uptime);
+    expect([...uptimes].sort((a, b) => a - b)).toEqual(uptimes);
+    const gaps = follower.ticks.slice(1).map((t, i) => t.at - follower.ticks[i]!.at);
+    // Ticks come every second; the move may add its downtime and our 200 ms read interval.
+    expect(Math.max(...gaps)).toBeLessThan(1600);
+
+    expect(qemuProcesses(vmId)).toHaveLength(1);
+    expect(qemuProcesses(vmId)[0]).toContain(join(root, target));
+    expect(JSON.parse(messages[0]!)).toEqual({ vmId, fromWorkerId: source, toWorkerId: target });
+    const events = await db.vmEvent.findMany({ where: { vmId, kind: "migration" }, orderBy: { at: "asc" } });
+    expect(events.map((e) => e.message).filter((m) => m.includes("started"))).toHaveLength(1);
+    expect(events.some((e) => e.message.startsWith(`migrated from worker ${source} to worker ${target}`))).toBe(true);
+  });
+
+  it("refuses a target without the vm's shared storage or without capacity, saying why; the vm keeps running", async () => {
+    const vm = await db.vm.findUniqueOrThrow({ where: { id: vmId } });
+    const model = await db.worker.findUniqueOrThrow({ where: { id: vm.workerId! } });
+    const { id: _id, ...row } = model;
+    // Worker rows without a process: they only need to be seen by the target rules.
+    await db.worker.create({ data: { ...row, id: "elsewhere", sharedStorage: "/srv/other-disks", lastHeartbeatAt: new Date(Date.now() + 60_000) } });
+    await db.worker.create({ data: { ...row, id: "full", memoryMiBFree: 128, lastHeartbeatAt: new Date(Date.now() + 60_000) } });
+    try {
+      for (const [target, reason] of [
+        ["elsewhere", `Worker elsewhere does not share storage with worker ${vm.workerId}`],
+        ["full", "The vm needs 256 MiB of memory but the target host has 128 MiB free"],
+      ] as const) {
+        expect(await requestMigration(vmId, target)).toBe(true);
+        const refused = await vmWhere(vmId, `refused for ${target}`, (r) => r.state === "running" && (r.stateReason ?? "").includes(reason));
+        expect(refused.workerId).toBe(vm.workerId);
+        expect(refused.stateReason).toMatch(new RegExp(`^live migration failed: cannot migrate vm ${vmId} to worker ${target}: `));
+      }
+    } finally {
+      await db.worker.deleteMany({ where: { id: { in: ["elsewhere", "full"] } } });
+    }
+    expect(qemuProcesses(vmId)).toHaveLength(1);
+  });
+
+  it("keeps the guest on the source when the destination worker dies mid-migration", async () => {
+    const vm = await db.vm.findUniqueOrThrow({ where: { id: vmId } });
+    const source = vm.workerId!;
+    const target = source === "w1" ? "w2" : "w1";
+    await db.vm.update({ where: { id: vmId }, data: { stateReason: null } });
+    // Slow the move down so there is a "mid": a bandwidth cap for this migration only.
+    controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 30_000, maxBandwidth: 8 * 1024 * 1024 };
+    try {
+      expect(await requestMigration(vmId, target)).toBe(true);
+      await until("the destination's incoming QEMU", async () => qemuProcesses(vmId).some((line) => line.includes(join(root, target))) || undefined, 30_000);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await stopWorkerProcess(target, "SIGKILL");
+      const after = await vmWhere(vmId, "running again on the source", (row) => row.state === "running", 60_000);
+      expect(after.workerId).toBe(source);
+      expect(after.stateReason).toMatch(new RegExp(`live migration to worker ${target} failed: .*; the vm keeps running on worker ${source}`));
+      await until("no QEMU left at the destination", async () => !qemuProcesses(vmId).some((line) => line.includes(join(root, target))) || undefined, 10_000);
+      const follower = followTicks(vmId);
+      await until("the guest ticking on the source", async () => follower.ticks.length >= 2 || undefined, 10_000);
+      await follower.stop();
+      expect(qemuProcesses(vmId)).toHaveLength(1);
+    } finally {
+      controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 30_000 };
+    }
+    startWorkerProcess(target);
+    await until(`${target} back online`, async () => (await db.worker.count({ where: { status: "online" } })) === 2 || undefined);
+  });
+
+  it("never shows the vm running in two places when the source worker dies mid-migration", async () => {
+    const vm = await db.vm.findUniqueOrThrow({ where: { id: vmId } });
+    const source = vm.workerId!;
+    const target = source === "w1" ? "w2" : "w1";
+    controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 30_000, maxBandwidth: 8 * 1024 * 1024 };
+    try {
+      expect(await requestMigration(vmId, target)).toBe(true);
+      await until("the destination's incoming QEMU", async () => qemuProcesses(vmId).some((line) => line.includes(join(root, target))) || undefined, 30_000);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await stopWorkerProcess(source, "SIGKILL");
+      // Until the vm settles, whenever the database says running there is one QEMU, on its worker.
+      const settled = await until(
+        "the vm running again (recovered) or failed",
+        async () => {
+          const row = await db.vm.findUniqueOrThrow({ where: { id: vmId } });
+          const processes = qemuProcesses(vmId);
+          if (row.state === "running") {
+            expect(processes.length).toBeLessThanOrEqual(1);
+            if (processes.length === 1) expect(processes[0]).toContain(join(root, row.workerId!));
+          }
+          return row.state === "failed" || (row.state === "running" && row.workerId === target) ? row : undefined;
+        },
+        90_000,
+        200,
+      );
+      if (settled.state === "running") {
+        expect(qemuProcesses(vmId)).toHaveLength(1);
+        expect(qemuProcesses(vmId)[0]).toContain(join(root, target));
+      }
+      const events = await db.vmEvent.findMany({ where: { vmId }, orderBy: { at: "asc" } });
+      expect(events.map((e) => e.message).join("\n")).toContain(`worker ${source} stopped responding while the vm was migrating`);
+    } finally {
+      controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 30_000 };
+    }
+  });
+});
