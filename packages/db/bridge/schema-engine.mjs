@@ -239,7 +239,12 @@ class BridgeAdapterFactory {
   }
 
   async connectToShadowDb() {
-    if (this.shadow) return adapterFor(this.shadow).connect();
+    if (this.shadow) {
+      // Prisma wipes a configured shadow database before each use; the Wasm engine replays the
+      // migrations into it as it is, and would fail on the tables the previous replay left.
+      await emptySchema(this.shadow);
+      return adapterFor(this.shadow).connect();
+    }
     // Named after the main database, so a leftover (the bridge killed mid-command) says whose it is.
     const database = `${this.main.database.slice(0, 30)}_shadow_${randomUUID().replaceAll("-", "").slice(0, 16)}`;
     await withClient(adminUrl(this.main), (client) => client.query(`CREATE DATABASE ${quoteIdent(database)}`));
@@ -302,6 +307,19 @@ function adminUrl(target) {
   const parsed = new URL(target.connectionString);
   parsed.pathname = "/postgres";
   return parsed.toString();
+}
+
+async function emptySchema(target) {
+  const schema = quoteIdent(target.schema ?? "public");
+  try {
+    await withClient(target.connectionString, (client) => client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE; CREATE SCHEMA ${schema}`));
+  } catch (error) {
+    throw new Error(
+      `schema-engine bridge: could not empty schema ${schema} of the shadow database ${target.database} at ${target.host}: ` +
+        `${error?.message ?? error}. Make the user in shadowDatabaseUrl its owner, or remove shadowDatabaseUrl from ` +
+        "prisma.config.ts to get a temporary shadow database.",
+    );
+  }
 }
 
 async function withClient(connectionString, action) {

@@ -150,29 +150,52 @@ describe("prisma/migrations and prisma/schema.prisma on a deployed database", ()
   });
 });
 
-describe("migrate dev on a scratch copy of prisma/", () => {
-  const database = `ferry_test_${randomUUID().replaceAll("-", "").slice(0, 16)}`;
+/** An empty database of its own on the test server (not deployed). */
+async function createEmptyDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `ferry_test_${randomUUID().replaceAll("-", "").slice(0, 16)}`;
+  await query(serverUrl, `CREATE DATABASE "${name}"`);
   const url = new URL(serverUrl);
-  url.pathname = `/${database}`;
-  const databaseUrl = url.toString();
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: async () => {
+      await query(serverUrl, `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+    },
+  };
+}
+
+/**
+ * A temporary folder with a copy of prisma/migrations, the schema plus PROBE_MODEL and a
+ * prisma.config.ts, to run `migrate dev` without touching the repository.
+ */
+async function createScratchPrisma(shadowDatabaseUrl?: string): Promise<string> {
+  const scratch = await mkdtemp(join(tmpdir(), "ferry-prisma-"));
+  await cp(join(repoRoot, "prisma/migrations"), join(scratch, "migrations"), { recursive: true });
+  const schema = await readFile(join(repoRoot, "prisma/schema.prisma"), "utf8");
+  await writeFile(join(scratch, "schema.prisma"), schema + PROBE_MODEL);
+  const shadow = shadowDatabaseUrl ? `, shadowDatabaseUrl: ${JSON.stringify(shadowDatabaseUrl)}` : "";
+  // A plain object: the scratch folder cannot resolve `prisma/config` for defineConfig.
+  await writeFile(
+    join(scratch, "prisma.config.ts"),
+    `export default { schema: "schema.prisma", migrations: { path: "migrations" }, datasource: { url: process.env.FERRY_DATABASE_URL${shadow} } };\n`,
+  );
+  return scratch;
+}
+
+describe("migrate dev on a scratch copy of prisma/", () => {
+  let database: Awaited<ReturnType<typeof createEmptyDatabase>>;
+  let databaseUrl: string;
   let scratch: string;
 
   beforeAll(async () => {
     // Empty, not deployed: migrate dev applies the history itself before writing a migration.
-    await query(serverUrl, `CREATE DATABASE "${database}"`);
-    scratch = await mkdtemp(join(tmpdir(), "ferry-prisma-"));
-    await cp(join(repoRoot, "prisma/migrations"), join(scratch, "migrations"), { recursive: true });
-    const schema = await readFile(join(repoRoot, "prisma/schema.prisma"), "utf8");
-    await writeFile(join(scratch, "schema.prisma"), schema + PROBE_MODEL);
-    // A plain object: the scratch folder cannot resolve `prisma/config` for defineConfig.
-    await writeFile(
-      join(scratch, "prisma.config.ts"),
-      `export default { schema: "schema.prisma", migrations: { path: "migrations" }, datasource: { url: process.env.FERRY_DATABASE_URL } };\n`,
-    );
+    database = await createEmptyDatabase();
+    databaseUrl = database.url;
+    scratch = await createScratchPrisma();
   });
 
   afterAll(async () => {
-    await query(serverUrl, `DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
+    await database?.drop();
     if (scratch) await rm(scratch, { recursive: true, force: true });
   });
 
@@ -208,5 +231,33 @@ describe("migrate dev on a scratch copy of prisma/", () => {
 
   it("leaves no shadow database behind", async () => {
     expect(await shadowDatabasesOf(databaseUrl)).toEqual([]);
+  });
+});
+
+describe("migrate dev with a shadowDatabaseUrl in prisma.config.ts", () => {
+  let database: Awaited<ReturnType<typeof createEmptyDatabase>>;
+  let shadow: Awaited<ReturnType<typeof createEmptyDatabase>>;
+  let scratch: string;
+
+  beforeAll(async () => {
+    database = await createEmptyDatabase();
+    shadow = await createEmptyDatabase();
+    scratch = await createScratchPrisma(shadow.url);
+  });
+
+  afterAll(async () => {
+    await database?.drop();
+    await shadow?.drop();
+    if (scratch) await rm(scratch, { recursive: true, force: true });
+  });
+
+  it("reuses the shadow database run after run: the previous replay's tables are wiped first", async () => {
+    const first = await prisma(["migrate", "dev", "--name", "probe"], { databaseUrl: database.url, cwd: scratch });
+    expect(first.exitCode, `${first.stdout}${first.stderr}`).toBe(0);
+    expect(first.stdout).toMatch(/_probe/);
+
+    const second = await prisma(["migrate", "dev"], { databaseUrl: database.url, cwd: scratch });
+    expect(second.exitCode, `${second.stdout}${second.stderr}`).toBe(0);
+    expect(second.stdout).toContain("Already in sync");
   });
 });
