@@ -2,7 +2,8 @@
 # Builds the `tiny` guest image from Debian packages only:
 #   vmlinux     Debian's generic kernel, decompressed so QEMU boots it through PVH
 #               (the xz-compressed bzImage takes ~5 s to unpack under TCG; vmlinux ~2 s)
-#   initrd.img  busybox-static, init.sh, and the kernel modules for every profile device
+#   initrd.img  busybox-static, init.sh, the kernel modules for every profile device, and the
+#               power-button handler (acpid runs power-button.sh: the guest powers off on ACPI)
 #   data.qcow2  the read-only base of each vm's writable disk (ext4, 64 MiB)
 # The result lives in $IMAGES_DIR/tiny-<content hash>; $IMAGES_DIR/tiny points at it.
 # A second run with the same inputs does nothing.
@@ -38,7 +39,7 @@ fi
 kernel_ver="$(apt-cache policy "$kernel_pkg" | awk '/Candidate:/{print $2}')"
 busybox_ver="$(dpkg-query -W -f '${Version}' busybox-static)"
 
-hash="$(cat "$here/build.sh" "$here/init.sh" "$here/banner.txt" "$here/modules.txt" "$here/display-modules.txt" \
+hash="$(cat "$here/build.sh" "$here/init.sh" "$here/power-button.sh" "$here/banner.txt" "$here/modules.txt" "$here/display-modules.txt" \
   <(echo "$kernel_pkg $kernel_ver busybox-static $busybox_ver") | sha256sum | cut -c1-16)"
 final="$images_dir/tiny-$hash"
 
@@ -93,6 +94,9 @@ cp /bin/busybox "$root/bin/busybox"
 cp "$here/init.sh" "$root/init"
 chmod 755 "$root/init"
 cp "$here/banner.txt" "$root/etc/banner"
+mkdir -p "$root/etc/acpi/PWRF"
+cp "$here/power-button.sh" "$root/etc/acpi/PWRF/00000080"
+chmod 755 "$root/etc/acpi/PWRF/00000080"
 for i in "${!order[@]}"; do
   m="${order[$i]}"
   cp "${mod_path[$m]}" "$root/lib/modules/$m.ko"

@@ -29,6 +29,11 @@ fi
 
 [ -e /dev/lp0 ] && echo "FERRY-PARALLEL-OK" > /dev/lp0 &
 
+# The power button: acpid (reading the button's evdev device, loaded from /etc/modules) runs
+# /etc/acpi/PWRF/00000080 on a press, which powers the guest off.
+mkdir -p /var/run
+acpid -c /etc/acpi -l /dev/null
+
 hostname ferry-tiny
 printf 'clear\ncat /etc/banner\n' > /etc/profile
 export PS1="ferry-tiny:\w# "

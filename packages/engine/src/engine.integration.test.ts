@@ -153,6 +153,30 @@ describe("Engine with real QEMU", () => {
     expect(qemuProcessesMentioning(spec.id)).toEqual([]);
   });
 
+  it("stop presses the ACPI power button and the guest powers itself off, long before the grace runs out", async () => {
+    const spec = newSpec();
+    const vm = await bootedVm(spec);
+    // The guest starts acpid before its first tick.
+    await vm.waitForSerial(/ferry-tick 0 /, { timeoutMs: 30_000 });
+    const started = performance.now();
+    const outcome = await vm.stop({ graceMs: 10_000 });
+    const elapsedMs = performance.now() - started;
+    expect(outcome).toBe("powered-off");
+    expect(vm.state).toBe("stopped");
+    expect(elapsedMs).toBeLessThan(5_000);
+    // Written by the guest's power-button handler before it unmounts /data and powers off.
+    expect(readFileSync(spec.serial.logFile, "utf8")).toContain("FERRY-POWER-OFF");
+    expect(qemuProcessesMentioning(`guest=${spec.id},`)).toEqual([]);
+  });
+
+  it("stop with no grace quits QEMU without waiting for the guest", async () => {
+    const spec = newSpec();
+    const vm = await bootedVm(spec);
+    expect(await vm.stop({ graceMs: 0 })).toBe("quit");
+    expect(readFileSync(spec.serial.logFile, "utf8")).not.toContain("FERRY-POWER-OFF");
+    expect(await vm.stop()).toBe("already-stopped");
+  });
+
   it("saves the guest state and restores it in a new QEMU: ticks and /data carry on", async () => {
     const spec = newSpec();
     const vm = await bootedVm(spec);

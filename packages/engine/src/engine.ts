@@ -117,7 +117,7 @@ export class Engine {
     }
     assertGuestStateMatches(valid.id, parsed.data, await guestStateIdentity(valid, this.#host));
     await this.#prepareDisks(valid);
-    const vm = await this.#launch(valid, { incoming: "defer" });
+    const vm = await this.#launch(valid, { restore: true });
     await vm.loadState(source, parsed.data);
     return vm;
   }
@@ -151,7 +151,7 @@ export class Engine {
     );
   }
 
-  async #launch(spec: VmSpec, launch: { incoming?: string }): Promise<Vm> {
+  async #launch(spec: VmSpec, launch: { incoming?: string; restore?: boolean }): Promise<Vm> {
     const vm = await Vm.launch(this.#host, spec, launch);
     this.#vms.add(vm);
     return vm;

@@ -125,9 +125,14 @@ export class DigestStream extends Transform {
   #hash = createHash("sha256");
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.update(chunk);
+    callback(null, chunk);
+  }
+
+  /** Counts and hashes `chunk` without passing it on, for a caller that moves the bytes itself. */
+  update(chunk: Buffer): void {
     this.bytes += chunk.length;
     this.#hash.update(bytes(chunk));
-    callback(null, chunk);
   }
 
   /** The hex sha256 of everything that passed; call once, after the stream ended. */

@@ -11,6 +11,7 @@ export {
   Vm,
   type VmFailure,
   type VmStateChange,
+  type VmStopOutcome,
   type LiveMigrateOptions,
   type LiveMigrationFigures,
   type EngineLogger,

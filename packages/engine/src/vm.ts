@@ -9,7 +9,7 @@
 // 3. Operations: stop, reset, saveState (stream → zstd → sink), liveMigrate.
 import { type ChildProcess, spawn } from "node:child_process";
 import { EventEmitter, once } from "node:events";
-import { closeSync, fstatSync, mkdirSync, openSync, readSync, rmSync, statSync, watch } from "node:fs";
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, rmSync, statSync, watch } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import type { Writable } from "node:stream";
@@ -29,6 +29,12 @@ export interface VmFailure {
   /** The last ~20 lines QEMU wrote to stderr. */
   stderrTail: string;
 }
+
+/**
+ * How Vm.stop ended QEMU: the guest powered itself off on the ACPI button, QEMU quit when told
+ * to (after the grace, or at once with graceMs 0), or it had to be killed.
+ */
+export type VmStopOutcome = "powered-off" | "quit" | "killed" | "already-stopped";
 
 export interface VmStateChange {
   previous: VmLifecycleState;
@@ -78,6 +84,14 @@ export interface VmHost {
 // QEMU's default migration bandwidth is 128 MiB/s even for a stopped guest (QEMU-NOTES);
 // 1 TiB/s means "as fast as the stream is read".
 const unlimitedBandwidth = 2 ** 40;
+// Set on QEMU's command line rather than over QMP: MIGRATION events must be on before a
+// restore's stream starts loading, which happens before QMP is even connected, and every save
+// would otherwise begin with a round trip to lift the bandwidth cap. These are properties of
+// QEMU's migration object (x- marks them as not a stable interface; QEMU is pinned to 7.2
+// with every guest state, see guest-state.ts).
+const migrationDefaults = ["-global", "migration.x-events=on", "-global", `migration.x-max-bandwidth=${unlimitedBandwidth}`];
+// A restoring QEMU reads the migration stream from this inherited descriptor (-incoming fd:3).
+const stateInputFd = 3;
 const stderrTailLines = 20;
 const qmpConnectTimeoutMs = 10_000;
 
@@ -109,6 +123,10 @@ export class Vm extends EventEmitter {
   #bootMarker: string | undefined;
   #bootTimeoutMs = 120_000;
   #serialWatches = new Set<() => void>();
+  #maxBandwidth = unlimitedBandwidth;
+  #guestPoweredOff = false;
+  /** The zstd that decompresses a guest state into QEMU's fd 3; only on a vm launched to restore. */
+  #stateDecompressor: ChildProcess | undefined;
 
   private constructor(host: VmHost, spec: VmSpec, child: ChildProcess, processDir: string, serialOffset: number) {
     super();
@@ -142,8 +160,12 @@ export class Vm extends EventEmitter {
 
   // 1. Launch ------------------------------------------------------------------------------
 
-  /** Spawns QEMU for `spec` and connects QMP; the vm is in `creating` when this resolves. */
-  static async launch(host: VmHost, spec: VmSpec, launch: { incoming?: string }): Promise<Vm> {
+  /**
+   * Spawns QEMU for `spec` and connects QMP; the vm is in `creating` when this resolves.
+   * `restore: true` starts QEMU loading a guest state from a zstd it is piped to (feed it with
+   * loadState); `incoming` is any other -incoming value ("defer" for a live migration).
+   */
+  static async launch(host: VmHost, spec: VmSpec, launch: { incoming?: string; restore?: boolean }): Promise<Vm> {
     const processDir = path.join(host.runDir, `${spec.id}-${process.pid}-${Date.now().toString(36)}`);
     mkdirSync(processDir, { recursive: true });
     const qmpSocket = path.join(processDir, "qmp.sock");
@@ -154,7 +176,7 @@ export class Vm extends EventEmitter {
         accelerator: host.accelerator,
         qmpSocket,
         pidFile,
-        ...(launch.incoming === undefined ? {} : { incoming: launch.incoming }),
+        ...(launch.restore ? { incoming: `fd:${stateInputFd}` } : launch.incoming === undefined ? {} : { incoming: launch.incoming }),
         ...(host.tcgTranslationCacheMiB === undefined ? {} : { tcgTranslationCacheMiB: host.tcgTranslationCacheMiB }),
       });
     } catch (error) {
@@ -169,8 +191,9 @@ export class Vm extends EventEmitter {
     const serialOffset = fstatSync(serialFd).size;
     closeSync(serialFd);
 
-    const child = spawn(host.setprivBinary, ["--pdeathsig", "SIGKILL", "--", host.qemuBinary, ...argv], {
-      stdio: ["ignore", "ignore", "pipe"],
+    const child = spawn(host.setprivBinary, ["--pdeathsig", "SIGKILL", "--", host.qemuBinary, ...argv, ...migrationDefaults], {
+      // fd 3 (a socket pair) carries a restore's migration stream into QEMU.
+      stdio: launch.restore ? ["ignore", "ignore", "pipe", "pipe"] : ["ignore", "ignore", "pipe"],
     });
     const vm = new Vm(host, spec, child, processDir, serialOffset);
     const spawned = await new Promise<Error | null>((resolve) => {
@@ -182,11 +205,19 @@ export class Vm extends EventEmitter {
       throw new EngineError("qemu_not_found", `cannot start ${host.setprivBinary} for QEMU: ${spawned.message}. Install util-linux and qemu-system-x86.`);
     }
     vm.#expectExit = true;
+    if (launch.restore) {
+      // zstd starts while QEMU initialises and writes straight into QEMU's end of the pair,
+      // so the uncompressed stream never passes through Node and QEMU loads as soon as it can.
+      const stateInput = child.stdio[stateInputFd] as net.Socket;
+      vm.#stateDecompressor = spawn(host.zstdBinary, ["-d", "-q", "-c"], { stdio: ["pipe", stateInput, "ignore"] });
+      vm.#stateDecompressor.once("error", () => undefined);
+      stateInput.destroy();
+    }
     try {
       vm.#qmp = await vm.#connectQmp(qmpSocket);
-      // Without the `events` capability QEMU sends no MIGRATION events, and saves, restores
-      // and migrations wait on those.
-      await vm.#qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
+      vm.#qmp.on("event", (event) => {
+        if (event.event === "SHUTDOWN" && event.data?.guest === true) vm.#guestPoweredOff = true;
+      });
     } catch (error) {
       await vm.#kill();
       throw vm.#exitError(`QEMU for vm ${spec.id} did not come up`, error);
@@ -203,22 +234,41 @@ export class Vm extends EventEmitter {
     return vm;
   }
 
-  // QEMU creates the QMP socket a few tens of ms after spawn; there is no event for that, so
-  // connection attempts repeat until it accepts, QEMU exits, or the deadline passes.
+  // QEMU creates the QMP socket a few tens of ms after spawn. The process directory is watched
+  // (inotify) so the connection is tried the moment the socket appears; the short timer covers
+  // a socket bound but not yet listening (ECONNREFUSED), and QEMU exiting first.
   async #connectQmp(socketPath: string): Promise<QmpClient> {
     const deadline = Date.now() + qmpConnectTimeoutMs;
-    for (;;) {
-      if (this.#hasExited) {
-        throw new EngineError("qemu_exited", `QEMU exited before opening its QMP socket ${socketPath}.`);
+    let wake: (() => void) | undefined;
+    const watcher = watch(this.#processDir, () => wake?.());
+    try {
+      for (;;) {
+        if (this.#hasExited) {
+          throw new EngineError("qemu_exited", `QEMU exited before opening its QMP socket ${socketPath}.`);
+        }
+        if (existsSync(socketPath)) {
+          try {
+            return await QmpClient.connect(socketPath, { connectTimeoutMs: Math.max(deadline - Date.now(), 1) });
+          } catch (error) {
+            const errno = error instanceof EngineError ? error.details?.errno : undefined;
+            if (errno !== "ENOENT" && errno !== "ECONNREFUSED") throw error;
+          }
+        }
+        if (Date.now() > deadline) {
+          throw new EngineError("qmp_timeout", `QEMU opened no QMP socket at ${socketPath} within ${qmpConnectTimeoutMs} ms.`);
+        }
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            wake = undefined;
+            resolve();
+          };
+          const timer = setTimeout(done, 10);
+          wake = done;
+        });
       }
-      try {
-        const qmp = await QmpClient.connect(socketPath, { connectTimeoutMs: Math.max(deadline - Date.now(), 1) });
-        return qmp;
-      } catch (error) {
-        const errno = error instanceof EngineError ? error.details?.errno : undefined;
-        if ((errno !== "ENOENT" && errno !== "ECONNREFUSED") || Date.now() > deadline) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
+    } finally {
+      watcher.close();
     }
   }
 
@@ -272,6 +322,7 @@ export class Vm extends EventEmitter {
 
   #onExit(code: number | null, signal: NodeJS.Signals | null): void {
     for (const stopWatching of this.#serialWatches) stopWatching();
+    this.#stateDecompressor?.kill("SIGKILL");
     void this.#qmp?.close();
     rmSync(this.#processDir, { recursive: true, force: true });
     if (this.spec.display && this.#vncSocketInode !== undefined) {
@@ -425,20 +476,31 @@ export class Vm extends EventEmitter {
     );
   }
 
-  /** ACPI power button, then QMP quit after graceMs, then SIGKILL; ends `stopped`. */
-  async stop(options: { graceMs?: number } = {}): Promise<void> {
-    if (this.state === "stopped" || this.state === "failed") return;
+  /**
+   * ACPI power button (the guest powers off), then QMP quit after graceMs, then SIGKILL;
+   * ends `stopped` and says which of the three ended QEMU.
+   */
+  async stop(options: { graceMs?: number } = {}): Promise<VmStopOutcome> {
+    if (this.state === "stopped" || this.state === "failed") return "already-stopped";
     assertTransition(this.id, this.state, "stopped", "stop");
     this.#expectExit = true;
     const graceMs = options.graceMs ?? 10_000;
     if ((this.state === "running" || this.state === "booting") && graceMs > 0) {
       await this.#qmp?.execute("system_powerdown").catch(() => undefined);
     }
+    let outcome: VmStopOutcome = "quit";
     if (!(await this.#waitExit(graceMs))) {
       await this.#qmp?.execute("quit", undefined, { timeoutMs: 2000 }).catch(() => undefined);
-      if (!(await this.#waitExit(3000))) await this.#kill();
+      if (!(await this.#waitExit(3000))) {
+        await this.#kill();
+        outcome = "killed";
+      }
+    } else if (this.#guestPoweredOff) {
+      outcome = "powered-off";
     }
+    this.#host.log?.info({ vmId: this.id, outcome, graceMs }, "how the vm stopped");
     this.#setState("stopped", "stop");
+    return outcome;
   }
 
   /** Hard reset (system_reset); the vm stays up and boots again. */
@@ -450,6 +512,14 @@ export class Vm extends EventEmitter {
       this.#setState("booting", "reset");
       this.#watchBoot(fromOffset);
     }
+  }
+
+  // QEMU starts with the cap lifted (migrationDefaults); only a live migration with a
+  // bandwidth of its own changes it, and the next save or migration puts it back.
+  async #setMaxBandwidth(bytesPerSecond: number): Promise<void> {
+    if (this.#maxBandwidth === bytesPerSecond) return;
+    await this.#qmpClient.execute("migrate-set-parameters", { "max-bandwidth": bytesPerSecond });
+    this.#maxBandwidth = bytesPerSecond;
   }
 
   /**
@@ -474,11 +544,9 @@ export class Vm extends EventEmitter {
       });
       const connection = handled(once(server, "connection") as Promise<[net.Socket]>);
       // Keep stop → migrate → completed in order: a `cont` during the save would turn it into
-      // a live migration (QEMU-NOTES).
-      const stopped = handled(qmp.waitForEvent("STOP", { timeoutMs: 10_000 }));
+      // a live migration (QEMU-NOTES). `stop` replies once the vCPUs are stopped.
       await qmp.execute("stop");
-      await stopped;
-      await qmp.execute("migrate-set-parameters", { "max-bandwidth": unlimitedBandwidth });
+      await this.#setMaxBandwidth(unlimitedBandwidth);
       const finished = handled(qmp.waitForEvent("MIGRATION", { timeoutMs, filter: terminalMigrationStatus }));
       await qmp.execute("migrate", { uri: `unix:${socketPath}` });
       migrating = true;
@@ -530,32 +598,33 @@ export class Vm extends EventEmitter {
   }
 
   /**
-   * Loads a guest state into this freshly launched (incoming, paused) QEMU and resumes it.
-   * `source` is the zstd-compressed stream; its sha256 and length are checked as it passes.
+   * Feeds a guest state into this QEMU, launched with `restore: true`, and resumes it.
+   * `source` is the zstd-compressed stream; its sha256 and length are checked as it passes,
+   * and the guest runs only if both match the manifest.
    */
   async loadState(
     source: NodeJS.ReadableStream,
     expected: { sha256: string; streamBytes: number },
     options: { timeoutMs?: number } = {},
   ): Promise<void> {
+    const zstd = this.#stateDecompressor;
+    if (!zstd?.stdin) {
+      throw new EngineError(
+        "restore_failed",
+        `vm ${this.id}'s QEMU was not launched to load a guest state. Restore through Engine.restore, which launches it so.`,
+        { vmId: this.id },
+      );
+    }
     this.#setState("resuming", "resume");
     const qmp = this.#qmpClient;
-    const socketPath = path.join(this.#processDir, "state-in.sock");
     const timeoutMs = options.timeoutMs ?? 600_000;
     // The stream's integrity is judged by its sha256, not by zstd's exit: zstd also fails
     // when QEMU gives up reading, and that is a restore failure, not a corrupt state.
     const digest = new DigestStream();
-    let zstd: ChildProcess | undefined;
     let corrupt: string | undefined;
     try {
       const finished = handled(qmp.waitForEvent("MIGRATION", { timeoutMs, filter: terminalMigrationStatus }));
-      await qmp.execute("migrate-incoming", { uri: `unix:${socketPath}` });
-      const socket = net.createConnection(socketPath);
-      await once(socket, "connect");
-      // zstd writes into QEMU's socket itself; Node handles only the compressed stream.
-      zstd = spawn(this.#host.zstdBinary, ["-d", "-q", "-c"], { stdio: ["pipe", socket, "ignore"] });
-      socket.destroy();
-      await feed(source, digest, zstd.stdin!);
+      await feed(source, digest, zstd.stdin);
       const sha256 = digest.digest();
       if (digest.bytes !== expected.streamBytes) {
         corrupt = `the stream has ${digest.bytes} bytes but the manifest says ${expected.streamBytes} (truncated or padded)`;
@@ -567,10 +636,11 @@ export class Vm extends EventEmitter {
       if (event.data?.status !== "completed") {
         throw new EngineError("restore_failed", `QEMU could not load the guest state: ${await migrationError(qmp)}`);
       }
+      this.#stateDecompressor = undefined;
       await qmp.execute("cont");
       this.#setState("running", "resume");
     } catch (error) {
-      zstd?.kill("SIGKILL");
+      zstd.kill("SIGKILL");
       const reason = corrupt
         ? `guest state for vm ${this.id} is corrupt: ${corrupt}`
         : `restoring vm ${this.id} failed: ${(error as Error).message}`;
@@ -627,10 +697,8 @@ export class Vm extends EventEmitter {
       if (options.autoConverge) {
         await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "auto-converge", state: true }] });
       }
-      await qmp.execute("migrate-set-parameters", {
-        "downtime-limit": options.downtimeLimitMs,
-        "max-bandwidth": options.maxBandwidth ?? unlimitedBandwidth,
-      });
+      await qmp.execute("migrate-set-parameters", { "downtime-limit": options.downtimeLimitMs });
+      await this.#setMaxBandwidth(options.maxBandwidth ?? unlimitedBandwidth);
       const finished = handled(
         qmp.waitForEvent("MIGRATION", { timeoutMs: options.timeoutMs, filter: terminalMigrationStatus }),
       );
@@ -709,16 +777,12 @@ async function feed(source: NodeJS.ReadableStream, digest: DigestStream, target:
   target.on("error", () => {
     broken = true;
   });
-  const hashing = digest.resume();
   for await (const chunk of source as AsyncIterable<Buffer>) {
-    hashing.write(chunk);
-    if (broken || target.destroyed) continue;
-    if (!target.write(chunk)) {
-      await drained(target);
-    }
+    // zstd gets each chunk before it is hashed, so decompressing and hashing overlap.
+    const full = broken || target.destroyed ? false : !target.write(chunk);
+    digest.update(chunk);
+    if (full) await drained(target);
   }
-  hashing.end();
-  await once(hashing, "finish");
   if (!broken && !target.destroyed) target.end();
 }
 
