@@ -89,6 +89,9 @@ export function clusterEnv(config: LauncherConfig, cluster: Cluster): NodeJS.Pro
     FERRY_ADMIN_EMAIL: config.adminEmail,
     FERRY_ADMIN_PASSWORD: config.adminPassword,
     FERRY_IMAGES_DIR: process.env.FERRY_IMAGES_DIR ?? join(config.stateDir, "images"),
+    FERRY_STATE_DIR: config.stateDir,
+    // Both workers store guest states in the same folder, so either can resume a vm the other suspended.
+    FERRY_STORAGE_PATH: config.passThrough.FERRY_STORAGE_PATH ?? join(config.stateDir, "guest-states"),
   };
 }
 

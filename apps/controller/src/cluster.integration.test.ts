@@ -28,6 +28,7 @@ const workerMain = join(repoRoot, "apps/worker/src/main.ts");
 const prefix = `ferry-test-${randomUUID()}`;
 const root = mkdtempSync(join(tmpdir(), "ferry-cluster-"));
 const workerTimeoutMs = 6000;
+const clusterSecret = randomBytes(32).toString("hex");
 const log = pino({ level: "info" }, createWriteStream(join(root, "controller.log")));
 
 let database: TestDatabase;
@@ -47,7 +48,9 @@ function startWorkerProcess(id: string): ChildProcess {
       FERRY_DATABASE_URL: database.url,
       FERRY_REDIS_URL: redisUrl,
       FERRY_QUEUE_PREFIX: prefix,
-      FERRY_CLUSTER_SECRET: randomBytes(32).toString("hex"),
+      FERRY_CLUSTER_SECRET: clusterSecret,
+      // Guest states go to object storage every worker shares (the folder driver here).
+      FERRY_STORAGE_PATH: join(root, "guest-states"),
       FERRY_WORKER_ID: id,
       FERRY_WORKER_STATE_DIR: join(root, id),
       FERRY_WORKER_VCPUS: "2",

@@ -46,6 +46,13 @@ export async function applyVmEvent(db: Db, event: VmStateEvent, log: Logger, pub
     release = worker !== null && worker.startedAt > vm.stateChangedAt;
   }
 
+  // A suspended vm's guest state is in object storage, not on the worker: its slot is free and
+  // a resume may go to any worker.
+  if (event.state === "suspended") release = true;
+  // A refused action (storage failed, a guest state failed verification) is not retried by
+  // the reconcile loop: the wanted state becomes what the vm is, until someone asks again.
+  const settleDesired = event.refused && (event.state === "running" || event.state === "suspended") && vm.desiredState !== "deleted";
+
   const changed = vm.state !== event.state;
   const at = new Date();
   await db.$transaction([
@@ -58,6 +65,7 @@ export async function applyVmEvent(db: Db, event: VmStateEvent, log: Logger, pub
         ...(event.progress ? { progress: event.progress } : {}),
         ...(settledStates.has(event.state) ? { operation: null, progress: Prisma.DbNull } : {}),
         ...(release ? { workerId: null } : {}),
+        ...(settleDesired ? { desiredState: event.state } : {}),
         ...(changed ? { stateChangedAt: at } : {}),
       },
     }),

@@ -43,6 +43,20 @@ describe("placeVm", () => {
     });
   });
 
+  it("resumes a guest state only on the asked-for worker, and only under its accelerator", () => {
+    const workers = [worker("w1", { memoryMiBFree: 3072 }), worker("w2", { memoryMiBFree: 1024 }), worker("k1", { accelerator: "kvm", memoryMiBFree: 4096 })];
+    const saved = { vcpus: 1, memoryMiB: 256, cpuModel: "qemu64", accelerator: "tcg" };
+    expect(placeVm(input({ workers, vm: saved }))).toEqual({ ok: true, workerId: "w1" });
+    expect(placeVm(input({ workers, vm: { ...saved, requiredWorkerId: "w2" } }))).toEqual({ ok: true, workerId: "w2" });
+    expect(placeVm(input({ workers, vm: { ...saved, requiredWorkerId: "gone" } }))).toEqual({
+      ok: false,
+      reason: "worker gone, asked for, is not alive; waiting for it",
+    });
+    const refused = placeVm(input({ workers, vm: { ...saved, requiredWorkerId: "k1" } }));
+    expect(refused.ok).toBe(false);
+    expect(!refused.ok && refused.reason).toContain("The vm runs under tcg but the target host offers kvm");
+  });
+
   it("spreads: the worker with the most free memory wins", () => {
     const workers = [worker("w1", { memoryMiBFree: 1024 }), worker("w2", { memoryMiBFree: 3072 }), worker("w3", { memoryMiBFree: 2048 })];
     expect(placeVm(input({ workers }))).toEqual({ ok: true, workerId: "w2" });

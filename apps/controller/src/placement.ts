@@ -24,6 +24,10 @@ export interface PlacementRequest {
   cpuModel: string;
   /** the worker that ran it last (its disk is there); chosen when it fits */
   preferredWorkerId?: string | null;
+  /** a resume asked for this worker (POST /vms/{id}/resume {workerId}): only it is considered */
+  requiredWorkerId?: string | null;
+  /** a saved guest state's accelerator: it loads only under the same one */
+  accelerator?: string | null;
 }
 
 /** Capacity held by a vm placed on a worker but not yet counted in that worker's heartbeat. */
@@ -37,6 +41,7 @@ export interface PromisedCapacity {
 export type CpuCheck = (
   cpuModel: string,
   worker: PlacementWorker,
+  savedAccelerator?: string | null,
 ) => { ok: true } | { ok: false; reasons: string[] };
 
 /**
@@ -44,10 +49,11 @@ export type CpuCheck = (
  * (only a saved or migrating guest is tied to one), and capacity is left to placeVm, which
  * also counts promised capacity, so the engine is asked about the CPU model alone.
  */
-export const engineCpuCheck: CpuCheck = (cpuModel, worker) => {
+export const engineCpuCheck: CpuCheck = (cpuModel, worker, savedAccelerator) => {
   const accelerator = worker.accelerator === "kvm" ? "kvm" : "tcg";
+  const guestAccelerator = savedAccelerator === "kvm" || savedAccelerator === "tcg" ? savedAccelerator : accelerator;
   const result = checkCompatibility(
-    { cpuModel, accelerator, vcpus: 0, memoryMiB: 0, machineType: "" },
+    { cpuModel, accelerator: guestAccelerator, vcpus: 0, memoryMiB: 0, machineType: "" },
     { accelerator, cpuFlags: worker.cpuFlags, freeVcpus: 0, freeMemoryMiB: 0 },
   );
   return result.ok ? result : { ok: false, reasons: result.reasons };
@@ -76,7 +82,11 @@ export function isWorkerAlive(worker: Pick<PlacementWorker, "status" | "lastHear
  */
 export function placeVm(input: PlacementInput): Placement {
   const { vm, now, workerTimeoutMs } = input;
-  const alive = input.workers.filter((w) => isWorkerAlive(w, now, workerTimeoutMs));
+  let alive = input.workers.filter((w) => isWorkerAlive(w, now, workerTimeoutMs));
+  if (vm.requiredWorkerId) {
+    alive = alive.filter((w) => w.id === vm.requiredWorkerId);
+    if (alive.length === 0) return { ok: false, reason: `worker ${vm.requiredWorkerId}, asked for, is not alive; waiting for it` };
+  }
   if (alive.length === 0) return { ok: false, reason: "no worker alive; waiting for one" };
 
   const free = alive.map((worker) => {
@@ -106,7 +116,7 @@ export function placeVm(input: PlacementInput): Placement {
   }
   const refusals: string[] = [];
   const compatible = withVcpus.filter((f) => {
-    const check = input.cpuCheck(vm.cpuModel, f.worker);
+    const check = input.cpuCheck(vm.cpuModel, f.worker, vm.accelerator);
     if (!check.ok) refusals.push(`${f.worker.id}: ${check.reasons.join(", ")}`);
     return check.ok;
   });

@@ -6,7 +6,7 @@ import { type Decision, type WorkerLiveness, decide } from "./reconcile.ts";
 const now = new Date("2030-01-01T00:00:00Z");
 const secondsAgo = (s: number) => new Date(now.getTime() - s * 1000);
 
-function vm(desiredState: DesiredState, state: VmState, more: { workerId?: string | null; rebootSeq?: number; age?: number; operation?: string } = {}) {
+function vm(desiredState: DesiredState, state: VmState, more: { workerId?: string | null; rebootSeq?: number; age?: number; operation?: string; guestStateId?: string } = {}) {
   return {
     id: "vm-1",
     desiredState,
@@ -15,6 +15,7 @@ function vm(desiredState: DesiredState, state: VmState, more: { workerId?: strin
     rebootSeq: more.rebootSeq ?? 0,
     operation: more.operation ?? null,
     stateChangedAt: secondsAgo(more.age ?? 1),
+    guestStateId: more.guestStateId ?? null,
   };
 }
 
@@ -40,8 +41,21 @@ describe("decide", () => {
     ["stopping a failed vm", vm("stopped", "failed"), "alive", mark("stopped", null, false)],
     ["suspend a running vm", vm("suspended", "running"), "alive", send("vm.suspend", "suspending")],
     ["suspending waits for a booting vm to run", vm("suspended", "booting"), "alive", wait],
-    ["resume a suspended vm on the worker holding its state", vm("running", "suspended"), "alive", send("vm.resume", "resuming")],
-    ["a suspended vm waits for its worker to come back", vm("running", "suspended"), "gone", wait],
+    ["resume a suspended vm: placed on any compatible worker", vm("running", "suspended", { workerId: null, guestStateId: "s1" }), "none", { kind: "place", resume: true }],
+    ["a suspended vm whose worker is gone resumes elsewhere", vm("running", "suspended", { guestStateId: "s1" }), "gone", { kind: "place", resume: true }],
+    ["a suspended vm asked to stop needs no worker", vm("stopped", "suspended", { workerId: null }), "none", mark("stopped", "stopped while suspended: the next start boots afresh", true)],
+    [
+      "a vm suspending on a silent worker is suspended at its previous guest state",
+      vm("suspended", "suspending", { guestStateId: "s1" }),
+      "gone",
+      mark("suspended", "worker w1 stopped responding while the vm was suspending; it resumes from its guest state s1", true),
+    ],
+    [
+      "a vm resuming on a silent worker goes back to suspended, to be placed again",
+      vm("running", "resuming", { guestStateId: "s1" }),
+      "gone",
+      mark("suspended", "worker w1 stopped responding while the vm was resuming; it resumes from its guest state s1", true),
+    ],
     ["delete a running vm", vm("deleted", "running"), "alive", send("vm.delete", "deleting")],
     ["delete a vm never placed at once", vm("deleted", "pending", { workerId: null }), "none", mark("deleted", null, true)],
     ["delete a stopped vm whose worker is gone at once", vm("deleted", "stopped"), "gone", mark("deleted", null, true)],

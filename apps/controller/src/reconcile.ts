@@ -13,6 +13,8 @@ export interface VmSnapshot {
   /** the action in flight; the API sets it when a person asks (e.g. "start" on a failed vm) */
   operation: string | null;
   stateChangedAt: Date;
+  /** the newest committed guest state (in object storage, resumable on any worker) */
+  guestStateId: string | null;
 }
 
 /** The vm's worker: none assigned, heartbeating, or silent past the timeout (or offline). */
@@ -21,8 +23,8 @@ export type WorkerLiveness = "none" | "alive" | "gone";
 export type Decision =
   /** nothing to do now */
   | { kind: "wait" }
-  /** choose a worker and send vm.start (state → creating) */
-  | { kind: "place" }
+  /** choose a worker and send vm.start (state → creating), or vm.resume for a suspended vm (state → resuming) */
+  | { kind: "place"; resume?: true }
   /** send a job to the vm's worker and record the transitional state */
   | { kind: "send"; job: WorkerJobName; state: VmState; resend: boolean }
   /** write a state without involving a worker; `release` clears the vm's worker */
@@ -76,6 +78,11 @@ export function decide(vm: VmSnapshot, worker: WorkerLiveness, now: Date): Decis
   if (worker === "gone" && guestStates.has(state)) {
     const lost = `worker ${vm.workerId} stopped responding while the vm was ${state}`;
     if (desired === "deleted") return mark("deleted", null, true);
+    // Its last committed guest state is in object storage: the vm is suspended there, never a
+    // half-written state (an upload without its manifest does not exist for a reader).
+    if ((state === "suspending" || state === "resuming") && vm.guestStateId !== null) {
+      return mark("suspended", `${lost}; it resumes from its guest state ${vm.guestStateId}`, true);
+    }
     if (desired === "running") return mark("pending", `${lost}; placing it again`, true);
     if (desired === "stopped") return mark("stopped", `${lost}; the guest was lost`, true);
     return mark("failed", `${lost}; the guest was lost`, true);
@@ -93,15 +100,14 @@ export function decide(vm: VmSnapshot, worker: WorkerLiveness, now: Date): Decis
     // A failed vm is started again when it failed by losing its worker (released), or when
     // someone asked to start it; a guest that crashed on its own stays failed until then.
     if (state === "stopped" || (state === "failed" && (vm.workerId === null || vm.operation === "start"))) return { kind: "place" };
-    if (state === "suspended") {
-      if (worker === "alive") return send("vm.resume", "resuming");
-      return wait;
-    }
+    // Any compatible worker can fetch the guest state from object storage.
+    if (state === "suspended") return { kind: "place", resume: true };
     if (state === "running" && vm.rebootSeq > 0 && worker === "alive") return send("vm.reboot", "rebooting");
   }
   if (desired === "stopped") {
     if (state === "pending" || state === "failed") return mark("stopped", null, worker !== "alive");
-    if (state === "suspended" && worker !== "alive") return mark("stopped", "the guest state was on a worker that is gone; discarded", true);
+    // The guest state stays in object storage (kept with the vm's others); the disk is in it.
+    if (state === "suspended" && worker !== "alive") return mark("stopped", "stopped while suspended: the next start boots afresh", true);
     if (["creating", "booting", "running", "rebooting", "resuming", "suspended"].includes(state)) return send("vm.stop", "stopping");
   }
   if (desired === "suspended" && state === "running") return send("vm.suspend", "suspending");

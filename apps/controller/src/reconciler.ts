@@ -119,7 +119,7 @@ export class Reconciler {
       case "wait":
         return;
       case "place":
-        return this.#place(vm, workers, now);
+        return decision.resume ? this.#placeResume(vm, workers, now) : this.#place(vm, workers, now);
       case "send":
         return this.#send(vm, decision, now);
       case "mark":
@@ -164,6 +164,54 @@ export class Reconciler {
     await this.#event(vm.id, "placement", `placed on worker ${placement.workerId}`, now);
     log.info({ vmId: vm.id, workerId: placement.workerId, generation: vm.generation }, "vm placed");
     await this.#sendJob(placement.workerId, "vm.start", vm);
+  }
+
+  /** A suspended vm: any compatible worker can fetch its guest state; the asked-for one if any. */
+  async #placeResume(vm: Vm, workers: Worker[], now: Date): Promise<void> {
+    const { db, log, workerTimeoutMs, cpuCheck } = this.#options;
+    const saved = vm.guestStateId ? await db.guestState.findUnique({ where: { id: vm.guestStateId }, select: { accelerator: true } }) : null;
+    const placement = placeVm({
+      vm: {
+        vcpus: vm.vcpus,
+        memoryMiB: vm.memoryMiB,
+        cpuModel: vm.cpuModel,
+        preferredWorkerId: null,
+        requiredWorkerId: vm.targetWorkerId,
+        accelerator: saved?.accelerator ?? vm.accelerator,
+      },
+      workers,
+      promised: await this.#promised(workers),
+      now,
+      workerTimeoutMs,
+      cpuCheck,
+    });
+    if (!placement.ok) {
+      // The vm stays suspended (its state is safe in storage); the reason says what it waits for.
+      const reason = `not resumed yet: ${placement.reason}`;
+      if (vm.stateReason === reason) return;
+      const updated = await db.vm.updateMany({ where: { id: vm.id, generation: vm.generation, state: vm.state }, data: { stateReason: reason } });
+      if (updated.count === 1) {
+        await this.#event(vm.id, "placement", reason, now);
+        log.info({ vmId: vm.id, reason: placement.reason }, "suspended vm waits for a worker to resume on");
+      }
+      return;
+    }
+    const updated = await db.vm.updateMany({
+      where: { id: vm.id, generation: vm.generation, state: vm.state },
+      data: {
+        state: "resuming",
+        stateReason: null,
+        workerId: placement.workerId,
+        targetWorkerId: null,
+        operation: "resume",
+        progress: Prisma.DbNull,
+        stateChangedAt: now,
+      },
+    });
+    if (updated.count !== 1) return;
+    await this.#event(vm.id, "placement", `resume placed on worker ${placement.workerId}`, now);
+    log.info({ vmId: vm.id, workerId: placement.workerId, generation: vm.generation }, "vm resume placed");
+    await this.#sendJob(placement.workerId, "vm.resume", vm);
   }
 
   /** A running vm on a draining worker: live-migrate it to wherever fits (retried after a failure). */

@@ -9,6 +9,7 @@ import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 
+import type { GuestStates } from "./guest-state-store.ts";
 import type { SerialRelay } from "./serial-relay.ts";
 
 /** A vm this worker has received jobs for, with its QEMU process when one runs. */
@@ -39,6 +40,8 @@ export interface WorkerContextOptions {
   /** Host this worker's QEMUs listen on for incoming live migrations. */
   migrationHost: string;
   engine: Engine;
+  /** Suspended vms' guest states, in object storage shared by the cluster. */
+  guestStates: GuestStates;
   db: Db;
   redis: Redis;
   prefix: string;
@@ -126,7 +129,11 @@ export class WorkerContext {
   }
 
   /** Report a vm's state on vm-events, after every report sent before it. */
-  report(vm: { vmId: string; generation: number }, state: VmState, extra: { reason?: string; progress?: VmStateEvent["progress"] } = {}): Promise<void> {
+  report(
+    vm: { vmId: string; generation: number },
+    state: VmState,
+    extra: { reason?: string; progress?: VmStateEvent["progress"]; refused?: boolean } = {},
+  ): Promise<void> {
     const event: VmStateEvent = {
       vmId: vm.vmId,
       workerId: this.workerId,
@@ -136,6 +143,7 @@ export class WorkerContext {
       at: new Date().toISOString(),
       ...(extra.reason === undefined ? {} : { reason: extra.reason }),
       ...(extra.progress === undefined ? {} : { progress: extra.progress }),
+      ...(extra.refused ? { refused: true } : {}),
     };
     const sent = this.#reports.then(() => this.#events.add("vm.state", event, {
         removeOnComplete: true,

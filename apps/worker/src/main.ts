@@ -1,7 +1,7 @@
 // Worker entry point: env → startWorker; SIGTERM/SIGINT shut it down cleanly (exit 0).
 import { pino } from "pino";
 
-import { env } from "./env.ts";
+import { env, storageConfigOf } from "./env.ts";
 import { startWorker } from "./worker-process.ts";
 
 const log = pino({ level: env.FERRY_LOG_LEVEL, base: { app: "worker", workerId: env.FERRY_WORKER_ID } });
@@ -20,6 +20,11 @@ const worker = await startWorker({
   imagesDir: env.FERRY_IMAGES_DIR,
   qemuBinary: env.FERRY_QEMU_BINARY,
   accelerator: env.FERRY_ACCELERATOR,
+  storage: storageConfigOf(env),
+  clusterId: env.FERRY_CLUSTER_ID,
+  guestStatesKeep: env.FERRY_GUEST_STATES_KEEP,
+  guestStateSweepMs: env.FERRY_GUEST_STATE_SWEEP_MS,
+  guestStateOrphanAgeMs: env.FERRY_GUEST_STATE_ORPHAN_AGE_MS,
   ...(env.FERRY_WORKER_SHARED_STORAGE === undefined ? {} : { sharedStorage: env.FERRY_WORKER_SHARED_STORAGE }),
   migrationHost: env.FERRY_WORKER_MIGRATION_HOST ?? env.FERRY_WORKER_CONSOLE_HOST,
   log,

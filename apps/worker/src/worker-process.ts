@@ -14,12 +14,14 @@ import { join } from "node:path";
 import { createDb } from "@ferry/db";
 import { Engine, EngineError, loadImage, parseHostCpu, probeAccelerator } from "@ferry/engine";
 import { type VmJob, type VmState, type WorkerJobName, queueNames, vmJob, workerJobNames } from "@ferry/jobs";
+import type { StoreConfig } from "@ferry/storage";
 import { UnrecoverableError, Worker as QueueWorker } from "bullmq";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 
 import { startConsoleRelay } from "./console-relay.ts";
 import { type HostedVm, WorkerContext } from "./context.ts";
+import { openGuestStates, startGuestStateSweeper } from "./guest-state-store.ts";
 import { type Heartbeat, startHeartbeat } from "./heartbeat.ts";
 import { deleteVm } from "./jobs/delete-vm.ts";
 import { discardVm, migrateVm, receiveVm } from "./jobs/migrate-vm.ts";
@@ -44,6 +46,15 @@ export interface WorkerOptions {
   imagesDir: string;
   qemuBinary: string;
   accelerator: "auto" | "kvm" | "tcg";
+  /** object storage for guest states, shared by every worker of the cluster */
+  storage: StoreConfig;
+  /** names the cluster in guest state manifests (a state from another cluster is refused) */
+  clusterId: string;
+  /** how many guest states each vm keeps (FERRY_GUEST_STATES_KEEP) */
+  guestStatesKeep: number;
+  /** how often deleted vms' states and interrupted uploads are swept, and the age an upload must reach */
+  guestStateSweepMs: number;
+  guestStateOrphanAgeMs: number;
   /** FERRY_WORKER_SHARED_STORAGE: vm disks live there, so guests can live-migrate to workers sharing it */
   sharedStorage?: string;
   /** where incoming live migrations connect; defaults to consoleHost */
@@ -77,7 +88,7 @@ const handlers: Record<WorkerJobName, JobHandler> = {
 const needsOwnership = new Set<WorkerJobName>(["vm.start", "vm.reboot", "vm.suspend", "vm.resume", "vm.migrate"]);
 
 /** Database states in which this worker ran a QEMU for the vm; it died with the previous process. */
-const lostStates: VmState[] = ["booting", "running", "rebooting", "stopping", "suspending", "migrating"];
+const lostStates: VmState[] = ["booting", "running", "rebooting", "stopping", "suspending", "resuming", "migrating"];
 
 /** Start a worker: engine, console relay, heartbeat, lost-guest reports, then the job queue. */
 export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
@@ -97,6 +108,12 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   // BullMQ workers block on Redis, so they need maxRetriesPerRequest: null.
   const redis = new Redis(options.redisUrl, { maxRetriesPerRequest: null });
   const serial = new SerialRelay({ redis, prefix: options.prefix, log });
+  const guestStates = await openGuestStates({
+    storage: options.storage,
+    secret: options.clusterSecret,
+    clusterId: options.clusterId,
+    keep: options.guestStatesKeep,
+  });
   const ctx = new WorkerContext({
     workerId,
     stateDir,
@@ -106,6 +123,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     ...(options.sharedStorage === undefined ? {} : { sharedStorage: options.sharedStorage }),
     migrationHost: options.migrationHost ?? options.consoleHost,
     engine,
+    guestStates,
     db,
     redis,
     prefix: options.prefix,
@@ -146,8 +164,18 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   });
 
   // 3.
-  const lost = await db.vm.findMany({ where: { workerId, state: { in: lostStates } }, select: { id: true, generation: true, state: true } });
+  const lost = await db.vm.findMany({
+    where: { workerId, state: { in: lostStates } },
+    select: { id: true, generation: true, state: true, guestStateId: true },
+  });
   for (const vm of lost) {
+    if ((vm.state === "suspending" || vm.state === "resuming") && vm.guestStateId !== null) {
+      // The guest died mid-suspend or mid-resume; its last committed guest state did not.
+      await ctx.report({ vmId: vm.id, generation: vm.generation }, "suspended", {
+        reason: `worker ${workerId} restarted while the vm was ${vm.state}; it resumes from its guest state ${vm.guestStateId}`,
+      });
+      continue;
+    }
     await ctx.report({ vmId: vm.id, generation: vm.generation }, "failed", { reason: `worker ${workerId} restarted; the guest was lost` });
   }
   if (lost.length > 0) log.warn({ vms: lost.map((vm) => vm.id) }, "guests lost with the previous worker process reported failed");
@@ -212,12 +240,19 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     }
   }
 
+  const stopSweeper = startGuestStateSweeper(db, guestStates, {
+    intervalMs: options.guestStateSweepMs,
+    orphanAgeMs: options.guestStateOrphanAgeMs,
+    log,
+  });
+
   log.info({ accelerator, consoleAddress: relay.address, vcpus: options.vcpus, memoryMiB: options.memoryMiB }, "worker started");
 
   return {
     async shutdown() {
       log.info("worker shutting down");
       await consumer.close();
+      await stopSweeper();
       await heartbeat.drain();
       for (const hosted of ctx.vms.values()) {
         const vm = hosted.engineVm;

@@ -118,6 +118,12 @@ export const vmStateEvent = z.object({
   reason: z.string().optional(),
   accelerator: z.enum(["kvm", "tcg"]).optional(),
   progress: z.object({ done: z.number(), total: z.number() }).optional(),
+  /**
+   * The worker could not carry out the requested action (a suspend whose storage failed, a
+   * resume whose guest state failed verification) and the vm stays in `state`: the desired
+   * state follows it, so the action is not retried until someone asks again.
+   */
+  refused: z.boolean().optional(),
   at: z.string(),
 });
 export type VmStateEvent = z.infer<typeof vmStateEvent>;

@@ -18,6 +18,12 @@ const credentials = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
 
 export interface S3TestServer {
   endpoint: string;
+  /** The s3rver process, for tests that pause (SIGSTOP) or stop the server. */
+  pid: number;
+  /** The keys s3rver accepts. */
+  credentials: { accessKeyId: string; secretAccessKey: string };
+  /** A new, empty bucket; its name. */
+  createBucket(): Promise<string>;
   /** A new, empty bucket and a store on it. */
   openStore(options?: Partial<S3StoreOptions>): Promise<S3Store>;
   close(): Promise<void>;
@@ -52,11 +58,18 @@ export async function startS3TestServer(): Promise<S3TestServer> {
   const admin = new S3Client({ endpoint, region: "us-east-1", forcePathStyle: true, credentials });
   const stores: S3Store[] = [];
   let buckets = 0;
+  const createBucket = async () => {
+    const bucket = `ferry-test-${++buckets}`;
+    await admin.send(new CreateBucketCommand({ Bucket: bucket }));
+    return bucket;
+  };
   return {
     endpoint,
+    pid: child.pid!,
+    credentials,
+    createBucket,
     async openStore(options = {}) {
-      const bucket = `ferry-test-${++buckets}`;
-      await admin.send(new CreateBucketCommand({ Bucket: bucket }));
+      const bucket = await createBucket();
       const store = new S3Store({ endpoint, region: "us-east-1", bucket, forcePathStyle: true, ...credentials, ...options });
       stores.push(store);
       return store;

@@ -14,5 +14,8 @@ export async function deleteVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
   const shared = ctx.options.sharedStorage;
   if (shared !== undefined) await rm(join(shared, "vms", hosted.vmId), { recursive: true, force: true });
   ctx.vms.delete(hosted.vmId);
+  // Its guest states go with it (the sweeper catches those of vms deleted without a worker).
+  await ctx.options.guestStates.store.deleteAll(hosted.vmId);
+  await ctx.options.db.guestState.deleteMany({ where: { vmId: hosted.vmId } });
   await ctx.report(hosted, "deleted");
 }

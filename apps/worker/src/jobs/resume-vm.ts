@@ -1,36 +1,100 @@
-// vm.resume: load the guest state saved by vm.suspend into a new QEMU; the guest carries
-// on where it stopped. The state is removed once loaded: it is stale from then on.
-import type { GuestStateManifest } from "@ferry/engine";
+// vm.resume: fetch the vm's guest state from object storage (saved on any worker), verify it,
+// restore its disk overlays and load its memory into a new QEMU; the guest carries on where
+// it stopped.
+//
+// QEMU's loader is not built for untrusted input, so the whole state is fetched and checked
+// (manifest signature, every part's sha256, every stream's sha256) into a staging folder
+// BEFORE QEMU starts. A state that fails any check is refused: the vm stays `suspended`,
+// with the reason naming the part, and the state is left in storage for a person to look at.
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, rename } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+
+import type { GuestStateReader } from "@ferry/storage";
 
 import { type HostedVm, WorkerContext } from "../context.ts";
-import { discardGuestState, openGuestStateSource } from "../guest-state-file.ts";
+import { type GuestStateMetadata, discardStaging, guestStateMetadata, stagingDir } from "../guest-state-store.ts";
 
-/** Handle vm.resume: restore the saved guest state in a new QEMU, report running. */
+/** Handle vm.resume: fetch and verify the guest state, restore it in a new QEMU, report running. */
 export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<void> {
   if (WorkerContext.isAlive(hosted.engineVm)) {
     await ctx.report(hosted, hosted.engineVm.state === "running" ? "running" : "resuming");
     return;
   }
-  const saved = await openGuestStateSource(hosted.dir);
-  if (!saved) {
+  const { db, engine, guestStates } = ctx.options;
+  const row = await db.vm.findUnique({ where: { id: hosted.vmId }, select: { guestStateId: true } });
+  const stateId = row?.guestStateId ?? (await guestStates.store.latest(hosted.vmId))?.stateId;
+  if (!stateId) {
     await ctx.report(hosted, "failed", {
-      reason: `cannot resume vm ${hosted.vmId}: worker ${ctx.workerId} has no guest state for it; start it instead`,
+      reason: `cannot resume vm ${hosted.vmId}: it has no guest state in ${guestStates.store.store.location}; start it instead`,
     });
     return;
   }
   await ctx.report(hosted, "resuming");
   const { spec } = await ctx.spec(hosted);
+  const staging = stagingDir(hosted.dir);
+  const memoryFile = join(staging, "memory.zst");
+  let metadata: GuestStateMetadata;
+  try {
+    await discardStaging(hosted.dir);
+    await mkdir(staging, { recursive: true });
+    const reader = await guestStates.store.open({ vmId: hosted.vmId, stateId });
+    const parsed = guestStateMetadata.safeParse(reader.metadata);
+    if (!parsed.success) {
+      throw new Error(`guest state ${hosted.vmId}/${stateId} was not written by a Ferry worker (its metadata has no engine manifest and disk list)`);
+    }
+    metadata = parsed.data;
+    const missing = spec.disks.filter((disk) => metadata.disks[disk.id] === undefined).map((disk) => disk.id);
+    if (missing.length > 0) throw new Error(`guest state ${hosted.vmId}/${stateId} has no overlay for disk(s) ${missing.join(", ")}`);
+    await fetchVerified(ctx, hosted, reader, [
+      { stream: "memory", file: memoryFile },
+      ...spec.disks.map((disk) => ({ stream: metadata.disks[disk.id]!, file: join(staging, `${disk.id}.qcow2`) })),
+    ]);
+    // Every byte checked: only now do the overlays replace whatever disk this worker had.
+    for (const disk of spec.disks) {
+      await mkdir(dirname(disk.overlay), { recursive: true });
+      await rename(join(staging, `${disk.id}.qcow2`), disk.overlay);
+    }
+  } catch (error) {
+    await discardStaging(hosted.dir);
+    await ctx.report(hosted, "suspended", { reason: `resume refused: ${(error as Error).message}`, refused: true });
+    return;
+  }
   await ctx.options.serial.follow(hosted.vmId, spec.serial.logFile);
   let vm;
   try {
-    // The engine validates the manifest and compares it with the spec before QEMU starts.
-    vm = await ctx.options.engine.restore(spec, saved.stream, saved.manifest as GuestStateManifest);
+    // The engine compares the manifest with the spec and this host before QEMU starts.
+    vm = await engine.restore(spec, createReadStream(memoryFile), metadata.engine);
   } catch (error) {
-    saved.stream.destroy();
-    await ctx.report(hosted, "failed", { reason: `resume failed: ${(error as Error).message}` });
+    await ctx.options.serial.unfollow(hosted.vmId);
+    await discardStaging(hosted.dir);
+    await ctx.report(hosted, "suspended", { reason: `resume failed on worker ${ctx.workerId}: ${(error as Error).message}`, refused: true });
     return;
   }
   ctx.supervise(hosted, vm);
-  await discardGuestState(hosted.dir);
+  await discardStaging(hosted.dir);
   await ctx.report(hosted, vm.state === "running" ? "running" : "resuming");
+}
+
+/** Copy streams of a verified guest state into files, reporting bytes done of the total. */
+async function fetchVerified(ctx: WorkerContext, hosted: HostedVm, reader: GuestStateReader, wanted: Array<{ stream: string; file: string }>): Promise<void> {
+  const total = wanted.reduce((sum, want) => sum + (reader.streams.find((s) => s.name === want.stream)?.bytes ?? 0), 0);
+  let done = 0;
+  let lastReport = 0;
+  for (const want of wanted) {
+    const counter = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        done += chunk.length;
+        // One report per 8 MiB is plenty for a progress bar and keeps the event queue light.
+        if (done - lastReport >= 8 * 1024 * 1024 || done === total) {
+          lastReport = done;
+          void ctx.report(hosted, "resuming", { progress: { done, total } });
+        }
+        callback(null, chunk);
+      },
+    });
+    await pipeline(reader.stream(want.stream), counter, createWriteStream(want.file));
+  }
 }

@@ -3,7 +3,7 @@
 import { mkdir } from "node:fs/promises";
 
 import { type HostedVm, WorkerContext } from "../context.ts";
-import { discardGuestState } from "../guest-state-file.ts";
+import { discardStaging } from "../guest-state-store.ts";
 
 /** Handle vm.start: boot the vm here, or report it if it already runs. */
 export async function startVm(ctx: WorkerContext, hosted: HostedVm): Promise<void> {
@@ -14,8 +14,8 @@ export async function startVm(ctx: WorkerContext, hosted: HostedVm): Promise<voi
   }
   const { spec, image } = await ctx.spec(hosted);
   await mkdir(hosted.dir, { recursive: true });
-  // A start boots from the disk; a guest state left from an earlier suspend no longer applies.
-  await discardGuestState(hosted.dir);
+  // A start boots from the disk; files an interrupted suspend or resume left no longer apply.
+  await discardStaging(hosted.dir);
   await ctx.options.serial.follow(hosted.vmId, spec.serial.logFile);
   const vm = await ctx.options.engine.start(spec, { bootMarker: image.bootMarker });
   ctx.supervise(hosted, vm);

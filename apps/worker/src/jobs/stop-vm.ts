@@ -1,7 +1,7 @@
-// vm.stop: power the vm off (ACPI, then QEMU quit, then kill) and drop any guest state,
-// since a stopped vm boots from its disk next time.
+// vm.stop: power the vm off (ACPI, then QEMU quit, then kill) and drop what an interrupted
+// suspend or resume left beside it; its guest states stay in storage.
 import type { HostedVm, WorkerContext } from "../context.ts";
-import { discardGuestState } from "../guest-state-file.ts";
+import { discardStaging } from "../guest-state-store.ts";
 
 /** Handle vm.stop: stop QEMU if it runs, discard any guest state, report stopped. */
 export async function stopVm(ctx: WorkerContext, hosted: HostedVm): Promise<void> {
@@ -12,7 +12,7 @@ export async function stopVm(ctx: WorkerContext, hosted: HostedVm): Promise<void
     await vm.stop({ graceMs: ctx.options.stopGraceMs });
   }
   hosted.engineVm = undefined;
-  await discardGuestState(hosted.dir);
+  await discardStaging(hosted.dir);
   await ctx.options.serial.unfollow(hosted.vmId);
   await ctx.report(hosted, "stopped");
 }

@@ -1,16 +1,37 @@
-// vm.suspend: save the guest state (memory and devices) beside the vm, then stop QEMU. The
-// saved state is complete or absent (guest-state-file.ts), so a crash mid-save leaves the
-// vm resumable from nothing rather than from half a state.
-import type { HostedVm, WorkerContext } from "../context.ts";
-import { openGuestStateSink, openGuestStateSource } from "../guest-state-file.ts";
+// vm.suspend: save the guest state into object storage, then free this worker's slot.
+//
+// 1. The engine pauses the guest and streams its memory (zstd); the stream goes to storage
+//    and, in the same pass, to a local copy beside the vm.
+// 2. With the guest paused, each disk overlay is stored (zstd, in parts).
+// 3. The manifest is committed last; the GuestState row and Vm.guestStateId follow. Only then
+//    is QEMU stopped and the vm's folder removed.
+//
+// A failure before the commit leaves the vm running: the engine resumes the guest itself
+// when the memory save fails; after that, the guest is restored from the local copy (same
+// disk, never written since the pause). A worker killed mid-upload leaves parts without a
+// manifest, which no reader accepts and the sweeper removes.
+import { randomUUID } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { PassThrough } from "node:stream";
+import { finished } from "node:stream/promises";
 
-/** Handle vm.suspend: save the guest state beside the vm, stop QEMU, report suspended. */
+import type { GuestStateManifest } from "@ferry/engine";
+import type { GuestStateProgress } from "@ferry/storage";
+
+import { type HostedVm, WorkerContext } from "../context.ts";
+import { type GuestStateMetadata, diskStreamName, discardStaging, recordGuestState, stagingDir, tee } from "../guest-state-store.ts";
+
+const mebibyte = 1024 * 1024;
+
+/** Handle vm.suspend: store the guest state, stop QEMU, free the slot, report suspended. */
 export async function suspendVm(ctx: WorkerContext, hosted: HostedVm): Promise<void> {
   const vm = hosted.engineVm;
   if (!vm || vm.state !== "running") {
-    const saved = await openGuestStateSource(hosted.dir);
-    if (saved) {
-      saved.stream.destroy();
+    const row = await ctx.options.db.vm.findUnique({ where: { id: hosted.vmId }, select: { guestStateId: true } });
+    if (!WorkerContext.isAlive(vm) && row?.guestStateId) {
+      // A redelivered job after the suspend committed: the state is stored, nothing runs here.
       await ctx.report(hosted, "suspended");
     } else {
       await ctx.report(hosted, "failed", {
@@ -19,20 +40,97 @@ export async function suspendVm(ctx: WorkerContext, hosted: HostedVm): Promise<v
     }
     return;
   }
+  const { db, guestStates, log } = ctx.options;
+  const { spec } = await ctx.spec(hosted);
   await ctx.report(hosted, "suspending");
-  const sink = openGuestStateSink(hosted.dir);
-  let manifest: unknown;
-  try {
-    manifest = await vm.saveState(sink.stream);
-  } catch (error) {
-    await sink.abort();
-    // The engine resumed the guest: it keeps running and the suspend can be asked again.
-    await ctx.report(hosted, "running", { reason: `suspend failed: ${(error as Error).message}` });
+
+  // 1.
+  const overlays = await Promise.all(spec.disks.map(async (disk) => ({ ...disk, bytes: (await stat(disk.overlay)).size })));
+  // The memory stream's size is known only at the end (zero pages are skipped, then zstd):
+  // until then the guest's memory is its upper bound.
+  let total = hosted.definition.memoryMiB * mebibyte + overlays.reduce((sum, disk) => sum + disk.bytes, 0);
+  let stored = 0;
+  let reported = 0;
+  const progress = (base: number) => (update: GuestStateProgress) => {
+    stored = base + update.doneBytes;
+    void ctx.report(hosted, "suspending", { progress: { done: Math.min(stored, total), total } });
+    reported = stored;
+  };
+  const staging = stagingDir(hosted.dir);
+  await mkdir(staging, { recursive: true });
+  const localCopy = join(staging, "memory.zst");
+  const writer = guestStates.store.beginWrite({ vmId: hosted.vmId, stateId: randomUUID() });
+  const toStore = new PassThrough();
+  // Its failures reach us through `upload`; once the store has stopped reading, nobody else listens.
+  toStore.on("error", () => undefined);
+  const toFile = createWriteStream(localCopy);
+  const sink = tee([toStore, toFile]);
+  const upload = writer.addStream("memory", toStore, { compress: false, onProgress: progress(0) });
+  // A store that fails stops reading: end the save too, or it would wait on a full pipe.
+  upload.catch((error: unknown) => sink.destroy(error as Error));
+  const [saved, memory, copied] = await Promise.allSettled([vm.saveState(sink), upload, finished(toFile)]);
+  if (saved.status === "rejected" || memory.status === "rejected" || copied.status === "rejected") {
+    await writer.abort().catch((error: unknown) => log.warn({ err: error, vmId: hosted.vmId }, "removing the parts of a failed suspend failed"));
+    const cause = memory.status === "rejected" ? memory.reason : saved.status === "rejected" ? saved.reason : (copied as PromiseRejectedResult).reason;
+    if (saved.status === "fulfilled") {
+      await carryOn(ctx, hosted, localCopy, saved.value, `suspend failed: ${(cause as Error).message}`);
+    } else {
+      await discardStaging(hosted.dir);
+      // The engine resumed the guest: it keeps running and the suspend can be asked again.
+      await ctx.report(hosted, vm.state === "running" ? "running" : "failed", {
+        reason: `suspend failed: ${(cause as Error).message}`,
+        refused: true,
+      });
+    }
     return;
   }
-  await sink.commit(manifest);
+  const engineManifest = saved.value;
+
+  // 2. and 3.
+  try {
+    const disks: GuestStateMetadata["disks"] = {};
+    let base = memory.value.bytes;
+    total = base + overlays.reduce((sum, disk) => sum + disk.bytes, 0);
+    for (const disk of overlays) {
+      const name = diskStreamName(disk.id);
+      await writer.addStream(name, createReadStream(disk.overlay), { compress: true, totalBytes: disk.bytes, onProgress: progress(base) });
+      base += disk.bytes;
+      disks[disk.id] = name;
+    }
+    const metadata: GuestStateMetadata = { engine: engineManifest, disks };
+    const summary = await writer.commit(metadata);
+    await recordGuestState(db, guestStates, summary, engineManifest, ctx.workerId, log);
+  } catch (error) {
+    await writer.abort().catch((abortError: unknown) => log.warn({ err: abortError, vmId: hosted.vmId }, "removing the parts of a failed suspend failed"));
+    await carryOn(ctx, hosted, localCopy, engineManifest, `suspend failed: ${(error as Error).message}`);
+    return;
+  }
+  if (reported < total) void ctx.report(hosted, "suspending", { progress: { done: total, total } });
   hosted.engineVm = undefined;
   await vm.stop({ graceMs: 0 });
   await ctx.options.serial.unfollow(hosted.vmId);
+  // The slot is free: the guest state is in storage, and the next resume may be on any worker.
+  await rm(hosted.dir, { recursive: true, force: true });
+  ctx.vms.delete(hosted.vmId);
   await ctx.report(hosted, "suspended");
+}
+
+/**
+ * The memory was saved but storing the state failed: QEMU is paused with its devices handed
+ * off, so start a new one from the local copy and let the guest carry on.
+ */
+async function carryOn(ctx: WorkerContext, hosted: HostedVm, localCopy: string, manifest: GuestStateManifest, reason: string): Promise<void> {
+  const vm = hosted.engineVm;
+  hosted.engineVm = undefined;
+  if (vm) await vm.stop({ graceMs: 0 });
+  try {
+    const { spec } = await ctx.spec(hosted);
+    const restored = await ctx.options.engine.restore(spec, createReadStream(localCopy), manifest);
+    ctx.supervise(hosted, restored);
+    await ctx.report(hosted, "running", { reason, refused: true });
+  } catch (error) {
+    await ctx.report(hosted, "failed", { reason: `${reason}; continuing the guest from its local copy failed too: ${(error as Error).message}` });
+  } finally {
+    await discardStaging(hosted.dir);
+  }
 }

@@ -1,0 +1,147 @@
+// Where suspended vms' guest states live: object storage every worker of the cluster shares
+// (@ferry/storage), recorded in the GuestState table so the controller and the portal see them
+// without reading storage. A guest state holds the engine's memory stream ("memory") and one
+// stream per disk overlay ("disk-<id>"); its manifest carries the engine's guest-state manifest.
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+
+import type { Db } from "@ferry/db";
+import { type GuestStateManifest, guestStateManifestSchema } from "@ferry/engine";
+import { type GuestStateSummary, GuestStateStore, type StoreConfig, openObjectStore } from "@ferry/storage";
+import type { Logger } from "pino";
+import { z } from "zod";
+
+/** How a worker keeps guest states: the store, and how many states each vm keeps. */
+export interface GuestStates {
+  store: GuestStateStore;
+  keep: number;
+}
+
+/** Open the cluster's guest state store (validated config, cluster secret and id). */
+export async function openGuestStates(options: { storage: StoreConfig; secret: string; clusterId: string; keep: number }): Promise<GuestStates> {
+  const store = new GuestStateStore({ store: await openObjectStore(options.storage), secret: options.secret, clusterId: options.clusterId });
+  return { store, keep: options.keep };
+}
+
+/** The metadata a worker signs into every guest state it commits. */
+export const guestStateMetadata = z.object({
+  engine: guestStateManifestSchema,
+  /** disk id → stream name, for the disks whose overlays the state carries */
+  disks: z.record(z.string(), z.string()),
+});
+export type GuestStateMetadata = z.infer<typeof guestStateMetadata>;
+
+/** The stream a disk overlay is stored under. */
+export function diskStreamName(diskId: string): string {
+  return `disk-${diskId}`;
+}
+
+/** Files a suspend or resume keeps beside the vm while it runs; removed when it is done. */
+export function stagingDir(vmDir: string): string {
+  return join(vmDir, "guest-state");
+}
+
+/** Remove what a suspend or resume left beside the vm (a start boots from the disk alone). */
+export async function discardStaging(vmDir: string): Promise<void> {
+  await rm(stagingDir(vmDir), { recursive: true, force: true });
+}
+
+/**
+ * Record a committed guest state: its GuestState row and the vm's guestStateId, in one
+ * transaction, then keep only the newest `keep` (rows and storage).
+ */
+export async function recordGuestState(
+  db: Db,
+  states: GuestStates,
+  summary: GuestStateSummary,
+  engine: GuestStateManifest,
+  workerId: string,
+  log: Logger,
+): Promise<void> {
+  await db.$transaction([
+    db.guestState.create({
+      data: {
+        id: summary.stateId,
+        vmId: summary.vmId,
+        workerId,
+        storedBytes: BigInt(summary.storedBytes),
+        cpuModel: engine.cpuModel,
+        accelerator: engine.accelerator,
+        memoryMiB: engine.memoryMiB,
+        vcpus: engine.vcpus,
+        profile: engine.profile,
+        createdAt: summary.createdAt,
+      },
+    }),
+    db.vm.update({ where: { id: summary.vmId }, data: { guestStateId: summary.stateId } }),
+  ]);
+  try {
+    const pruned = await states.store.prune(summary.vmId, states.keep);
+    if (pruned.length > 0) await db.guestState.deleteMany({ where: { id: { in: pruned } } });
+  } catch (error) {
+    // The new state is committed and recorded; old ones are only kept longer than asked.
+    log.warn({ err: error, vmId: summary.vmId }, "pruning old guest states failed; the next suspend or sweep retries");
+  }
+}
+
+/**
+ * One sweep of guest states: delete those of deleted vms (and their rows), and parts of
+ * uploads that never committed (a worker died mid-suspend) once older than `orphanAgeMs`.
+ */
+export async function sweepGuestStates(db: Db, states: GuestStates, options: { orphanAgeMs: number; log: Logger }): Promise<void> {
+  const ofDeleted = await db.guestState.findMany({ where: { vm: { state: "deleted" } }, select: { vmId: true }, distinct: ["vmId"] });
+  for (const { vmId } of ofDeleted) {
+    await states.store.deleteAll(vmId);
+    await db.guestState.deleteMany({ where: { vmId } });
+    options.log.info({ vmId }, "guest states of a deleted vm removed");
+  }
+  const orphans = await states.store.collectOrphans({ olderThanMs: options.orphanAgeMs });
+  for (const orphan of orphans) options.log.info(orphan, "parts of an interrupted guest state upload removed");
+}
+
+/** Run sweepGuestStates every `intervalMs` (first one at once); returns a stop function. */
+export function startGuestStateSweeper(db: Db, states: GuestStates, options: { intervalMs: number; orphanAgeMs: number; log: Logger }): () => Promise<void> {
+  let running: Promise<void> = Promise.resolve();
+  const sweep = () => {
+    running = running
+      .then(() => sweepGuestStates(db, states, options))
+      .catch((error: unknown) => options.log.warn({ err: error }, "guest state sweep failed; the next one retries"));
+  };
+  sweep();
+  const timer = setInterval(sweep, options.intervalMs);
+  timer.unref();
+  return async () => {
+    clearInterval(timer);
+    await running;
+  };
+}
+
+/**
+ * A sink that writes every chunk to each target, at the pace of the slowest, and ends them
+ * together: the memory stream goes to storage and to a local copy in one pass.
+ */
+export function tee(targets: Writable[]): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      let waiting = targets.length;
+      const done = () => {
+        if (--waiting === 0) callback();
+      };
+      for (const target of targets) {
+        if (target.write(chunk)) done();
+        else target.once("drain", done);
+      }
+    },
+    final(callback) {
+      for (const target of targets) target.end();
+      callback();
+    },
+    destroy(error, callback) {
+      // Also called after a normal finish (autoDestroy): the targets then end on their own.
+      const cause = error ?? (this.writableFinished ? undefined : new Error("the guest state write was abandoned before the end"));
+      if (cause) for (const target of targets) if (!target.destroyed) target.destroy(cause);
+      callback(error);
+    },
+  });
+}
