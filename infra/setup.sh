@@ -7,6 +7,7 @@
 #   4. prisma generate, when the schema changed
 #   5. the tiny guest image (infra/guest-image/build.sh caches it by content hash)
 #   6. FERRY_CLUSTER_SECRET in <state>/cluster-secret, unless given
+#   7. the `ferry` CLI on the PATH: /usr/local/bin/ferry -> apps/cli/bin/ferry.mjs
 # Source it (`. infra/setup.sh`) to keep the PATH it may extend; ferry.sh does.
 set -euo pipefail
 
@@ -117,6 +118,17 @@ setup_cluster_secret() {
   export FERRY_CLUSTER_SECRET
 }
 
+# 7. the ferry CLI ------------------------------------------------------------------------------------
+setup_cli() {
+  local target="$ferry_repo/apps/cli/bin/ferry.mjs" link=/usr/local/bin/ferry
+  [ "$(readlink "$link" 2>/dev/null)" = "$target" ] && return 0
+  if [ -w "$(dirname "$link")" ]; then
+    ln -sfn "$target" "$link"
+  else
+    setup_log "cannot link $link (not writable); run the CLI as $target or link it yourself"
+  fi
+}
+
 mkdir -p "$ferry_state_dir"
 setup_debian_packages
 setup_node
@@ -124,3 +136,4 @@ setup_node_modules
 setup_prisma_client
 setup_guest_image
 setup_cluster_secret
+setup_cli

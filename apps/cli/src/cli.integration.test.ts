@@ -1,0 +1,164 @@
+// The `ferry` command as a person runs it: a child process per command, against a whole Ferry
+// (portal, controller, two workers on QEMU/TCG) started by the launcher in a temporary folder.
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startFerryCluster, type FerryCluster } from "../../../bench/lib/ferry-cluster.ts";
+
+const ferryBin = fileURLToPath(new URL("../bin/ferry.mjs", import.meta.url));
+
+let cluster: FerryCluster;
+let home: string;
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run `ferry args...` with a HOME of its own and no FERRY_URL/FERRY_TOKEN unless given. */
+function ferry(args: string[], extraEnv: Record<string, string> = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [ferryBin, ...args], {
+      cwd: home,
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: home, ...extraEnv },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.once("error", reject);
+    child.once("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+beforeAll(async () => {
+  home = mkdtempSync(join(tmpdir(), "ferry-cli-home-"));
+  cluster = await startFerryCluster();
+}, 600_000);
+
+afterAll(async () => {
+  await cluster?.stop();
+  if (home) rmSync(home, { recursive: true, force: true });
+}, 120_000);
+
+describe("ferry", () => {
+  it("answers usage errors with exit 2 and the command's help", async () => {
+    const unknown = await ferry(["vm", "frobnicate"]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("unknown command 'vm frobnicate'");
+    expect(unknown.stderr).toContain("ferry vm create");
+
+    const missing = await ferry(["vm", "create", "--name", "x", "--image", "tiny", "--vcpus", "1"]);
+    expect(missing).toMatchObject({ code: 2, stderr: expect.stringContaining("missing --memory") });
+    const notNumber = await ferry(["vm", "create", "--name", "x", "--image", "tiny", "--vcpus", "two", "--memory", "256"]);
+    expect(notNumber).toMatchObject({ code: 2, stderr: expect.stringContaining("--vcpus two is not a whole number") });
+    const badOption = await ferry(["vm", "list", "--colour"]);
+    expect(badOption).toMatchObject({ code: 2, stderr: expect.stringContaining("--colour") });
+    const noArgument = await ferry(["vm", "show"]);
+    expect(noArgument).toMatchObject({ code: 2, stderr: expect.stringContaining("expected <id|name>") });
+    const notLoggedIn = await ferry(["vm", "list"]);
+    expect(notLoggedIn).toMatchObject({ code: 2, stderr: expect.stringContaining("not logged in") });
+
+    const help = await ferry(["vm", "resume", "--help"]);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain("usage: ferry vm resume <id|name> [options]");
+    expect(help.stdout).toContain("--worker <worker id>");
+    expect(help.stdout).toContain("--no-wait");
+  });
+
+  it("logs in only with a token the portal accepts, and saves it readable by the user only", async () => {
+    const refused = await ferry(["login", "--url", cluster.baseUrl, "--token", "not-a-token"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("The API token in the Authorization header is unknown, revoked or expired");
+
+    const unreachable = await ferry(["login", "--url", "http://127.0.0.1:9", "--token", cluster.token]);
+    expect(unreachable).toMatchObject({ code: 1, stderr: expect.stringContaining("cannot reach the portal at http://127.0.0.1:9") });
+
+    const ok = await ferry(["login", "--url", `${cluster.baseUrl}/`, "--token", cluster.token]);
+    expect(ok).toMatchObject({ code: 0, stdout: expect.stringContaining(`logged in to ${cluster.baseUrl}`) });
+    const configFile = join(home, ".config", "ferry", "config.json");
+    expect(JSON.parse(readFileSync(configFile, "utf8"))).toEqual({ url: cluster.baseUrl, token: cluster.token });
+    expect(statSync(configFile).mode & 0o777).toBe(0o600);
+
+    // The environment overrides the saved login.
+    const overridden = await ferry(["worker", "list"], { FERRY_TOKEN: "not-a-token" });
+    expect(overridden.code).toBe(1);
+  });
+
+  it("lists the workers", async () => {
+    const workers = await ferry(["worker", "list", "--json"]);
+    expect(workers.code).toBe(0);
+    const ids = (JSON.parse(workers.stdout) as { items: { id: string; status: string }[] }).items.map((w) => w.id);
+    expect(ids).toEqual(["w1", "w2"]);
+  });
+
+  const name = `cli-${process.pid}`;
+  let vmId: string;
+
+  it("creates a vm and waits until it runs, showing its progress on stderr", async () => {
+    const created = await ferry(["vm", "create", "--name", name, "--image", "tiny", "--vcpus", "1", "--memory", "256", "--json"]);
+    expect(created.stderr).toContain(`vm ${name}: running on w`);
+    expect(created.code).toBe(0);
+    const vm = JSON.parse(created.stdout) as { id: string; name: string; state: string; desiredState: string; operation: string | null; memoryMiB: number };
+    expect(vm).toMatchObject({ name, state: "running", desiredState: "running", operation: null, memoryMiB: 256 });
+    vmId = vm.id;
+
+    const refused = await ferry(["vm", "create", "--name", `${name}-big`, "--image", "tiny", "--vcpus", "17", "--memory", "256"]);
+    expect(refused).toMatchObject({ code: 1, stderr: expect.stringContaining("vcpus: must be between 1 and 16") });
+  });
+
+  it("lists and shows the vm by name", async () => {
+    const list = await ferry(["vm", "list", "--json"]);
+    expect(list.code).toBe(0);
+    const listed = (JSON.parse(list.stdout) as { items: { id: string; name: string }[] }).items;
+    expect(listed.find((vm) => vm.id === vmId)?.name).toBe(name);
+    const table = await ferry(["vm", "list"]);
+    expect(table.stdout).toMatch(new RegExp(`^${name}\\s+running\\s+1\\s+256 MiB\\s+w[12]\\s+${vmId}$`, "m"));
+
+    const shown = await ferry(["vm", "show", name, "--json"]);
+    expect(JSON.parse(shown.stdout)).toMatchObject({ id: vmId, name, state: "running" });
+    const byId = await ferry(["vm", "show", vmId]);
+    expect(byId.stdout).toMatch(new RegExp(`^name:\\s+${name}$`, "m"));
+    const missing = await ferry(["vm", "show", "no-such-vm"]);
+    expect(missing).toMatchObject({ code: 1, stderr: expect.stringContaining('no vm named "no-such-vm"') });
+  });
+
+  it("prints the console log", async () => {
+    const log = await ferry(["vm", "console-log", name]);
+    expect(log.code).toBe(0);
+    expect(log.stdout).toContain("FERRY-BOOT-OK");
+    const json = await ferry(["vm", "console-log", vmId, "--json", "--tail", "1"]);
+    const { vmId: logVmId, text } = JSON.parse(json.stdout) as { vmId: string; text: string };
+    expect(logVmId).toBe(vmId);
+    expect(text.trimEnd().split("\n")).toHaveLength(1);
+  });
+
+  it("stops the vm, and reports the API's refusal of a second stop with exit 1", async () => {
+    const stopped = await ferry(["vm", "stop", name, "--json"]);
+    expect(stopped.code).toBe(0);
+    expect(JSON.parse(stopped.stdout)).toMatchObject({ id: vmId, state: "stopped", desiredState: "stopped", operation: null });
+    const again = await ferry(["vm", "stop", name]);
+    expect(again).toMatchObject({ code: 1, stderr: `ferry: cannot stop vm ${name}: it is already stopped\n` });
+  });
+
+  it("deletes the vm", async () => {
+    const deleted = await ferry(["vm", "delete", vmId]);
+    expect(deleted).toMatchObject({ code: 0, stdout: `vm ${name} (${vmId}) is deleted\n` });
+    const list = await ferry(["vm", "list", "--json"]);
+    expect((JSON.parse(list.stdout) as { items: { id: string }[] }).items.map((vm) => vm.id)).not.toContain(vmId);
+  });
+
+  it("returns at once with --no-wait", async () => {
+    const created = await ferry(["vm", "create", "--name", `${name}-nowait`, "--image", "tiny", "--vcpus", "1", "--memory", "256", "--no-wait", "--json"]);
+    expect(created.code).toBe(0);
+    const vm = JSON.parse(created.stdout) as { id: string; state: string };
+    expect(vm.state).toBe("pending");
+    const deleted = await ferry(["vm", "delete", vm.id, "--json"]);
+    expect(JSON.parse(deleted.stdout)).toMatchObject({ id: vm.id, state: "deleted" });
+  });
+});
