@@ -5,19 +5,20 @@
 //
 // 1. HTTP: /healthz and JSON 404s
 // 2. Upgrade: checks in order (path, Origin, token, single use, vm, worker relay)
-// 3. Sessions: heartbeat and shutdown
+// 3. Moves: a vm live-migrated to another worker takes its open consoles along
+// 4. Sessions: heartbeat and shutdown
 import http, { STATUS_CODES, type IncomingMessage } from "node:http";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
 import type { Db } from "@ferry/db";
-import { redisKeys, type VmState } from "@ferry/jobs";
+import { redisKeys, vmMovedMessage, type VmState } from "@ferry/jobs";
 import { signRelayTicket, TokenError, verifyConsoleToken } from "@ferry/tokens";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { WebSocketServer } from "ws";
 import { ConsoleRefusal, RelayError } from "./errors.ts";
 import { dialRelay } from "./relay-dial.ts";
-import { ConsoleSession } from "./session.ts";
+import { ConsoleSession, type Relocate } from "./session.ts";
 
 /** States in which the vm's QEMU is up and its VNC socket answers. */
 const consoleStates: readonly VmState[] = ["booting", "running", "rebooting", "migrating"];
@@ -36,6 +37,8 @@ export interface ConsoleGatewayOptions {
   log: Logger;
   heartbeatIntervalMs?: number;
   relayTimeoutMs?: number;
+  /** How long a session whose worker hung up waits for its vm to show up on another worker. */
+  moveTimeoutMs?: number;
 }
 
 export interface ConsoleGateway {
@@ -76,7 +79,7 @@ export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGat
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
     socket.on("error", (error) => log.debug({ remote, err: error.message }, "console: client socket error"));
-    const context: { tokenId?: string; vmId?: string } = {};
+    const context: { tokenId?: string; vmId?: string; workerId?: string } = {};
     openConsole(req, context)
       .then((upstream) => {
         if (socket.destroyed) {
@@ -85,8 +88,15 @@ export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGat
           return;
         }
         wss.handleUpgrade(req, socket, head, (browser) => {
-          const session = new ConsoleSession(context.vmId!, context.tokenId!, browser, upstream, log, (ended) =>
-            sessions.delete(ended),
+          const session = new ConsoleSession(
+            context.vmId!,
+            context.tokenId!,
+            context.workerId!,
+            browser,
+            upstream,
+            log,
+            (ended) => sessions.delete(ended),
+            relocate,
           );
           sessions.add(session);
           log.info({ remote, ...context }, "console: session opened");
@@ -104,7 +114,7 @@ export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGat
       });
   });
 
-  async function openConsole(req: IncomingMessage, context: { tokenId?: string; vmId?: string }): Promise<net.Socket> {
+  async function openConsole(req: IncomingMessage, context: { tokenId?: string; vmId?: string; workerId?: string }): Promise<net.Socket> {
     const url = new URL(req.url ?? "/", "http://gateway");
     if (url.pathname !== "/console") {
       throw new ConsoleRefusal(404, "not_found", `No websocket at ${url.pathname}; open /console?token=….`);
@@ -147,6 +157,7 @@ export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGat
     if (!vm.workerId || !vm.worker) {
       throw new ConsoleRefusal(409, "vm_not_placed", `vm ${claims.vmId} is ${vm.state} but runs on no worker yet; try again in a moment.`);
     }
+    context.workerId = vm.workerId;
     try {
       return await dialRelay({
         address: vm.worker.consoleAddress,
@@ -165,7 +176,73 @@ export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGat
     }
   }
 
-  // 3. Sessions
+  // 3. Moves. The source's QEMU quits as soon as the migration completes, a moment before the
+  // controller commits the vm's new worker: the session then waits here, woken by the
+  // controller's vmMoved message (or a 100 ms look at the database, should a message be lost).
+  const moveWaiters = new Map<string, Set<() => void>>();
+  const subscriber = options.redis.duplicate();
+  subscriber.on("error", (error) => log.warn({ err: error.message }, "console: vm-moved subscription error"));
+  subscriber.on("message", (_channel, text: string) => {
+    let message;
+    try {
+      message = vmMovedMessage.parse(JSON.parse(text));
+    } catch {
+      log.warn({ text }, "console: unreadable vm-moved message ignored");
+      return;
+    }
+    for (const wake of moveWaiters.get(message.vmId) ?? []) wake();
+  });
+  const subscribed = subscriber.subscribe(redisKeys.vmMoved(options.prefix)).catch((error: unknown) => {
+    log.warn({ err: String(error) }, "console: cannot subscribe to vm-moved messages; moves are found by polling");
+  });
+
+  const pause = (vmId: string, ms: number) =>
+    new Promise<void>((resolve) => {
+      const waiters = moveWaiters.get(vmId) ?? new Set<() => void>();
+      moveWaiters.set(vmId, waiters);
+      const wake = () => {
+        clearTimeout(timer);
+        waiters.delete(wake);
+        if (waiters.size === 0) moveWaiters.delete(vmId);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      waiters.add(wake);
+    });
+
+  const relocate: Relocate = async (session) => {
+    const deadline = Date.now() + (options.moveTimeoutMs ?? 90_000);
+    let lastError: unknown;
+    while (Date.now() < deadline) {
+      const vm = await options.db.vm.findUnique({
+        where: { id: session.vmId },
+        select: { state: true, deletedAt: true, workerId: true, worker: { select: { consoleAddress: true } } },
+      });
+      if (!vm || vm.deletedAt) return undefined;
+      const moved = vm.workerId !== null && vm.workerId !== session.workerId;
+      if (moved && vm.worker && consoleStates.includes(vm.state as VmState)) {
+        try {
+          const socket = await dialRelay({
+            address: vm.worker.consoleAddress,
+            ticket: signRelayTicket({ vmId: session.vmId, workerId: vm.workerId!, secret: options.secret }),
+            timeoutMs: options.relayTimeoutMs ?? 5000,
+          });
+          return { socket, workerId: vm.workerId! };
+        } catch (error) {
+          lastError = error;
+        }
+      } else if (!moved && vm.state !== "migrating") {
+        // Still on the same worker and not moving: the console closed because the vm stopped.
+        return undefined;
+      }
+      await pause(session.vmId, 100);
+    }
+    throw new Error(
+      `vm ${session.vmId} did not come up on another worker within ${options.moveTimeoutMs ?? 90_000} ms${lastError ? ` (last: ${(lastError as Error).message})` : ""}`,
+    );
+  };
+
+  // 4. Sessions
   const heartbeat = setInterval(() => {
     for (const session of sessions) session.heartbeat();
   }, options.heartbeatIntervalMs ?? 30_000);
@@ -186,6 +263,7 @@ export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGat
       (closing ??= new Promise<void>((resolve, reject) => {
         clearInterval(heartbeat);
         for (const session of sessions) session.end("console gateway shutting down", 1001);
+        void subscribed.then(() => subscriber.disconnect());
         wss.close();
         server.close((error) => (error ? reject(error) : resolve()));
         server.closeAllConnections();
