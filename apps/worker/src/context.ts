@@ -24,6 +24,8 @@ export interface HostedVm {
   rebooting: boolean;
   /** set while vm.migrate runs: a failed migration's return to `running` is the controller's to report */
   migrating: boolean;
+  /** set while vm.suspend runs: a failed suspend's return to `running` is reported by the job, with its reason */
+  suspending: boolean;
   /** the live migration whose incoming QEMU this is (destination side), for vm.discard */
   incomingMigrationId: string | undefined;
 }
@@ -83,6 +85,7 @@ export class WorkerContext {
         engineVm: undefined,
         rebooting: false,
         migrating: false,
+        suspending: false,
         incomingMigrationId: undefined,
       };
       this.vms.set(definition.vmId, hosted);
@@ -165,7 +168,7 @@ export class WorkerContext {
     hosted.engineVm = vm;
     vm.on("state", (state, change) => {
       if (hosted.engineVm !== vm || !supervisedStates.has(state)) return;
-      if (hosted.migrating && state === "running") return;
+      if ((hosted.migrating || hosted.suspending) && state === "running") return;
       if (state === "failed") {
         const failure = change.failure ?? vm.failure;
         const reason = failure

@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { finished } from "node:stream/promises";
 
-import type { GuestStateManifest } from "@ferry/engine";
+import type { GuestStateManifest, Vm } from "@ferry/engine";
 import type { GuestStateProgress } from "@ferry/storage";
 
 import { type HostedVm, WorkerContext } from "../context.ts";
@@ -40,6 +40,15 @@ export async function suspendVm(ctx: WorkerContext, hosted: HostedVm): Promise<v
     }
     return;
   }
+  hosted.suspending = true;
+  try {
+    await suspend(ctx, hosted, vm);
+  } finally {
+    hosted.suspending = false;
+  }
+}
+
+async function suspend(ctx: WorkerContext, hosted: HostedVm, vm: Vm): Promise<void> {
   const { db, guestStates, log } = ctx.options;
   const { spec } = await ctx.spec(hosted);
   await ctx.report(hosted, "suspending");
@@ -65,6 +74,9 @@ export async function suspendVm(ctx: WorkerContext, hosted: HostedVm): Promise<v
   toStore.on("error", () => undefined);
   const toFile = createWriteStream(localCopy);
   const sink = tee([toStore, toFile]);
+  // Destroyed when the store fails, maybe before the engine pipes into it: the engine sees
+  // the destroyed sink and resumes the guest; the error itself is reported from `upload`.
+  sink.on("error", () => undefined);
   const upload = writer.addStream("memory", toStore, { compress: false, onProgress: progress(0) });
   // A store that fails stops reading: end the save too, or it would wait on a full pipe.
   upload.catch((error: unknown) => sink.destroy(error as Error));
