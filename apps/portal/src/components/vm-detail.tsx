@@ -5,6 +5,7 @@ import { useRouter } from "next/navigation";
 import { useState } from "react";
 import { useTRPC } from "../trpc/client.tsx";
 import { refusalOf, vmActions, type VmAction } from "../server/vm-actions.ts";
+import { MigrateControl } from "./migrate-control.tsx";
 import { SerialLog } from "./serial-log.tsx";
 import { VmConsole } from "./vm-console.tsx";
 import { isBusy, operationLabel, VmStateBadge } from "./vm-state.tsx";
@@ -24,6 +25,7 @@ export function VmDetail({ id }: { id: string }) {
   const queryClient = useQueryClient();
   const vmQuery = useQuery(trpc.vm.get.queryOptions({ id }, { refetchInterval: 1000 }));
   const events = useQuery(trpc.vm.events.queryOptions({ id, limit: 20 }, { refetchInterval: 3000 }));
+  const guestStates = useQuery(trpc.vm.guestStates.queryOptions({ id }, { refetchInterval: 3000 }));
   const [actionError, setActionError] = useState<string | null>(null);
 
   const mutations = {
@@ -143,7 +145,10 @@ export function VmDetail({ id }: { id: string }) {
                   <span className="progress" data-testid="vm-progress">
                     <div style={{ width: `${Math.min(100, (vm.progress.done / vm.progress.total) * 100)}%` }} />
                   </span>
-                  {Math.round((vm.progress.done / vm.progress.total) * 100)}%
+                  {Math.round((vm.progress.done / vm.progress.total) * 100)}%{" "}
+                  <span className="muted" data-testid="vm-progress-bytes">
+                    ({formatBytes(vm.progress.done)} of {formatBytes(vm.progress.total)})
+                  </span>
                 </>
               )}
             </span>
@@ -154,16 +159,37 @@ export function VmDetail({ id }: { id: string }) {
             {actionError}
           </div>
         )}
+        <MigrateControl vm={vm} />
       </div>
 
       <div className="panel">
         <h2>Console</h2>
-        <VmConsole vmId={vm.id} running={vm.state === "running"} />
+        {/* A live migration keeps the console open: the gateway moves it with the vm. */}
+        <VmConsole vmId={vm.id} running={vm.state === "running" || vm.state === "migrating"} />
       </div>
 
       <div className="panel">
         <h2>Serial log</h2>
         <SerialLog vmId={vm.id} />
+      </div>
+
+      <div className="panel" data-testid="guest-states">
+        <h2>Guest states</h2>
+        {guestStates.data && guestStates.data.items.length > 0 ? (
+          <ul className="events">
+            {guestStates.data.items.map((state) => (
+              <li key={state.id} data-testid="guest-state">
+                <span className="muted">{new Date(state.createdAt).toLocaleString()}</span>
+                <span className="mono">{formatBytes(state.storedBytes)}</span>
+                <span>
+                  saved on {state.workerId} ({state.accelerator}, {state.cpuModel}){state.current ? " · resumes from this one" : ""}
+                </span>
+              </li>
+            ))}
+          </ul>
+        ) : (
+          <p className="muted">None: suspending the vm saves one.</p>
+        )}
       </div>
 
       <div className="panel">
@@ -184,4 +210,10 @@ export function VmDetail({ id }: { id: string }) {
       </div>
     </>
   );
+}
+
+function formatBytes(bytes: number): string {
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} KiB`;
+  if (bytes < 1024 * 1024 * 1024) return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
+  return `${(bytes / (1024 * 1024 * 1024)).toFixed(2)} GiB`;
 }

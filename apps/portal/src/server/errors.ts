@@ -11,6 +11,8 @@ export const portalErrorStatus = {
   vm_not_found: 404,
   method_not_allowed: 405,
   action_refused: 409,
+  migration_refused: 409,
+  incompatible_worker: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
   unknown_image: 422,

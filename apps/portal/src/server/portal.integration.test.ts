@@ -198,6 +198,27 @@ describe("actions", () => {
       message: 'worker "nowhere" is not registered; online workers: worker-a',
     });
     expect(await as(admin).vm.resume({ id: vm.id, workerId: "worker-a" })).toMatchObject({ desiredState: "running", operation: "resume" });
+    expect((await services.db.vm.findUniqueOrThrow({ where: { id: vm.id } })).targetWorkerId).toBe("worker-a");
+  });
+
+  it("refuses a resume on a worker the guest state cannot load on, with the reason; lists guest states", async () => {
+    const vm = await as(admin).vm.create({ ...valid, name: "suspended-kvm" });
+    const saved = { vmId: vm.id, workerId: "worker-k", cpuModel: "qemu64", memoryMiB: vm.memoryMiB, vcpus: vm.vcpus, profile: "standard" };
+    await services.db.guestState.create({ data: { ...saved, id: "state-old", storedBytes: 1000n, accelerator: "kvm", createdAt: new Date("2030-01-01T00:00:00Z") } });
+    await services.db.guestState.create({ data: { ...saved, id: "state-new", storedBytes: 41_000_000n, accelerator: "kvm", createdAt: new Date("2030-01-02T00:00:00Z") } });
+    await services.db.vm.update({ where: { id: vm.id }, data: { state: "suspended", desiredState: "suspended", guestStateId: "state-new" } });
+    expect(await refusal(as(admin).vm.resume({ id: vm.id, workerId: "worker-a" }))).toMatchObject({
+      trpcCode: "CONFLICT",
+      code: "incompatible_worker",
+      message: expect.stringContaining("cannot resume vm suspended-kvm on worker worker-a: The vm runs under kvm but the target host offers tcg"),
+    });
+    expect((await services.db.vm.findUniqueOrThrow({ where: { id: vm.id } })).desiredState).toBe("suspended");
+    const { items } = await as(admin).vm.guestStates({ id: vm.id });
+    expect(items.map((i) => [i.id, i.storedBytes, i.current])).toEqual([
+      ["state-new", 41_000_000, true],
+      ["state-old", 1000, false],
+    ]);
+    expect(await refusal(as(member).vm.guestStates({ id: vm.id }))).toMatchObject({ code: "vm_not_found" });
   });
 });
 

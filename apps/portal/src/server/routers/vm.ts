@@ -1,6 +1,7 @@
 // vm procedures, shared by the portal UI (tRPC) and programs (REST under /api/v1).
 // They only write what is wanted (desired state, generation) and ask the controller to
 // reconcile; what actually runs is reported back by the workers.
+import { checkCompatibility } from "@ferry/engine";
 import { redisKeys } from "@ferry/jobs";
 import { Prisma, type Db, type Vm } from "@ferry/db";
 import { signConsoleToken } from "@ferry/tokens";
@@ -41,6 +42,8 @@ export const vmView = z.object({
   desiredState: z.string(),
   stateReason: z.string().nullable(),
   workerId: z.string().nullable(),
+  /** where a live migration in progress goes (null: the controller picks, or no migration) */
+  targetWorkerId: z.string().nullable(),
   accelerator: z.string().nullable(),
   generation: z.number().int(),
   operation: z.string().nullable(),
@@ -50,7 +53,8 @@ export const vmView = z.object({
 });
 export type VmView = z.infer<typeof vmView>;
 
-function toView(vm: Vm): VmView {
+/** A Vm row as the API shows it. */
+export function toView(vm: Vm): VmView {
   const progress = progressSchema.safeParse(vm.progress);
   return {
     id: vm.id,
@@ -65,6 +69,7 @@ function toView(vm: Vm): VmView {
     desiredState: vm.desiredState,
     stateReason: vm.stateReason,
     workerId: vm.workerId,
+    targetWorkerId: vm.targetWorkerId,
     accelerator: vm.accelerator,
     generation: vm.generation,
     operation: vm.operation,
@@ -78,7 +83,8 @@ function ownedBy(viewer: Viewer): { ownerId?: string } {
   return viewer.role === "admin" ? {} : { ownerId: viewer.id };
 }
 
-async function findVm(db: Db, viewer: Viewer, id: string): Promise<Vm> {
+/** The vm with this id if the viewer may see it; else vm_not_found. */
+export async function findVm(db: Db, viewer: Viewer, id: string): Promise<Vm> {
   const vm = await db.vm.findFirst({ where: { id, ...ownedBy(viewer) } });
   // Someone else's vm is reported as missing, so ids cannot be probed.
   if (vm === null) throw new PortalError("vm_not_found", `no vm with id "${id}" is visible to you; list your vms with GET /api/v1/vms`, { id });
@@ -99,11 +105,18 @@ async function requestReconcile(ctx: PortalContext, vm: { id: string; generation
   }
 }
 
-async function requestAction(ctx: PortalContext & { viewer: Viewer }, id: string, action: VmAction, note?: string): Promise<VmView> {
+async function requestAction(
+  ctx: PortalContext & { viewer: Viewer },
+  id: string,
+  action: VmAction,
+  note?: string,
+  check?: (vm: Vm) => Promise<{ targetWorkerId?: string }>,
+): Promise<VmView> {
   const { db } = ctx.services;
   const vm = await findVm(db, ctx.viewer, id);
   const refusal = refusalOf(action, vm);
   if (refusal !== null) throw new PortalError("action_refused", refusal, { id: vm.id, state: vm.state, desiredState: vm.desiredState });
+  const extra = check ? await check(vm) : {};
   const generation = vm.generation + 1;
   const updated = await db.$transaction(async (tx) => {
     // Conditional on the generation we read, so two concurrent actions cannot both pass the check.
@@ -116,6 +129,7 @@ async function requestAction(ctx: PortalContext & { viewer: Viewer }, id: string
         progress: Prisma.DbNull,
         ...(action === "reboot" ? { rebootSeq: { increment: 1 } } : {}),
         ...(action === "delete" ? { deletedAt: new Date() } : {}),
+        ...extra,
       },
     });
     if (count === 0) {
@@ -229,18 +243,80 @@ export const vmRouter = createTRPCRouter({
     .input(z.strictObject({ id: vmId, workerId: z.string().regex(/^[a-z0-9-]+$/, { error: "must be a worker id ([a-z0-9-]+)" }).optional() }))
     .output(vmView)
     .mutation(async ({ ctx, input }) => {
-      if (input.workerId !== undefined) {
-        const worker = await ctx.services.db.worker.findUnique({ where: { id: input.workerId }, select: { status: true } });
+      const { db } = ctx.services;
+      const workerId = input.workerId;
+      if (workerId === undefined) return requestAction(ctx, input.id, "resume");
+      return requestAction(ctx, input.id, "resume", `on worker ${workerId}`, async (vm) => {
+        const worker = await db.worker.findUnique({ where: { id: workerId } });
         if (worker === null || worker.status !== "online") {
-          const online = await ctx.services.db.worker.findMany({ where: { status: "online" }, select: { id: true }, orderBy: { id: "asc" } });
+          const online = await db.worker.findMany({ where: { status: "online" }, select: { id: true }, orderBy: { id: "asc" } });
           throw new PortalError(
             "unknown_worker",
-            `worker "${input.workerId}" ${worker === null ? "is not registered" : `is ${worker.status}`}; online workers: ${online.map((w) => w.id).join(", ") || "none"}`,
-            { workerId: input.workerId },
+            `worker "${workerId}" ${worker === null ? "is not registered" : `is ${worker.status}`}; online workers: ${online.map((w) => w.id).join(", ") || "none"}`,
+            { workerId },
           );
         }
-      }
-      return requestAction(ctx, input.id, "resume", input.workerId ? `preferred worker ${input.workerId}` : undefined);
+        // The guest state loads only where the engine's compatibility rules allow it (CPU
+        // model, the accelerator it was saved under, free capacity).
+        const saved = vm.guestStateId ? await db.guestState.findUnique({ where: { id: vm.guestStateId } }) : null;
+        const workerAccelerator = worker.accelerator === "kvm" ? "kvm" : "tcg";
+        const savedAccelerator = saved?.accelerator ?? vm.accelerator;
+        const verdict = checkCompatibility(
+          {
+            cpuModel: vm.cpuModel,
+            accelerator: savedAccelerator === "kvm" || savedAccelerator === "tcg" ? savedAccelerator : workerAccelerator,
+            vcpus: vm.vcpus,
+            memoryMiB: vm.memoryMiB,
+            machineType: "",
+          },
+          { accelerator: workerAccelerator, cpuFlags: worker.cpuFlags, freeVcpus: worker.vcpusFree, freeMemoryMiB: worker.memoryMiBFree },
+        );
+        if (!verdict.ok) {
+          throw new PortalError("incompatible_worker", `cannot resume vm ${vm.name} on worker ${workerId}: ${verdict.reasons.join(" ")}`, {
+            workerId,
+            reasons: verdict.reasons,
+          });
+        }
+        return { targetWorkerId: workerId };
+      });
+    }),
+  guestStates: authedProcedure
+    .meta({ openapi: { method: "GET", path: "/vms/{id}/guest-states", protect: true, tags: ["vms"], summary: "The vm's saved guest states, newest first" } })
+    .input(byId)
+    .output(
+      z.object({
+        items: z.array(
+          z.object({
+            id: z.string(),
+            createdAt: z.string(),
+            storedBytes: z.number(),
+            workerId: z.string(),
+            cpuModel: z.string(),
+            accelerator: z.string(),
+            memoryMiB: z.number().int(),
+            vcpus: z.number().int(),
+            /** the state the next resume continues from */
+            current: z.boolean(),
+          }),
+        ),
+      }),
+    )
+    .query(async ({ ctx, input }) => {
+      const vm = await findVm(ctx.services.db, ctx.viewer, input.id);
+      const rows = await ctx.services.db.guestState.findMany({ where: { vmId: vm.id }, orderBy: { createdAt: "desc" } });
+      return {
+        items: rows.map((row) => ({
+          id: row.id,
+          createdAt: row.createdAt.toISOString(),
+          storedBytes: Number(row.storedBytes),
+          workerId: row.workerId,
+          cpuModel: row.cpuModel,
+          accelerator: row.accelerator,
+          memoryMiB: row.memoryMiB,
+          vcpus: row.vcpus,
+          current: row.id === vm.guestStateId,
+        })),
+      };
     }),
   delete: authedProcedure
     .meta({ openapi: { method: "DELETE", path: "/vms/{id}", protect: true, tags: ["vms"], summary: "Delete a vm and its disk" } })
