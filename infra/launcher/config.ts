@@ -20,6 +20,8 @@ export interface LauncherConfig {
   clusterSecret: string;
   workerVcpus?: number;
   workerMemoryMiB?: number;
+  /** FERRY_WORKER_SHARED_STORAGE: the folder w1 and w2 keep vm disks in, so guests live-migrate between them */
+  workerSharedStorage: string;
   passThrough: Record<string, string>;
 }
 
@@ -58,6 +60,7 @@ export function launcherConfig(env: NodeJS.ProcessEnv): LauncherConfig {
     clusterSecret: env.FERRY_CLUSTER_SECRET ?? readSecret(join(stateDir, "cluster-secret"), problems),
     workerVcpus: positive("FERRY_WORKER_VCPUS"),
     workerMemoryMiB: positive("FERRY_WORKER_MEMORY_MIB"),
+    workerSharedStorage: env.FERRY_WORKER_SHARED_STORAGE ?? join(stateDir, "shared-disks"),
     // Every other FERRY_* variable (log level, accelerator, CPU model…) goes to the apps as given.
     passThrough: Object.fromEntries(
       Object.entries(env).filter((entry): entry is [string, string] => entry[0].startsWith("FERRY_") && entry[1] !== undefined),

@@ -85,6 +85,7 @@ function startApps(cluster: Cluster): void {
   group.start("control", tsx, ["apps/controller/src/main.ts"], { cwd: repoRoot, env });
   group.start("console", tsx, ["apps/console/src/main.ts"], { cwd: repoRoot, env });
   const capacity = workerCapacity();
+  mkdirSync(config.workerSharedStorage, { recursive: true });
   for (const id of ["w1", "w2"]) {
     const stateDir = join(config.stateDir, "workers", id);
     mkdirSync(stateDir, { recursive: true });
@@ -96,6 +97,7 @@ function startApps(cluster: Cluster): void {
         FERRY_WORKER_STATE_DIR: stateDir,
         FERRY_WORKER_VCPUS: String(capacity.vcpus),
         FERRY_WORKER_MEMORY_MIB: String(capacity.memoryMiB),
+        FERRY_WORKER_SHARED_STORAGE: config.workerSharedStorage,
       },
       isWorker: true,
     });

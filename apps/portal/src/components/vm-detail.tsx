@@ -5,6 +5,7 @@ import { useRouter } from "next/navigation";
 import { useState } from "react";
 import { useTRPC } from "../trpc/client.tsx";
 import { refusalOf, vmActions, type VmAction } from "../server/vm-actions.ts";
+import { MigrateControl } from "./migrate-control.tsx";
 import { SerialLog } from "./serial-log.tsx";
 import { VmConsole } from "./vm-console.tsx";
 import { isBusy, operationLabel, VmStateBadge } from "./vm-state.tsx";
@@ -158,11 +159,13 @@ export function VmDetail({ id }: { id: string }) {
             {actionError}
           </div>
         )}
+        <MigrateControl vm={vm} />
       </div>
 
       <div className="panel">
         <h2>Console</h2>
-        <VmConsole vmId={vm.id} running={vm.state === "running"} />
+        {/* A live migration keeps the console open: the gateway moves it with the vm. */}
+        <VmConsole vmId={vm.id} running={vm.state === "running" || vm.state === "migrating"} />
       </div>
 
       <div className="panel">

@@ -1,9 +1,10 @@
+import { migrationRouter } from "./routers/migration.ts";
 import { vmRouter } from "./routers/vm.ts";
 import { workerRouter } from "./routers/worker.ts";
 import { createCallerFactory, createTRPCRouter } from "./trpc.ts";
 
 /** Every procedure the portal offers; the UI calls it over tRPC, programs over REST. */
-export const appRouter = createTRPCRouter({ vm: vmRouter, worker: workerRouter });
+export const appRouter = createTRPCRouter({ vm: vmRouter, worker: workerRouter, migration: migrationRouter });
 
 export type AppRouter = typeof appRouter;
 

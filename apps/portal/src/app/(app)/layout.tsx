@@ -21,6 +21,7 @@ export default async function SignedInLayout({ children }: { children: ReactNode
         <nav>
           <Link href="/">VMs</Link>
           <Link href="/vms/new">New VM</Link>
+          <Link href="/workers">Workers</Link>
           <a href="/api/v1/openapi.json">API</a>
         </nav>
         <div className="who">

@@ -13,6 +13,10 @@ const workerView = z.object({
   cpuModelName: z.string(),
   qemuVersion: z.string(),
   lastHeartbeatAt: z.string(),
+  /** the storage its vm disks are on; workers sharing it can live-migrate between them */
+  sharedStorage: z.string().nullable(),
+  /** vms with a live guest there (what a drain still has to move) */
+  vmsRunning: z.number().int(),
 });
 
 export const workerRouter = createTRPCRouter({
@@ -22,6 +26,7 @@ export const workerRouter = createTRPCRouter({
     .output(z.object({ items: z.array(workerView) }))
     .query(async ({ ctx }) => {
       const rows = await ctx.services.db.worker.findMany({ orderBy: { id: "asc" } });
+      const running = await ctx.services.db.vm.groupBy({ by: ["workerId"], where: { state: { in: ["running", "migrating", "booting", "rebooting"] } }, _count: true });
       return {
         items: rows.map((w) => ({
           id: w.id,
@@ -35,6 +40,8 @@ export const workerRouter = createTRPCRouter({
           cpuModelName: w.cpuModelName,
           qemuVersion: w.qemuVersion,
           lastHeartbeatAt: w.lastHeartbeatAt.toISOString(),
+          sharedStorage: w.sharedStorage,
+          vmsRunning: running.find((r) => r.workerId === w.id)?._count ?? 0,
         })),
       };
     }),

@@ -1,0 +1,5 @@
+import { WorkerList } from "../../../components/worker-list.tsx";
+
+export default function WorkersPage() {
+  return <WorkerList />;
+}
