@@ -29,8 +29,10 @@ export async function handleRestRequest(request: Request, services: PortalServic
     if (request.method !== "GET") return errorResponse(405, { code: "method_not_allowed", message: "openapi.json only answers GET" });
     return Response.json(openApiDocument(services.settings.publicUrl));
   }
+  const checked = await checkedRequest(request);
+  if (checked instanceof Response) return checked;
   const response = await createOpenApiFetchHandler({
-    req: await withJsonBody(request),
+    req: checked,
     endpoint: restBasePath,
     router: appRouter,
     createContext: () => createPortalContext(services, request.headers),
@@ -50,15 +52,111 @@ function errorResponse(status: number, error: ApiError): Response {
   return Response.json({ error }, { status, headers });
 }
 
-// Actions such as POST /vms/{id}/start carry no body; trpc-to-openapi insists on a JSON
-// one, so an empty body is read as `{}`.
-async function withJsonBody(request: Request): Promise<Request> {
+/** The largest request body the API reads. */
+export const maxBodyBytes = 1024 * 1024;
+
+/**
+ * What trpc-to-openapi does not check itself, refused in the error schema: query names such as
+ * `constructor` (its query parser indexes a plain object with them and throws), bodies over
+ * `maxBodyBytes`, bodies that are not JSON, and JSON that is not an object (an action would
+ * otherwise run on `null` or `[]`). Actions such as POST /vms/{id}/start carry no body;
+ * trpc-to-openapi insists on a JSON one, so an empty body is read as `{}`.
+ */
+async function checkedRequest(request: Request): Promise<Request | Response> {
+  for (const name of new URL(request.url).searchParams.keys()) {
+    if (name in Object.prototype) {
+      return errorResponse(400, { code: "unknown_field", message: `unknown field "${name}"; remove it and send the request again`, details: { fields: [name] } });
+    }
+  }
   if (request.method === "GET" || request.method === "HEAD" || request.method === "DELETE") return request;
-  const text = await request.text();
+  const tooLarge = () =>
+    errorResponse(413, { code: "payload_too_large", message: `The request body is larger than ${maxBodyBytes} bytes (1 MiB). Send a smaller body.` });
+  if (Number(request.headers.get("content-length") ?? 0) > maxBodyBytes) return tooLarge();
+  const text = await readText(request, maxBodyBytes);
+  if (text === null) return tooLarge();
   const headers = new Headers(request.headers);
   if (text.trim() === "") {
     headers.set("content-type", "application/json");
     return new Request(request.url, { method: request.method, headers, body: "{}" });
   }
+  const mediaType = request.headers.get("content-type")?.split(";")[0]?.trim().toLowerCase();
+  if (mediaType !== "application/json") {
+    return errorResponse(415, {
+      code: "unsupported_media_type",
+      message: `The request body is ${mediaType ? `"${mediaType}"` : "sent without a Content-Type"}. Send it as JSON with Content-Type: application/json.`,
+    });
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return errorResponse(400, { code: "malformed_json", message: "The request body is not valid JSON. Send a JSON object with Content-Type: application/json." });
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    return errorResponse(400, { code: "invalid_input", message: `The request body is ${describeJson(body)}. Send a JSON object, e.g. {}.` });
+  }
+  const wrongTypes = Object.entries(body).flatMap(([field, value]) => {
+    const wanted = bodyFieldTypes(request.method, new URL(request.url).pathname)?.[field];
+    return wanted !== undefined && typeof value !== wanted ? [{ field, wanted, got: describeJson(value) }] : [];
+  });
+  if (wrongTypes.length > 0) {
+    return errorResponse(400, {
+      code: "invalid_input",
+      message: `invalid input: ${wrongTypes.map((w) => `${w.field}: expected a ${w.wanted}, got ${w.got}`).join("; ")}. Fix these fields and send the request again.`,
+      details: { issues: wrongTypes.map((w) => ({ path: [w.field], message: `expected a ${w.wanted}, got ${w.got}` })) },
+    });
+  }
   return new Request(request.url, { method: request.method, headers, body: text });
+}
+
+function describeJson(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  return typeof value === "object" || typeof value === "undefined" ? `an ${typeof value}` : `a ${typeof value}`;
+}
+
+type BodyFieldTypes = Record<string, "number" | "boolean">;
+let bodyRoutes: { method: string; path: RegExp; fields: BodyFieldTypes }[] | undefined;
+
+/**
+ * The body fields of a route that must be JSON numbers or booleans. trpc-to-openapi coerces
+ * such fields (it turns "1", true and [1] into 1), which query strings need and JSON bodies
+ * must not get: a wrong type is refused here, from the OpenAPI document's schemas.
+ */
+function bodyFieldTypes(method: string, pathname: string): BodyFieldTypes | undefined {
+  bodyRoutes ??= Object.entries(openApiDocument("").paths ?? {}).flatMap(([path, item]) =>
+    (["post", "put", "patch"] as const).flatMap((verb) => {
+      const content = item?.[verb]?.requestBody;
+      const schema = content && "content" in content ? content.content["application/json"]?.schema : undefined;
+      const properties = schema && "properties" in schema ? (schema.properties ?? {}) : {};
+      const fields: BodyFieldTypes = {};
+      for (const [name, property] of Object.entries(properties)) {
+        const type = "type" in property ? property.type : undefined;
+        if (type === "integer" || type === "number") fields[name] = "number";
+        if (type === "boolean") fields[name] = "boolean";
+      }
+      const pattern = new RegExp(`^${restBasePath}${path.replace(/\{[^}]+\}/g, "[^/]+")}$`);
+      return [{ method: verb.toUpperCase(), path: pattern, fields }];
+    }),
+  );
+  return bodyRoutes.find((route) => route.method === method && route.path.test(pathname))?.fields;
+}
+
+/** The body as text, or null when it is longer than `limit` bytes (reading stops there). */
+async function readText(request: Request, limit: number): Promise<string | null> {
+  if (request.body === null) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = request.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel();
+      return null;
+    }
+    chunks.push(value);
+  }
+  return new TextDecoder().decode(Buffer.concat(chunks));
 }
