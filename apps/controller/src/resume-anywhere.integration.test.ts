@@ -306,8 +306,8 @@ describe("resume anywhere, folder driver", () => {
   });
 
   it("keeps the last 2 guest states, in storage and in the database", async () => {
+    await until("2 guest states kept", async () => (await db.guestState.count({ where: { vmId } })) === 2);
     const rows = await db.guestState.findMany({ where: { vmId }, orderBy: { createdAt: "desc" } });
-    expect(rows).toHaveLength(2);
     const listed = await folderStates().list(vmId);
     expect(listed.map((s) => s.stateId)).toEqual(rows.map((r) => r.id));
   });
@@ -326,12 +326,14 @@ describe("resume anywhere, folder driver", () => {
     await until("ticks after the resume", async () => ticks(await serialText(vmId)).length >= 2);
   });
 
-  it("deletes a vm's guest states with it", async () => {
+  it("deletes a suspended vm's guest states with it (no worker holds it: the sweeper does)", async () => {
+    await request(vmId, "suspended");
+    await vmIn(vmId, "suspended");
+    // Older states are pruned just after the suspend is reported.
+    await until("2 guest states kept", async () => (await db.guestState.count({ where: { vmId } })) === 2);
     await request(vmId, "deleted");
     await vmIn(vmId, "deleted");
     await until("the states gone", async () => !existsSync(join(folderStorage, "guest-states", vmId)) && (await db.guestState.count({ where: { vmId } })) === 0);
-    await stopWorkerProcess("fa");
-    await stopWorkerProcess("fb");
   });
 });
 
@@ -345,6 +347,8 @@ describe("resume anywhere, S3 driver (s3rver)", () => {
   let states: GuestStateStore;
 
   it("suspends on one worker and resumes on the other: counter, uptime and disk file carry on", async () => {
+    await stopWorkerProcess("fa");
+    await stopWorkerProcess("fb");
     s3 = await startS3TestServer();
     bucket = await s3.createBucket();
     storage = {

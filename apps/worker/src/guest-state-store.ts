@@ -20,7 +20,14 @@ export interface GuestStates {
 
 /** Open the cluster's guest state store (validated config, cluster secret and id). */
 export async function openGuestStates(options: { storage: StoreConfig; secret: string; clusterId: string; keep: number }): Promise<GuestStates> {
-  const store = new GuestStateStore({ store: await openObjectStore(options.storage), secret: options.secret, clusterId: options.clusterId });
+  const store = new GuestStateStore({
+    store: await openObjectStore(options.storage),
+    secret: options.secret,
+    clusterId: options.clusterId,
+    // The S3 driver's multipart part size: each part of a guest state is then one PUT, and
+    // the next part fills while the previous one uploads.
+    partSizeBytes: 8 * 1024 * 1024,
+  });
   return { store, keep: options.keep };
 }
 
@@ -47,18 +54,8 @@ export async function discardStaging(vmDir: string): Promise<void> {
   await rm(stagingDir(vmDir), { recursive: true, force: true });
 }
 
-/**
- * Record a committed guest state: its GuestState row and the vm's guestStateId, in one
- * transaction, then keep only the newest `keep` (rows and storage).
- */
-export async function recordGuestState(
-  db: Db,
-  states: GuestStates,
-  summary: GuestStateSummary,
-  engine: GuestStateManifest,
-  workerId: string,
-  log: Logger,
-): Promise<void> {
+/** Record a committed guest state: its GuestState row and the vm's guestStateId, in one transaction. */
+export async function recordGuestState(db: Db, summary: GuestStateSummary, engine: GuestStateManifest, workerId: string): Promise<void> {
   await db.$transaction([
     db.guestState.create({
       data: {
@@ -76,12 +73,15 @@ export async function recordGuestState(
     }),
     db.vm.update({ where: { id: summary.vmId }, data: { guestStateId: summary.stateId } }),
   ]);
+}
+
+/** Keep only the vm's newest `keep` guest states (storage and rows); a failure only keeps more. */
+export async function pruneGuestStates(db: Db, states: GuestStates, vmId: string, log: Logger): Promise<void> {
   try {
-    const pruned = await states.store.prune(summary.vmId, states.keep);
+    const pruned = await states.store.prune(vmId, states.keep);
     if (pruned.length > 0) await db.guestState.deleteMany({ where: { id: { in: pruned } } });
   } catch (error) {
-    // The new state is committed and recorded; old ones are only kept longer than asked.
-    log.warn({ err: error, vmId: summary.vmId }, "pruning old guest states failed; the next suspend or sweep retries");
+    log.warn({ err: error, vmId }, "pruning old guest states failed; the next suspend retries");
   }
 }
 

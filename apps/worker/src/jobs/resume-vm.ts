@@ -78,23 +78,28 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
   await ctx.report(hosted, vm.state === "running" ? "running" : "resuming");
 }
 
-/** Copy streams of a verified guest state into files, reporting bytes done of the total. */
+/** Copy streams of a verified guest state into files (side by side), reporting bytes done of the total. */
 async function fetchVerified(ctx: WorkerContext, hosted: HostedVm, reader: GuestStateReader, wanted: Array<{ stream: string; file: string }>): Promise<void> {
   const total = wanted.reduce((sum, want) => sum + (reader.streams.find((s) => s.name === want.stream)?.bytes ?? 0), 0);
   let done = 0;
   let lastReport = 0;
-  for (const want of wanted) {
-    const counter = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        done += chunk.length;
-        // One report per 8 MiB is plenty for a progress bar and keeps the event queue light.
-        if (done - lastReport >= 8 * 1024 * 1024 || done === total) {
-          lastReport = done;
-          void ctx.report(hosted, "resuming", { progress: { done, total } });
-        }
-        callback(null, chunk);
-      },
-    });
-    await pipeline(reader.stream(want.stream), counter, createWriteStream(want.file));
-  }
+  // Settled, not raced: the staging folder is removed on failure only after every copy stopped.
+  const copies = await Promise.allSettled(
+    wanted.map(async (want) => {
+      const counter = new Transform({
+        transform(chunk: Buffer, _encoding, callback) {
+          done += chunk.length;
+          // One report per 8 MiB is plenty for a progress bar and keeps the event queue light.
+          if (done - lastReport >= 8 * 1024 * 1024 || done === total) {
+            lastReport = done;
+            void ctx.report(hosted, "resuming", { progress: { done, total } });
+          }
+          callback(null, chunk);
+        },
+      });
+      await pipeline(reader.stream(want.stream), counter, createWriteStream(want.file));
+    }),
+  );
+  const failed = copies.find((copy) => copy.status === "rejected");
+  if (failed) throw failed.reason;
 }

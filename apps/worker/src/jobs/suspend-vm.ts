@@ -21,7 +21,7 @@ import type { GuestStateManifest, Vm } from "@ferry/engine";
 import type { GuestStateProgress } from "@ferry/storage";
 
 import { type HostedVm, WorkerContext } from "../context.ts";
-import { type GuestStateMetadata, diskStreamName, discardStaging, recordGuestState, stagingDir, tee } from "../guest-state-store.ts";
+import { type GuestStateMetadata, diskStreamName, discardStaging, pruneGuestStates, recordGuestState, stagingDir, tee } from "../guest-state-store.ts";
 
 const mebibyte = 1024 * 1024;
 
@@ -111,7 +111,7 @@ async function suspend(ctx: WorkerContext, hosted: HostedVm, vm: Vm): Promise<vo
     }
     const metadata: GuestStateMetadata = { engine: engineManifest, disks };
     const summary = await writer.commit(metadata);
-    await recordGuestState(db, guestStates, summary, engineManifest, ctx.workerId, log);
+    await recordGuestState(db, summary, engineManifest, ctx.workerId);
   } catch (error) {
     await writer.abort().catch((abortError: unknown) => log.warn({ err: abortError, vmId: hosted.vmId }, "removing the parts of a failed suspend failed"));
     await carryOn(ctx, hosted, localCopy, engineManifest, `suspend failed: ${(error as Error).message}`);
@@ -125,6 +125,8 @@ async function suspend(ctx: WorkerContext, hosted: HostedVm, vm: Vm): Promise<vo
   await rm(hosted.dir, { recursive: true, force: true });
   ctx.vms.delete(hosted.vmId);
   await ctx.report(hosted, "suspended");
+  // After the report: older states are not what the person waits for.
+  await pruneGuestStates(db, guestStates, hosted.vmId, log);
 }
 
 /**

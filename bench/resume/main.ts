@@ -1,0 +1,273 @@
+// bench/resume: suspend and resume through the API, end to end, with guest states in object
+// storage, beside raw QEMU saving the same guest to a local file and restoring it, in the
+// same run. For 256 MiB and 1 GiB tiny TCG guests, with the folder driver and the S3 driver
+// (s3rver on loopback). Each figure is the median of BENCH_RUNS (≥ 5) runs:
+//
+// - suspend: POST /vms/{id}/suspend → GET says `suspended` (the state is committed first);
+// - resume: POST /vms/{id}/resume → GET says `running` (on whichever worker placement chose);
+// - stored bytes: the newest guest state's size (GET /vms/{id}/guest-states);
+// - raw: `stop` + `migrate exec:zstd -1 > file` until zstd exits; QEMU started with
+//   `-incoming exec:zstd -dc file` until `cont`.
+//
+// Targets for 256 MiB with S3: suspend ≤ 1 s and resume ≤ 1 s, each ≤ 3× raw. Prints JSON.
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+
+import { type VmSpec, loadImage, specForVm, toQemuArgv } from "@ferry/engine";
+import { startS3TestServer } from "@ferry/storage/testing";
+
+import { type FerryCluster, median, round, startFerryCluster } from "../lib/ferry-cluster.ts";
+
+const runs = Math.max(5, Number(process.env.BENCH_RUNS ?? 5));
+const sizes = [256, 1024];
+const imagesDir = process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images";
+const root = mkdtempSync(path.join(os.tmpdir(), "ferry-bench-resume-"));
+const image = await loadImage(imagesDir, "tiny");
+const now = () => performance.now();
+
+interface ApiVm {
+  id: string;
+  state: string;
+  stateReason: string | null;
+  workerId: string | null;
+}
+
+// ── Through the API ─────────────────────────────────────────────────────────────────────
+
+async function waitFor(cluster: FerryCluster, id: string, state: string, timeoutMs = 120_000): Promise<ApiVm> {
+  const started = now();
+  for (;;) {
+    const { body } = await cluster.api<ApiVm>("GET", `/vms/${id}`);
+    if (body.state === state) return body;
+    if (body.state === "failed") throw new Error(`vm ${id} failed: ${body.stateReason}`);
+    if (now() - started > timeoutMs) throw new Error(`vm ${id} not ${state} after ${timeoutMs} ms (${body.state}: ${body.stateReason})`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+async function call(cluster: FerryCluster, method: string, route: string, body?: unknown): Promise<void> {
+  const { status, body: answer } = await cluster.api(method, route, body);
+  if (status >= 300) throw new Error(`${method} ${route} answered ${status}: ${JSON.stringify(answer)}`);
+}
+
+async function platformSeries(cluster: FerryCluster, memoryMiB: number) {
+  const created = await cluster.api<ApiVm>("POST", "/vms", { name: `bench-resume-${memoryMiB}`, image: "tiny", vcpus: 1, memoryMiB });
+  if (created.status !== 201) throw new Error(`create answered ${created.status}: ${JSON.stringify(created.body)}`);
+  const id = created.body.id;
+  await waitFor(cluster, id, "running");
+  // Let the guest settle past its boot (its disk mounted, the ticks going).
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  const suspendMs: number[] = [];
+  const resumeMs: number[] = [];
+  const storedBytes: number[] = [];
+  const workers: string[] = [];
+  for (let i = 0; i < runs; i += 1) {
+    let t = now();
+    await call(cluster, "POST", `/vms/${id}/suspend`);
+    await waitFor(cluster, id, "suspended");
+    suspendMs.push(now() - t);
+    const states = await cluster.api<{ items: Array<{ storedBytes: number; current: boolean }> }>("GET", `/vms/${id}/guest-states`);
+    storedBytes.push(states.body.items.find((s) => s.current)?.storedBytes ?? 0);
+    t = now();
+    await call(cluster, "POST", `/vms/${id}/resume`);
+    const running = await waitFor(cluster, id, "running");
+    resumeMs.push(now() - t);
+    workers.push(running.workerId ?? "?");
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+  await call(cluster, "DELETE", `/vms/${id}`);
+  await waitFor(cluster, id, "deleted").catch(() => undefined);
+  return { suspendMs, resumeMs, storedBytes, resumedOn: workers };
+}
+
+// ── Raw QEMU to a local file ────────────────────────────────────────────────────────────
+
+interface RawQemu {
+  child: ChildProcess;
+  cmd: (execute: string, args?: Record<string, unknown>) => Promise<unknown>;
+  event: (name: string, match?: (data: { status?: string }) => boolean) => Promise<unknown>;
+  close: () => Promise<void>;
+}
+
+async function rawQemu(spec: VmSpec, incoming?: string): Promise<RawQemu> {
+  const dir = path.join(root, "raw", `${spec.id}-${Date.now()}`);
+  mkdirSync(dir, { recursive: true });
+  const qmpSocket = path.join(dir, "qmp.sock");
+  // The migration defaults the engine uses: MIGRATION events on, no 128 MiB/s cap.
+  const argv = [
+    ...toQemuArgv(spec, { accelerator: "tcg", qmpSocket, pidFile: path.join(dir, "qemu.pid"), ...(incoming ? { incoming } : {}) }),
+    ...["-global", "migration.x-events=on", "-global", `migration.x-max-bandwidth=${2 ** 40}`],
+  ];
+  const child = spawn("qemu-system-x86_64", argv, { stdio: "ignore" });
+  let socket: net.Socket | undefined;
+  while (!socket) {
+    socket = await new Promise<net.Socket | undefined>((resolve) => {
+      const c = net.createConnection(qmpSocket, () => resolve(c));
+      c.once("error", () => setTimeout(() => resolve(undefined), 5));
+    });
+  }
+  type Message = { QMP?: unknown; return?: unknown; error?: { desc: string }; event?: string; data?: { status?: string } };
+  const waiting: Array<(msg: Message) => boolean> = [];
+  let buffer = "";
+  socket.setEncoding("utf8");
+  socket.on("data", (chunk: string) => {
+    buffer += chunk;
+    let i: number;
+    while ((i = buffer.indexOf("\n")) >= 0) {
+      const msg = JSON.parse(buffer.slice(0, i)) as Message;
+      buffer = buffer.slice(i + 1);
+      const index = waiting.findIndex((w) => w(msg));
+      if (index >= 0) waiting.splice(index, 1);
+    }
+  });
+  const next = (pred: (msg: Message) => boolean) => new Promise<Message>((resolve) => waiting.push((msg) => (pred(msg) ? (resolve(msg), true) : false)));
+  await next((m) => "QMP" in m);
+  const cmd = async (execute: string, args?: Record<string, unknown>) => {
+    const reply = next((m) => "return" in m || "error" in m);
+    socket!.write(`${JSON.stringify(args ? { execute, arguments: args } : { execute })}\n`);
+    const msg = await reply;
+    if (msg.error) throw new Error(`${execute}: ${msg.error.desc}`);
+    return msg.return;
+  };
+  await cmd("qmp_capabilities");
+  return {
+    child,
+    cmd,
+    event: (name, match = () => true) => next((m) => m.event === name && match(m.data ?? {})),
+    close: async () => {
+      socket!.destroy();
+      child.kill("SIGKILL");
+      if (child.exitCode === null && child.signalCode === null) await once(child, "exit");
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function childrenOf(pid: number): number[] {
+  return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+async function gone(pid: number): Promise<void> {
+  for (;;) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) return;
+    } catch {
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
+async function rawSeries(memoryMiB: number) {
+  const spec: VmSpec = {
+    ...specForVm({ id: `bench-raw-${memoryMiB}`, vcpus: 1, memoryMiB, profile: "standard", cpuModel: "qemu64", image, vmDir: path.join(root, `raw-${memoryMiB}`) }),
+    nics: [],
+    display: null,
+  };
+  mkdirSync(path.dirname(spec.disks[0]!.overlay), { recursive: true });
+  const { execFileSync } = await import("node:child_process");
+  execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", spec.disks[0]!.base, "-F", "qcow2", spec.disks[0]!.overlay]);
+  let q = await rawQemu(spec);
+  // Boot and settle like the platform's guest.
+  await new Promise((resolve) => setTimeout(resolve, 6000));
+  const saveMs: number[] = [];
+  const restoreMs: number[] = [];
+  const bytes: number[] = [];
+  for (let i = 0; i < runs; i += 1) {
+    const file = path.join(root, `raw-${memoryMiB}-${i}.zst`);
+    let t = now();
+    await q.cmd("stop");
+    const done = q.event("MIGRATION", (d) => d.status === "completed" || d.status === "failed");
+    await q.cmd("migrate", { uri: `exec:zstd -1 -T2 -q > ${file}` });
+    const compressor = childrenOf(q.child.pid!);
+    await done;
+    await Promise.all(compressor.map(gone));
+    saveMs.push(now() - t);
+    bytes.push(statSync(file).size);
+    await q.close();
+    t = now();
+    q = await rawQemu(spec, `exec:zstd -dc ${file}`);
+    const loaded = q.event("MIGRATION", (d) => d.status === "completed");
+    if (((await q.cmd("query-migrate")) as { status?: string }).status !== "completed") await loaded;
+    await q.cmd("cont");
+    restoreMs.push(now() - t);
+    rmSync(file);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+  await q.close();
+  return { saveMs, restoreMs, bytes };
+}
+
+// ── Run ─────────────────────────────────────────────────────────────────────────────────
+
+const summary = (xs: number[]) => ({ median: round(median(xs)), samples: xs.map((x) => round(x)) });
+const ratio = (a: number, b: number) => (b > 0 ? round(a / b, 2) : null);
+
+async function driverRun(driver: "folder" | "s3") {
+  const s3 = driver === "s3" ? await startS3TestServer() : undefined;
+  const env: Record<string, string> = s3
+    ? {
+        FERRY_STORAGE_DRIVER: "s3",
+        FERRY_S3_ENDPOINT: s3.endpoint,
+        FERRY_S3_BUCKET: await s3.createBucket(),
+        FERRY_S3_ACCESS_KEY_ID: s3.credentials.accessKeyId,
+        FERRY_S3_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+        FERRY_S3_FORCE_PATH_STYLE: "true",
+      }
+    : { FERRY_STORAGE_DRIVER: "folder" };
+  const cluster = await startFerryCluster(env);
+  const results: Record<string, unknown> = {};
+  try {
+    for (const memoryMiB of sizes) {
+      const raw = await rawSeries(memoryMiB);
+      const platform = await platformSeries(cluster, memoryMiB);
+      results[`${memoryMiB}MiB`] = {
+        suspendMs: summary(platform.suspendMs),
+        resumeMs: summary(platform.resumeMs),
+        storedBytes: median(platform.storedBytes),
+        resumedOn: platform.resumedOn,
+        raw: { saveMs: summary(raw.saveMs), restoreMs: summary(raw.restoreMs), bytes: median(raw.bytes) },
+        vsRaw: {
+          suspend: ratio(median(platform.suspendMs), median(raw.saveMs)),
+          resume: ratio(median(platform.resumeMs), median(raw.restoreMs)),
+        },
+      };
+    }
+  } finally {
+    await cluster.stop();
+    await s3?.close();
+  }
+  return results;
+}
+
+try {
+  const folder = await driverRun("folder");
+  const s3 = await driverRun("s3");
+  const s3Small = s3["256MiB"] as { suspendMs: { median: number }; resumeMs: { median: number }; vsRaw: { suspend: number; resume: number } };
+  console.log(
+    JSON.stringify(
+      {
+        bench: "resume",
+        runs,
+        guest: "tiny, 1 vCPU, TCG; suspend = API call → suspended (committed), resume = API call → running",
+        folder,
+        s3,
+        targets: {
+          "256MiB s3 suspend ≤ 1000 ms": s3Small.suspendMs.median <= 1000,
+          "256MiB s3 resume ≤ 1000 ms": s3Small.resumeMs.median <= 1000,
+          "256MiB s3 suspend ≤ 3× raw": s3Small.vsRaw.suspend <= 3,
+          "256MiB s3 resume ≤ 3× raw": s3Small.vsRaw.resume <= 3,
+        },
+      },
+      null,
+      2,
+    ),
+  );
+} finally {
+  rmSync(root, { recursive: true, force: true });
+}
