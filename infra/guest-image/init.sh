@@ -10,6 +10,30 @@ mount -t devtmpfs dev /dev
 # Drivers for every device a Ferry hardware profile presents, in dependency order.
 while read -r m; do insmod "/lib/modules/$m.ko" 2>/dev/null; done < /etc/modules
 
+# The power button: acpid reads the button's evdev device and runs /etc/acpi/PWRF/00000080
+# on a press, which powers the guest off. acpid opens /dev/input/event0, event1, … up to the
+# first missing one, and devtmpfs creates those nodes asynchronously: wait for the node of
+# every input device sysfs lists. A press before acpid holds the button is lost, and a vm may
+# be stopped the moment it prints its boot marker: so the marker waits for acpid too.
+mkdir -p /var/run
+events=0
+for i in $(seq 200); do
+  events=0
+  ready=1
+  for e in /sys/class/input/event*; do
+    events=$((events + 1))
+    [ -e "/dev/input/${e##*/}" ] || ready=""
+  done
+  [ -n "$ready" ] && break
+  sleep 0.01
+done
+acpid -f -c /etc/acpi -l /dev/null &
+acpid_pid=$!
+for i in $(seq 200); do
+  [ "$(ls -l /proc/$acpid_pid/fd 2>/dev/null | grep -c /dev/input/event)" -ge "$events" ] && break
+  sleep 0.01
+done
+
 serial=/dev/ttyS0
 echo "FERRY-BOOT-OK kernel=$(uname -r)" > $serial
 
@@ -28,11 +52,6 @@ fi
 ( while read -r m; do insmod "/lib/modules/$m.ko" 2>/dev/null; done < /etc/modules.display ) &
 
 [ -e /dev/lp0 ] && echo "FERRY-PARALLEL-OK" > /dev/lp0 &
-
-# The power button: acpid (reading the button's evdev device, loaded from /etc/modules) runs
-# /etc/acpi/PWRF/00000080 on a press, which powers the guest off.
-mkdir -p /var/run
-acpid -c /etc/acpi -l /dev/null
 
 hostname ferry-tiny
 printf 'clear\ncat /etc/banner\n' > /etc/profile

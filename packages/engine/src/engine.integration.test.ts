@@ -155,9 +155,8 @@ describe("Engine with real QEMU", () => {
 
   it("stop presses the ACPI power button and the guest powers itself off, long before the grace runs out", async () => {
     const spec = newSpec();
+    // Stopped the moment it is running: the guest prints its boot marker once acpid listens.
     const vm = await bootedVm(spec);
-    // The guest starts acpid before its first tick.
-    await vm.waitForSerial(/ferry-tick 0 /, { timeoutMs: 30_000 });
     const started = performance.now();
     const outcome = await vm.stop({ graceMs: 10_000 });
     const elapsedMs = performance.now() - started;
@@ -194,7 +193,7 @@ describe("Engine with real QEMU", () => {
     expect(manifest.streamBytes).toBe(statSync(stateFile).size);
     await vm.stop({ graceMs: 0 });
 
-    const restored = await engine.restore(spec, createReadStream(stateFile), manifest);
+    const restored = await engine.restore(spec, { file: stateFile }, manifest);
     expect(restored.state).toBe("running");
     expect(restored.pid).not.toBe(firstPid);
     const after = await restored.waitForSerial(tickLine, { timeoutMs: 10_000 });
@@ -261,6 +260,35 @@ describe("Engine with real QEMU", () => {
       const vm = await bootedVm(spec);
       manifest = await saveToFile(vm, stateFile);
       await vm.stop({ graceMs: 0 });
+    });
+
+    it("the intact state restores from a stream as well as from a file", async () => {
+      const vm = await engine.restore(spec, createReadStream(stateFile), manifest);
+      expect(vm.state).toBe("running");
+      await vm.waitForSerial(tickLine, { timeoutMs: 10_000 });
+    });
+
+    it("a truncated or altered file: state_corrupt before QEMU reads it, and no QEMU left behind", async () => {
+      const whole = readFileSync(stateFile);
+      const truncatedFile = path.join(suiteDir, `${spec.id}.truncated.zst`);
+      writeFileSync(truncatedFile, whole.subarray(0, Math.floor(whole.length / 2)));
+      const truncated = await expectEngineError(engine.restore(spec, { file: truncatedFile }, manifest), "state_corrupt");
+      expect(truncated.message).toContain("truncated");
+      const flippedFile = path.join(suiteDir, `${spec.id}.flipped.zst`);
+      const flipped = Buffer.from(whole);
+      flipped[flipped.length - 1] = flipped[flipped.length - 1]! ^ 0xff;
+      writeFileSync(flippedFile, flipped);
+      const altered = await expectEngineError(engine.restore(spec, { file: flippedFile }, manifest), "state_corrupt");
+      expect(altered.message).toContain("sha256");
+      expect(engine.vms).toEqual([]);
+      expect(qemuProcessesMentioning(`guest=${spec.id},`)).toEqual([]);
+    });
+
+    it("a missing file: restore_failed naming it, before any QEMU starts", async () => {
+      const missing = path.join(suiteDir, "no-such-state.zst");
+      const error = await expectEngineError(engine.restore(spec, { file: missing }, manifest), "restore_failed");
+      expect(error.message).toContain(missing);
+      expect(engine.vms).toEqual([]);
     });
 
     it("truncated: state_corrupt, and no QEMU left behind", async () => {

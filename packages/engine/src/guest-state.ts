@@ -119,6 +119,38 @@ export function assertGuestStateMatches(vmId: string, manifest: GuestStateManife
   );
 }
 
+/**
+ * Where a guest state's compressed stream comes from: any readable stream, or a local file.
+ * A file is read by zstd directly and hashed beside it, so it is verified before QEMU sees a
+ * byte and never passes through Node on its way to QEMU; it must not change during the restore.
+ */
+export type GuestStateSource = NodeJS.ReadableStream | { file: string };
+
+export function isGuestStateFile(source: GuestStateSource): source is { file: string } {
+  return typeof (source as { file?: unknown }).file === "string";
+}
+
+/** The length and sha256 of a file, read in 1 MiB chunks. */
+export async function digestFile(file: string): Promise<{ bytes: number; sha256: string }> {
+  const digest = new DigestStream();
+  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) digest.update(chunk as Buffer);
+  return { bytes: digest.bytes, sha256: digest.digest() };
+}
+
+/** How a stream differs from what its manifest recorded, or undefined if it does not. */
+export function streamCorruption(
+  actual: { bytes: number; sha256: string },
+  expected: { sha256: string; streamBytes: number },
+): string | undefined {
+  if (actual.bytes !== expected.streamBytes) {
+    return `the stream has ${actual.bytes} bytes but the manifest says ${expected.streamBytes} (truncated or padded)`;
+  }
+  if (actual.sha256 !== expected.sha256) {
+    return `the stream's sha256 is ${actual.sha256} but the manifest says ${expected.sha256}`;
+  }
+  return undefined;
+}
+
 /** A pass-through stream that counts bytes and hashes them with sha256 as they flow. */
 export class DigestStream extends Transform {
   bytes = 0;

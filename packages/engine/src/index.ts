@@ -21,6 +21,7 @@ export {
   guestStateDifferences,
   type GuestStateManifest,
   type GuestStateIdentity,
+  type GuestStateSource,
 } from "./guest-state.ts";
 export { probeAccelerator, type AcceleratorVerdict, type ProbeOptions } from "./accel-probe.ts";
 export {

@@ -15,7 +15,15 @@ import path from "node:path";
 import type { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { EngineError } from "./errors.ts";
-import { DigestStream, type GuestStateManifest, guestStateIdentity } from "./guest-state.ts";
+import {
+  DigestStream,
+  digestFile,
+  type GuestStateManifest,
+  type GuestStateSource,
+  guestStateIdentity,
+  isGuestStateFile,
+  streamCorruption,
+} from "./guest-state.ts";
 import { assertTransition, type VmLifecycleState } from "./lifecycle.ts";
 import { toQemuArgv } from "./qemu-argv.ts";
 import { QmpClient } from "./qmp-client.ts";
@@ -84,14 +92,19 @@ export interface VmHost {
 // QEMU's default migration bandwidth is 128 MiB/s even for a stopped guest (QEMU-NOTES);
 // 1 TiB/s means "as fast as the stream is read".
 const unlimitedBandwidth = 2 ** 40;
-// Set on QEMU's command line rather than over QMP: MIGRATION events must be on before a
-// restore's stream starts loading, which happens before QMP is even connected, and every save
-// would otherwise begin with a round trip to lift the bandwidth cap. These are properties of
-// QEMU's migration object (x- marks them as not a stable interface; QEMU is pinned to 7.2
-// with every guest state, see guest-state.ts).
+// Set on QEMU's command line rather than over QMP, which saves every launch and every save a
+// round trip. These are properties of QEMU's migration object (x- marks them as not a stable
+// interface; a guest state records the QEMU version it needs, see guest-state.ts).
 const migrationDefaults = ["-global", "migration.x-events=on", "-global", `migration.x-max-bandwidth=${unlimitedBandwidth}`];
-// A restoring QEMU reads the migration stream from this inherited descriptor (-incoming fd:3).
+// A restoring QEMU reads the migration stream from this inherited descriptor (migrate-incoming fd:3).
 const stateInputFd = 3;
+
+/** A restore under way: its source, the zstd writing into QEMU's fd 3, and a file's digest. */
+interface PendingRestore {
+  source: GuestStateSource;
+  zstd: ChildProcess;
+  fileDigest?: Promise<{ bytes: number; sha256: string }>;
+}
 const stderrTailLines = 20;
 const qmpConnectTimeoutMs = 10_000;
 
@@ -125,8 +138,7 @@ export class Vm extends EventEmitter {
   #serialWatches = new Set<() => void>();
   #maxBandwidth = unlimitedBandwidth;
   #guestPoweredOff = false;
-  /** The zstd that decompresses a guest state into QEMU's fd 3; only on a vm launched to restore. */
-  #stateDecompressor: ChildProcess | undefined;
+  #restore: PendingRestore | undefined;
 
   private constructor(host: VmHost, spec: VmSpec, child: ChildProcess, processDir: string, serialOffset: number) {
     super();
@@ -162,10 +174,14 @@ export class Vm extends EventEmitter {
 
   /**
    * Spawns QEMU for `spec` and connects QMP; the vm is in `creating` when this resolves.
-   * `restore: true` starts QEMU loading a guest state from a zstd it is piped to (feed it with
-   * loadState); `incoming` is any other -incoming value ("defer" for a live migration).
+   * `restore` readies QEMU to load that guest state (zstd started, a file's digest begun; call
+   * loadState with it); `incoming` is an -incoming value ("defer" for a live migration).
    */
-  static async launch(host: VmHost, spec: VmSpec, launch: { incoming?: string; restore?: boolean }): Promise<Vm> {
+  static async launch(
+    host: VmHost,
+    spec: VmSpec,
+    launch: { incoming?: string; restore?: GuestStateSource },
+  ): Promise<Vm> {
     const processDir = path.join(host.runDir, `${spec.id}-${process.pid}-${Date.now().toString(36)}`);
     mkdirSync(processDir, { recursive: true });
     const qmpSocket = path.join(processDir, "qmp.sock");
@@ -176,7 +192,7 @@ export class Vm extends EventEmitter {
         accelerator: host.accelerator,
         qmpSocket,
         pidFile,
-        ...(launch.restore ? { incoming: `fd:${stateInputFd}` } : launch.incoming === undefined ? {} : { incoming: launch.incoming }),
+        ...(launch.restore ? { incoming: "defer" } : launch.incoming === undefined ? {} : { incoming: launch.incoming }),
         ...(host.tcgTranslationCacheMiB === undefined ? {} : { tcgTranslationCacheMiB: host.tcgTranslationCacheMiB }),
       });
     } catch (error) {
@@ -190,6 +206,19 @@ export class Vm extends EventEmitter {
     const serialFd = openSync(spec.serial.logFile, "a");
     const serialOffset = fstatSync(serialFd).size;
     closeSync(serialFd);
+    let stateFileFd: number | undefined;
+    if (launch.restore && isGuestStateFile(launch.restore)) {
+      try {
+        stateFileFd = openSync(launch.restore.file, "r");
+      } catch (error) {
+        rmSync(processDir, { recursive: true, force: true });
+        throw new EngineError(
+          "restore_failed",
+          `cannot read vm ${spec.id}'s guest state file ${launch.restore.file} (${(error as NodeJS.ErrnoException).code}). Fetch the guest state first.`,
+          { vmId: spec.id },
+        );
+      }
+    }
 
     const child = spawn(host.setprivBinary, ["--pdeathsig", "SIGKILL", "--", host.qemuBinary, ...argv, ...migrationDefaults], {
       // fd 3 (a socket pair) carries a restore's migration stream into QEMU.
@@ -201,17 +230,25 @@ export class Vm extends EventEmitter {
       child.once("error", (error) => resolve(error));
     });
     if (spawned) {
+      if (stateFileFd !== undefined) closeSync(stateFileFd);
       rmSync(processDir, { recursive: true, force: true });
       throw new EngineError("qemu_not_found", `cannot start ${host.setprivBinary} for QEMU: ${spawned.message}. Install util-linux and qemu-system-x86.`);
     }
     vm.#expectExit = true;
     if (launch.restore) {
-      // zstd starts while QEMU initialises and writes straight into QEMU's end of the pair,
-      // so the uncompressed stream never passes through Node and QEMU loads as soon as it can.
+      // zstd starts while QEMU initialises and writes into QEMU's end of the pair (QEMU reads
+      // it once loadState says so), so the uncompressed stream never passes through Node. A
+      // file is hashed meanwhile: by the time QMP is up it is usually verified.
       const stateInput = child.stdio[stateInputFd] as net.Socket;
-      vm.#stateDecompressor = spawn(host.zstdBinary, ["-d", "-q", "-c"], { stdio: ["pipe", stateInput, "ignore"] });
-      vm.#stateDecompressor.once("error", () => undefined);
+      const zstd = spawn(host.zstdBinary, ["-d", "-q", "-c"], { stdio: [stateFileFd ?? "pipe", stateInput, "ignore"] });
+      zstd.once("error", () => undefined);
       stateInput.destroy();
+      if (stateFileFd !== undefined) closeSync(stateFileFd);
+      vm.#restore = {
+        source: launch.restore,
+        zstd,
+        ...(isGuestStateFile(launch.restore) ? { fileDigest: handled(digestFile(launch.restore.file)) } : {}),
+      };
     }
     try {
       vm.#qmp = await vm.#connectQmp(qmpSocket);
@@ -322,7 +359,7 @@ export class Vm extends EventEmitter {
 
   #onExit(code: number | null, signal: NodeJS.Signals | null): void {
     for (const stopWatching of this.#serialWatches) stopWatching();
-    this.#stateDecompressor?.kill("SIGKILL");
+    this.#restore?.zstd.kill("SIGKILL");
     void this.#qmp?.close();
     rmSync(this.#processDir, { recursive: true, force: true });
     if (this.spec.display && this.#vncSocketInode !== undefined) {
@@ -598,49 +635,51 @@ export class Vm extends EventEmitter {
   }
 
   /**
-   * Feeds a guest state into this QEMU, launched with `restore: true`, and resumes it.
-   * `source` is the zstd-compressed stream; its sha256 and length are checked as it passes,
-   * and the guest runs only if both match the manifest.
+   * Loads the guest state this QEMU was launched to restore and resumes it. A file is verified
+   * (length and sha256 against the manifest) before QEMU reads a byte; a stream is verified as
+   * it passes, and the guest runs only if it matched.
    */
   async loadState(
-    source: NodeJS.ReadableStream,
+    source: GuestStateSource,
     expected: { sha256: string; streamBytes: number },
     options: { timeoutMs?: number } = {},
   ): Promise<void> {
-    const zstd = this.#stateDecompressor;
-    if (!zstd?.stdin) {
+    const restore = this.#restore;
+    if (!restore || restore.source !== source) {
       throw new EngineError(
         "restore_failed",
-        `vm ${this.id}'s QEMU was not launched to load a guest state. Restore through Engine.restore, which launches it so.`,
+        `vm ${this.id}'s QEMU was not launched to load this guest state. Restore through Engine.restore, which launches it so.`,
         { vmId: this.id },
       );
     }
     this.#setState("resuming", "resume");
     const qmp = this.#qmpClient;
     const timeoutMs = options.timeoutMs ?? 600_000;
-    // The stream's integrity is judged by its sha256, not by zstd's exit: zstd also fails
-    // when QEMU gives up reading, and that is a restore failure, not a corrupt state.
-    const digest = new DigestStream();
     let corrupt: string | undefined;
     try {
       const finished = handled(qmp.waitForEvent("MIGRATION", { timeoutMs, filter: terminalMigrationStatus }));
-      await feed(source, digest, zstd.stdin);
-      const sha256 = digest.digest();
-      if (digest.bytes !== expected.streamBytes) {
-        corrupt = `the stream has ${digest.bytes} bytes but the manifest says ${expected.streamBytes} (truncated or padded)`;
-      } else if (sha256 !== expected.sha256) {
-        corrupt = `the stream's sha256 is ${sha256} but the manifest says ${expected.sha256}`;
+      if (restore.fileDigest) {
+        corrupt = streamCorruption(await restore.fileDigest, expected);
+        if (corrupt) throw new EngineError("state_corrupt", corrupt);
+        await qmp.execute("migrate-incoming", { uri: `fd:${stateInputFd}` });
+      } else {
+        await qmp.execute("migrate-incoming", { uri: `fd:${stateInputFd}` });
+        // The stream's integrity is judged by its sha256, not by zstd's exit: zstd also fails
+        // when QEMU gives up reading, and that is a restore failure, not a corrupt state.
+        const digest = new DigestStream();
+        await feed(source as NodeJS.ReadableStream, digest, restore.zstd.stdin!);
+        corrupt = streamCorruption({ bytes: digest.bytes, sha256: digest.digest() }, expected);
+        if (corrupt) throw new EngineError("state_corrupt", corrupt);
       }
-      if (corrupt) throw new EngineError("state_corrupt", corrupt);
       const event = await finished;
       if (event.data?.status !== "completed") {
         throw new EngineError("restore_failed", `QEMU could not load the guest state: ${await migrationError(qmp)}`);
       }
-      this.#stateDecompressor = undefined;
+      this.#restore = undefined;
       await qmp.execute("cont");
       this.#setState("running", "resume");
     } catch (error) {
-      zstd.kill("SIGKILL");
+      restore.zstd.kill("SIGKILL");
       const reason = corrupt
         ? `guest state for vm ${this.id} is corrupt: ${corrupt}`
         : `restoring vm ${this.id} failed: ${(error as Error).message}`;
