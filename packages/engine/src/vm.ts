@@ -42,7 +42,7 @@ export interface VmFailure {
  * How Vm.stop ended QEMU: the guest powered itself off on the ACPI button, QEMU quit when told
  * to (after the grace, or at once with graceMs 0), or it had to be killed.
  */
-export type VmStopOutcome = "powered-off" | "quit" | "killed" | "already-stopped";
+export type VmStopOutcome = "powered-off" | "quit" | "killed";
 
 export interface VmStateChange {
   previous: VmLifecycleState;
@@ -122,6 +122,8 @@ export class Vm extends EventEmitter {
   readonly pid: number;
   state: VmLifecycleState = "creating";
   failure: VmFailure | null = null;
+  /** How stop() ended this vm's QEMU; null until it did. */
+  stopOutcome: VmStopOutcome | null = null;
 
   #host: VmHost;
   #process: ChildProcess;
@@ -515,10 +517,10 @@ export class Vm extends EventEmitter {
 
   /**
    * ACPI power button (the guest powers off), then QMP quit after graceMs, then SIGKILL;
-   * ends `stopped` and says which of the three ended QEMU.
+   * ends `stopped`, with stopOutcome saying which of the three ended QEMU.
    */
-  async stop(options: { graceMs?: number } = {}): Promise<VmStopOutcome> {
-    if (this.state === "stopped" || this.state === "failed") return "already-stopped";
+  async stop(options: { graceMs?: number } = {}): Promise<void> {
+    if (this.state === "stopped" || this.state === "failed") return;
     assertTransition(this.id, this.state, "stopped", "stop");
     this.#expectExit = true;
     const graceMs = options.graceMs ?? 10_000;
@@ -535,9 +537,9 @@ export class Vm extends EventEmitter {
     } else if (this.#guestPoweredOff) {
       outcome = "powered-off";
     }
+    this.stopOutcome = outcome;
     this.#host.log?.info({ vmId: this.id, outcome, graceMs }, "how the vm stopped");
     this.#setState("stopped", "stop");
-    return outcome;
   }
 
   /** Hard reset (system_reset); the vm stays up and boots again. */
