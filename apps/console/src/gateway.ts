@@ -216,18 +216,27 @@ export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGat
     while (Date.now() < deadline) {
       const vm = await options.db.vm.findUnique({
         where: { id: session.vmId },
-        select: { state: true, deletedAt: true, workerId: true, worker: { select: { consoleAddress: true } } },
+        select: { state: true, deletedAt: true, workerId: true, targetWorkerId: true, worker: { select: { consoleAddress: true } } },
       });
       if (!vm || vm.deletedAt) return undefined;
       const moved = vm.workerId !== null && vm.workerId !== session.workerId;
+      let destination: { workerId: string; address: string } | undefined;
       if (moved && vm.worker && consoleStates.includes(vm.state as VmState)) {
+        destination = { workerId: vm.workerId!, address: vm.worker.consoleAddress };
+      } else if (!moved && vm.state === "migrating" && vm.targetWorkerId && vm.targetWorkerId !== session.workerId) {
+        // The source QEMU quits once the destination has the guest, a moment before the move
+        // is committed: go to the destination now rather than wait for the commit.
+        const target = await options.db.worker.findUnique({ where: { id: vm.targetWorkerId }, select: { consoleAddress: true } });
+        if (target) destination = { workerId: vm.targetWorkerId, address: target.consoleAddress };
+      }
+      if (destination) {
         try {
           const socket = await dialRelay({
-            address: vm.worker.consoleAddress,
-            ticket: signRelayTicket({ vmId: session.vmId, workerId: vm.workerId!, secret: options.secret }),
+            address: destination.address,
+            ticket: signRelayTicket({ vmId: session.vmId, workerId: destination.workerId, secret: options.secret }),
             timeoutMs: options.relayTimeoutMs ?? 5000,
           });
-          return { socket, workerId: vm.workerId! };
+          return { socket, workerId: destination.workerId };
         } catch (error) {
           lastError = error;
         }
