@@ -7,6 +7,8 @@ export interface RfbSession {
   height: number;
   /** Resolves with the time (performance.now()) the next FramebufferUpdate header arrives. */
   nextUpdate(incremental: boolean): Promise<number>;
+  /** Send a client message as is (e.g. QEMU extended key events). */
+  send(message: Buffer): void;
   close(): void;
 }
 
@@ -124,6 +126,9 @@ export async function openRfbOverWebSocket(url: string, origin: string): Promise
         () => undefined,
       );
       return arrival;
+    },
+    send(message: Buffer): void {
+      socket.send(message);
     },
     close(): void {
       socket.close();
