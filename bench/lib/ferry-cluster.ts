@@ -2,7 +2,7 @@
 // two workers) in a temporary state folder for a benchmark, and talks to its REST API.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -23,6 +23,8 @@ async function freePort(): Promise<number> {
 export interface FerryCluster {
   baseUrl: string;
   token: string;
+  /** The cluster's PostgreSQL, for a benchmark that fills it directly. */
+  databaseUrl: string;
   api<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
   stop(): Promise<void>;
 }
@@ -74,9 +76,15 @@ export async function startFerryCluster(extraEnv: Record<string, string> = {}): 
   launcher.stderr?.resume();
 
   const baseUrl = `http://localhost:${port}`;
+  // The launcher's own PostgreSQL: superuser `ferry` with the password it generated (infra/services.sh).
+  const databaseUrl =
+    extraEnv.FERRY_DATABASE_URL ??
+    process.env.FERRY_DATABASE_URL ??
+    `postgresql://ferry:${readFileSync(join(stateDir, "postgres", "password"), "utf8").trim()}@127.0.0.1:${env.FERRY_POSTGRES_PORT}/ferry`;
   return {
     baseUrl,
     token,
+    databaseUrl,
     async api<T>(method: string, path: string, body?: unknown) {
       const response = await fetch(`${baseUrl}/api/v1${path}`, {
         method,

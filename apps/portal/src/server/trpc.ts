@@ -43,16 +43,23 @@ export async function createPortalContext(services: PortalServices, headers: Hea
   return { services, ip, viewer: { id, email, name, role: role === "admin" ? "admin" : "member" } };
 }
 
+/** How precisely an API token's `lastUsedAt` is kept. */
+const lastUsedResolutionMs = 60_000;
+
 async function viewerFromBearer(services: PortalServices, authorization: string): Promise<Viewer | null> {
   const match = /^Bearer\s+(\S+)$/i.exec(authorization.trim());
   if (!match?.[1]) return null;
   const now = new Date();
   const token = await services.db.apiToken.findUnique({
     where: { tokenHash: apiTokenHash(match[1]) },
-    select: { id: true, revokedAt: true, expiresAt: true, user: { select: { id: true, email: true, name: true, role: true } } },
+    select: { id: true, revokedAt: true, expiresAt: true, lastUsedAt: true, user: { select: { id: true, email: true, name: true, role: true } } },
   });
   if (token === null || token.revokedAt !== null || (token.expiresAt !== null && token.expiresAt <= now)) return null;
-  await services.db.apiToken.update({ where: { id: token.id }, data: { lastUsedAt: now } });
+  // Written at most once a minute per token: a write on every request made all the requests
+  // of one token queue on that row's lock (bench/api: list p99 1.4 s with 50 clients).
+  if (token.lastUsedAt === null || now.getTime() - token.lastUsedAt.getTime() >= lastUsedResolutionMs) {
+    await services.db.apiToken.updateMany({ where: { id: token.id, OR: [{ lastUsedAt: null }, { lastUsedAt: { lt: new Date(now.getTime() - lastUsedResolutionMs) } }] }, data: { lastUsedAt: now } });
+  }
   const { id, email, name, role } = token.user;
   return { id, email, name, role: role === "admin" ? "admin" : "member" };
 }
