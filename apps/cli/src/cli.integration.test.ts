@@ -36,6 +36,30 @@ function ferry(args: string[], extraEnv: Record<string, string> = {}): Promise<R
   });
 }
 
+/** Start `ferry args...`, resolve with its output once `until(stdout)` holds, then interrupt it. */
+function ferryUntil(args: string[], until: (stdout: string) => boolean, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [ferryBin, ...args], { cwd: home, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: home }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    const timer = setTimeout(() => {
+      child.kill("SIGINT");
+      reject(new Error(`ferry ${args.join(" ")} did not print what was awaited within ${timeoutMs} ms; stdout:\n${stdout.slice(-2000)}\nstderr:\n${stderr}`));
+    }, timeoutMs);
+    child.stdout.on("data", (chunk: Buffer) => {
+      stdout += chunk.toString();
+      if (until(stdout)) {
+        clearTimeout(timer);
+        child.kill("SIGINT");
+        resolve(stdout);
+      }
+    });
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  });
+}
+
+const highestTick = (text: string) => Math.max(0, ...[...text.matchAll(/ferry-tick (\d+)/g)].map((m) => Number(m[1])));
+
 beforeAll(async () => {
   home = mkdtempSync(join(tmpdir(), "ferry-cli-home-"));
   cluster = await startFerryCluster();
@@ -136,6 +160,25 @@ describe("ferry", () => {
     const { vmId: logVmId, text } = JSON.parse(json.stdout) as { vmId: string; text: string };
     expect(logVmId).toBe(vmId);
     expect(text.trimEnd().split("\n")).toHaveLength(1);
+  });
+
+  it("follows the console log as the guest writes it", async () => {
+    const now = highestTick((await ferry(["vm", "console-log", name])).stdout);
+    const followed = await ferryUntil(["vm", "console-log", name, "--follow", "--tail", "1"], (stdout) => highestTick(stdout) >= now + 3, 20_000);
+    // The first poll printed the last line; the later ones only what the guest wrote since.
+    const ticks = [...followed.matchAll(/ferry-tick (\d+)/g)].map((m) => Number(m[1]));
+    expect(ticks.length).toBeGreaterThanOrEqual(3);
+    expect(ticks).toEqual([...new Set(ticks)].sort((a, b) => a - b));
+  });
+
+  it("suspends and resumes the vm, waiting for each", async () => {
+    const suspended = await ferry(["vm", "suspend", name, "--json"]);
+    expect(suspended.stderr).toContain(`vm ${name}: suspending`);
+    expect(suspended.code).toBe(0);
+    expect(JSON.parse(suspended.stdout)).toMatchObject({ id: vmId, state: "suspended", operation: null });
+    const resumed = await ferry(["vm", "resume", name]);
+    expect(resumed.stderr).toContain(`vm ${name}: resuming`);
+    expect(resumed).toMatchObject({ code: 0, stdout: expect.stringMatching(new RegExp(`^vm ${name} \\(${vmId}\\) is running on w[12]\n$`)) });
   });
 
   it("stops the vm, and reports the API's refusal of a second stop with exit 1", async () => {

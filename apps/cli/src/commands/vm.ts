@@ -64,7 +64,13 @@ function toWorkerCommand(verb: "resume" | "migrate", summary: string): Command {
       const vm = await api.findVm(context.positionals[0]!);
       const workerId = context.values.worker as string | undefined;
       const updated = await api.request<Vm>("POST", `/vms/${vm.id}/${verb}`, workerId === undefined ? undefined : { workerId });
-      await followUp(context, updated, "running", verb);
+      if (verb === "resume" || !context.wait) return followUp(context, updated, "running", verb);
+      // A live migration that fails leaves the guest running where it was, with the reason.
+      const settled = await waitUntilSettled(api, updated, "running", verb, context.timeoutMs);
+      if (settled.workerId === vm.workerId) {
+        throw new CommandError(`vm ${vm.name} is still running on worker ${vm.workerId}: ${settled.stateReason ?? "the migration did not complete"}`, "migration_failed");
+      }
+      printVm(context, settled, settledSentence(settled));
     },
   };
 }
@@ -200,7 +206,7 @@ export const vmCommands: Command[] = [
  * What `next` adds to `previous`. The portal keeps a bounded log, so old output may have been
  * dropped from the front: then the new part starts after the end of what was shown.
  */
-export function newText(previous: string, next: string): string {
+function newText(previous: string, next: string): string {
   if (next.startsWith(previous)) return next.slice(previous.length);
   const anchor = previous.slice(-256);
   const at = anchor === "" ? -1 : next.lastIndexOf(anchor);

@@ -53,7 +53,7 @@ function errorResponse(status: number, error: ApiError): Response {
 }
 
 /** The largest request body the API reads. */
-export const maxBodyBytes = 1024 * 1024;
+const maxBodyBytes = 1024 * 1024;
 
 /**
  * What trpc-to-openapi does not check itself, refused in the error schema: query names such as
