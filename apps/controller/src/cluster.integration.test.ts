@@ -225,7 +225,8 @@ describe("controller and two workers", () => {
     await until("a few ticks", async () => (ticks(await serialText(first)).length >= 2 ? true : undefined));
     await request(first, "suspended");
     await vmIn(first, "suspended");
-    expect(qemuProcesses(first)).toHaveLength(0);
+    // The paused QEMU is stopped just after the (committed) suspend is reported.
+    await until("QEMU gone", async () => qemuProcesses(first).length === 0, 10_000);
     const before = ticks(await serialText(first));
     const lastTick = before[before.length - 1]!;
     const bootsBefore = (await serialText(first)).split("FERRY-BOOT-OK").length;

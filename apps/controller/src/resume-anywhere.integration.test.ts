@@ -195,9 +195,8 @@ async function suspendHereResumeThere(vmId: string, marker: string) {
   expect(suspended.workerId).toBeNull();
   expect(suspended.guestStateId).not.toBeNull();
   expect(suspended.guestStateId).not.toBe(before.guestStateId);
-  expect(qemuProcesses(vmId)).toHaveLength(0);
-  // The slot is free and nothing of the vm is left on the worker that suspended it.
-  expect(existsSync(join(root, from, "vms", vmId))).toBe(false);
+  // The slot is freed: the paused QEMU and the vm's folder go just after the report.
+  await until("QEMU and folder gone", async () => qemuProcesses(vmId).length === 0 && !existsSync(join(root, from, "vms", vmId)), 10_000);
   const row = await db.guestState.findUniqueOrThrow({ where: { id: suspended.guestStateId! } });
   expect(row).toMatchObject({ vmId, workerId: from, cpuModel: "qemu64", accelerator: "tcg", memoryMiB: 256, vcpus: 1 });
   expect(row.storedBytes).toBeGreaterThan(0n);

@@ -118,6 +118,24 @@ export function startGuestStateSweeper(db: Db, states: GuestStates, options: { i
 }
 
 /**
+ * Reports `state` with progress (bytes done of total) at most every `intervalMs`. Every
+ * report is a database write and a reconcile in the controller: a burst of them would delay
+ * the settled state the person is waiting for.
+ */
+export function progressReporter(
+  report: (progress: { done: number; total: number }) => void,
+  intervalMs = 250,
+): (done: number, total: number) => void {
+  let last = 0;
+  return (done, total) => {
+    const now = Date.now();
+    if (now - last < intervalMs) return;
+    last = now;
+    report({ done: Math.min(done, total), total });
+  };
+}
+
+/**
  * A sink that writes every chunk to each target, at the pace of the slowest, and ends them
  * together: the memory stream goes to storage and to a local copy in one pass.
  */

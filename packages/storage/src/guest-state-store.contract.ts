@@ -90,7 +90,8 @@ export function guestStateStoreContract(open: () => Promise<ObjectStore>): void 
     expect(progress).toEqual([...progress].sort((a, b) => a - b));
     expect(progress.at(-1)).toBe(total);
     expect(furthestAhead).toBeGreaterThan(partSize);
-    expect(furthestAhead).toBeLessThanOrEqual(3 * partSize);
+    // Three parts uploading side by side, one filling, and the chunk in hand.
+    expect(furthestAhead).toBeLessThanOrEqual(5 * partSize);
     await writer.commit({ engine: engineManifest });
     expect((await keys(store, `guest-states/${vmId}/s1/memory/`)).length).toBe(13);
 

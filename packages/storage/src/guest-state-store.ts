@@ -29,6 +29,8 @@ const mebibyte = 1024 * 1024;
 const idPattern = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 const streamNamePattern = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
+const prefetchParts = 3;
+const uploadParts = 3;
 
 const partSchema = z.object({
   index: z.number().int().nonnegative(),
@@ -511,12 +513,13 @@ export class GuestStateWriter {
     let filling: Buffer[] = [];
     let filled = 0;
     let partHash = createHash("sha256");
-    let uploading: Promise<void> | undefined;
+    const uploading = new Set<Promise<void>>();
     let uploadError: { error: unknown } | undefined;
 
-    // At most one part uploads while the next one fills: memory stays near two parts.
+    // A few parts upload side by side while the next one fills (object stores serve several
+    // requests at once): memory stays under uploadParts + 1 parts.
     const flush = async (): Promise<void> => {
-      await uploading;
+      while (uploading.size >= uploadParts) await Promise.race(uploading);
       if (uploadError) throw uploadError.error;
       if (this.status === "aborted") {
         throw new StorageError("closed", `Guest state ${label(this)} was aborted while stream ${name} was being written.`);
@@ -527,7 +530,7 @@ export class GuestStateWriter {
       filling = [];
       filled = 0;
       partHash = createHash("sha256");
-      uploading = this.owner.store
+      const upload: Promise<void> = this.owner.store
         .put(`${statePrefix(this)}${name}/${part.index}`, body, { contentLength: part.bytes })
         .then(
           () => {
@@ -536,9 +539,11 @@ export class GuestStateWriter {
             options.onProgress?.(progress);
           },
           (error: unknown) => {
-            uploadError = { error };
+            uploadError ??= { error };
           },
-        );
+        )
+        .finally(() => uploading.delete(upload));
+      uploading.add(upload);
     };
 
     try {
@@ -554,11 +559,11 @@ export class GuestStateWriter {
         }
       }
       if (filled > 0) await flush();
-      await uploading;
+      await Promise.all(uploading);
       if (uploadError) throw uploadError.error;
     } finally {
       // Never return while a part is still landing: abort() would miss it.
-      await handled(uploading ?? Promise.resolve());
+      await Promise.allSettled(uploading);
     }
     return {
       name,
@@ -617,12 +622,17 @@ export class GuestStateReader {
 
   private async *verifiedParts(entry: StreamEntry): AsyncGenerator<Buffer> {
     const { parts } = entry;
-    // One part is fetched ahead while the previous one is consumed.
-    let next = parts[0] === undefined ? undefined : handled(this.fetchPart(entry, parts[0]));
-    for (let index = 0; index < parts.length; index++) {
-      const chunks = await next!;
-      const following = parts[index + 1];
-      next = following === undefined ? undefined : handled(this.fetchPart(entry, following));
+    // A few parts are fetched ahead while the first is consumed: object stores answer each
+    // request slowly but serve several at once. Memory stays under prefetchParts + 1 parts.
+    const fetching: Array<Promise<Buffer[]>> = [];
+    let requested = 0;
+    const fill = () => {
+      while (requested < parts.length && fetching.length < prefetchParts) fetching.push(handled(this.fetchPart(entry, parts[requested++]!)));
+    };
+    fill();
+    while (fetching.length > 0) {
+      const chunks = await fetching.shift()!;
+      fill();
       yield* chunks;
     }
   }

@@ -15,7 +15,7 @@ import { pipeline } from "node:stream/promises";
 import type { GuestStateReader } from "@ferry/storage";
 
 import { type HostedVm, WorkerContext } from "../context.ts";
-import { type GuestStateMetadata, discardStaging, guestStateMetadata, stagingDir } from "../guest-state-store.ts";
+import { type GuestStateMetadata, discardStaging, guestStateMetadata, progressReporter, stagingDir } from "../guest-state-store.ts";
 
 /** Handle vm.resume: fetch and verify the guest state, restore it in a new QEMU, report running. */
 export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<void> {
@@ -82,18 +82,14 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
 async function fetchVerified(ctx: WorkerContext, hosted: HostedVm, reader: GuestStateReader, wanted: Array<{ stream: string; file: string }>): Promise<void> {
   const total = wanted.reduce((sum, want) => sum + (reader.streams.find((s) => s.name === want.stream)?.bytes ?? 0), 0);
   let done = 0;
-  let lastReport = 0;
+  const report = progressReporter((progress) => void ctx.report(hosted, "resuming", { progress }));
   // Settled, not raced: the staging folder is removed on failure only after every copy stopped.
   const copies = await Promise.allSettled(
     wanted.map(async (want) => {
       const counter = new Transform({
         transform(chunk: Buffer, _encoding, callback) {
           done += chunk.length;
-          // One report per 8 MiB is plenty for a progress bar and keeps the event queue light.
-          if (done - lastReport >= 8 * 1024 * 1024 || done === total) {
-            lastReport = done;
-            void ctx.report(hosted, "resuming", { progress: { done, total } });
-          }
+          report(done, total);
           callback(null, chunk);
         },
       });

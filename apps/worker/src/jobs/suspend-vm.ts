@@ -4,7 +4,7 @@
 //    and, in the same pass, to a local copy beside the vm.
 // 2. With the guest paused, each disk overlay is stored (zstd, in parts).
 // 3. The manifest is committed last; the GuestState row and Vm.guestStateId follow. Only then
-//    is QEMU stopped and the vm's folder removed.
+//    is the vm reported suspended, and QEMU stopped and the vm's folder removed.
 //
 // A failure before the commit leaves the vm running: the engine resumes the guest itself
 // when the memory save fails; after that, the guest is restored from the local copy (same
@@ -21,7 +21,16 @@ import type { GuestStateManifest, Vm } from "@ferry/engine";
 import type { GuestStateProgress } from "@ferry/storage";
 
 import { type HostedVm, WorkerContext } from "../context.ts";
-import { type GuestStateMetadata, diskStreamName, discardStaging, pruneGuestStates, recordGuestState, stagingDir, tee } from "../guest-state-store.ts";
+import {
+  type GuestStateMetadata,
+  diskStreamName,
+  discardStaging,
+  progressReporter,
+  pruneGuestStates,
+  recordGuestState,
+  stagingDir,
+  tee,
+} from "../guest-state-store.ts";
 
 const mebibyte = 1024 * 1024;
 
@@ -58,13 +67,8 @@ async function suspend(ctx: WorkerContext, hosted: HostedVm, vm: Vm): Promise<vo
   // The memory stream's size is known only at the end (zero pages are skipped, then zstd):
   // until then the guest's memory is its upper bound.
   let total = hosted.definition.memoryMiB * mebibyte + overlays.reduce((sum, disk) => sum + disk.bytes, 0);
-  let stored = 0;
-  let reported = 0;
-  const progress = (base: number) => (update: GuestStateProgress) => {
-    stored = base + update.doneBytes;
-    void ctx.report(hosted, "suspending", { progress: { done: Math.min(stored, total), total } });
-    reported = stored;
-  };
+  const report = progressReporter((progress) => void ctx.report(hosted, "suspending", { progress }));
+  const progress = (base: number) => (update: GuestStateProgress) => report(base + update.doneBytes, total);
   const staging = stagingDir(hosted.dir);
   await mkdir(staging, { recursive: true });
   const localCopy = join(staging, "memory.zst");
@@ -117,15 +121,15 @@ async function suspend(ctx: WorkerContext, hosted: HostedVm, vm: Vm): Promise<vo
     await carryOn(ctx, hosted, localCopy, engineManifest, `suspend failed: ${(error as Error).message}`);
     return;
   }
-  if (reported < total) void ctx.report(hosted, "suspending", { progress: { done: total, total } });
+  // The guest state is committed and recorded: the vm is suspended now, and the next resume
+  // may go to any worker. A resume placed back here waits for this job (one job per vm at a
+  // time), so the paused QEMU and the vm's folder can go after the report.
   hosted.engineVm = undefined;
+  await ctx.report(hosted, "suspended");
   await vm.stop({ graceMs: 0 });
   await ctx.options.serial.unfollow(hosted.vmId);
-  // The slot is free: the guest state is in storage, and the next resume may be on any worker.
   await rm(hosted.dir, { recursive: true, force: true });
   ctx.vms.delete(hosted.vmId);
-  await ctx.report(hosted, "suspended");
-  // After the report: older states are not what the person waits for.
   await pruneGuestStates(db, guestStates, hosted.vmId, log);
 }
 
