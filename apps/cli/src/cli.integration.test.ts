@@ -182,6 +182,21 @@ describe("ferry", () => {
     expect(resumed).toMatchObject({ code: 0, stdout: expect.stringMatching(new RegExp(`^vm ${name} \\(${vmId}\\) is running on w[12]\n$`)) });
   });
 
+  it("live-migrates the vm to the other worker, or to a named one", async () => {
+    const before = JSON.parse((await ferry(["vm", "show", name, "--json"])).stdout) as { workerId: string };
+    const moved = await ferry(["vm", "migrate", name, "--json"]);
+    expect(moved.stderr).toMatch(new RegExp(`^vm ${name}: running on w[12]$`, "m"));
+    expect(moved.code).toBe(0);
+    const after = JSON.parse(moved.stdout) as { state: string; workerId: string; operation: string | null };
+    expect(after).toMatchObject({ state: "running", operation: null });
+    expect(after.workerId).not.toBe(before.workerId);
+
+    const back = await ferry(["vm", "migrate", name, "--worker", before.workerId]);
+    expect(back).toMatchObject({ code: 0, stdout: `vm ${name} (${vmId}) is running on ${before.workerId}\n` });
+    const nowhere = await ferry(["vm", "migrate", name, "--worker", before.workerId]);
+    expect(nowhere).toMatchObject({ code: 1, stderr: expect.stringContaining(`already runs on worker ${before.workerId}`) });
+  });
+
   it("stops the vm, and reports the API's refusal of a second stop with exit 1", async () => {
     const stopped = await ferry(["vm", "stop", name, "--json"]);
     expect(stopped.code).toBe(0);
