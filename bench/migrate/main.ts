@@ -7,8 +7,9 @@
 // - downtime as QEMU reports it (the vm's migration event; raw: query-migrate),
 // - downtime as the guest counter shows it: the largest gap between `ferry-tick` lines
 //   arriving in the serial stream around the move, minus the usual one-second interval,
-// - the console's frame gap: a websocket RFB client keeps asking the gateway for full frames
-//   during the move; the largest gap between two frames,
+// - the console's frame gap: a websocket RFB client keeps asking the gateway for frames
+//   (incremental, as noVNC does; BENCH_FRAMES=full for whole frames) during the move; the
+//   largest gap between two frames, beside the largest gap in the 2 s before the move,
 // - total time: POST /vms/{id}/migrate → the vm reported running on the other worker.
 //
 // Prints one JSON document with medians of BENCH_RUNS (default 5) runs per case.
@@ -23,6 +24,8 @@ import { median, round, startFerryCluster, type FerryCluster } from "../lib/ferr
 import { openRfbOverWebSocket, type RfbSession } from "../lib/rfb-ws-client.ts";
 
 const runs = Number(process.env.BENCH_RUNS ?? 5);
+/** incremental (what noVNC asks for: frames come as the screen changes) or full (a whole frame per request) */
+const frameMode = process.env.BENCH_FRAMES === "full" ? "full" : "incremental";
 const imagesDir = process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images";
 /** Rewrites 16 MiB of the guest's RAM-backed root file system over and over. */
 const dirtyCommand = "while true; do dd if=/dev/urandom of=/tmp/dirty bs=1M count=16 2>/dev/null; done &\n";
@@ -128,12 +131,13 @@ function followTicks(redis: Redis, vmId: string) {
   };
 }
 
-/** Full frames requested back to back; their arrival times. */
+/** Frames requested back to back; their arrival times. */
 function followFrames(rfb: RfbSession) {
   const arrivals: number[] = [];
   let stopped = false;
   const done = (async () => {
-    while (!stopped) arrivals.push(await rfb.nextUpdate(false));
+    arrivals.push(await rfb.nextUpdate(false));
+    while (!stopped) arrivals.push(await rfb.nextUpdate(frameMode === "incremental"));
   })();
   return {
     arrivals,
@@ -154,7 +158,7 @@ const largestGap = (times: readonly number[], from: number, to: number): number 
 async function waitVm(cluster: FerryCluster, id: string, test: (vm: ApiVm) => boolean, what: string, timeoutMs = 120_000): Promise<ApiVm> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
-    const { body } = await cluster.api<ApiVm>("GET", `/vms/${id}`);
+    const { body } = await api<ApiVm>(cluster, "GET", `/vms/${id}`);
     if (test(body)) return body;
     if (body.state === "failed") throw new Error(`vm ${id} failed: ${body.stateReason}`);
     if (performance.now() > deadline) throw new Error(`vm ${id} not ${what} after ${timeoutMs} ms (${JSON.stringify(body)})`);
@@ -162,9 +166,20 @@ async function waitVm(cluster: FerryCluster, id: string, test: (vm: ApiVm) => bo
   }
 }
 
+/** The API, retried once when the portal closed a kept-alive connection under us. */
+async function api<T>(cluster: FerryCluster, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  try {
+    return await cluster.api<T>(method, path, body);
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error;
+    await sleep(100);
+    return cluster.api<T>(method, path, body);
+  }
+}
+
 async function qemuDowntime(cluster: FerryCluster, id: string, migrationsSoFar: number): Promise<number> {
   for (let attempt = 0; attempt < 100; attempt += 1) {
-    const { body } = await cluster.api<{ items: { kind: string; message: string }[] }>("GET", `/vms/${id}/events?limit=200`);
+    const { body } = await api<{ items: { kind: string; message: string }[] }>(cluster, "GET", `/vms/${id}/events?limit=200`);
     const figures = body.items.filter((e) => e.kind === "migration").flatMap((e) => {
       const match = /QEMU reports (\d+) ms downtime/.exec(e.message);
       return match ? [Number(match[1])] : [];
@@ -195,7 +210,7 @@ async function platformRuns(cluster: FerryCluster, redis: Redis, dirty: boolean)
       const before = await waitVm(cluster, id, (vm) => vm.state === "running", "running");
       await sleep(2500); // a couple of ticks and frames before the move
       const started = performance.now();
-      const asked = await cluster.api<ApiVm>("POST", `/vms/${id}/migrate`, {});
+      const asked = await api<ApiVm>(cluster, "POST", `/vms/${id}/migrate`, {});
       if (asked.status !== 200) throw new Error(`migrate answered ${asked.status}: ${JSON.stringify(asked.body)}`);
       const after = await waitVm(cluster, id, (vm) => vm.state !== "migrating", "done migrating");
       const finished = performance.now();
@@ -213,8 +228,9 @@ async function platformRuns(cluster: FerryCluster, redis: Redis, dirty: boolean)
       });
     }
   } finally {
-    await frames.stop().catch(() => undefined);
+    // Closing the console first ends a request still waiting for a frame.
     rfb.close();
+    await frames.stop().catch(() => undefined);
     await ticks.stop();
     await cluster.api("DELETE", `/vms/${id}`);
   }
@@ -286,6 +302,7 @@ async function main(): Promise<void> {
       bench: "migrate",
       runs,
       guest: "tiny, 1 vCPU, 256 MiB, TCG; FERRY_MIGRATION_DOWNTIME_MS=50, auto-converge",
+      consoleFrames: frameMode,
       dirtying: dirtyCommand.trim(),
       platform: { idle: summary(idle as unknown as Record<string, number>[]), dirty: summary(dirty as unknown as Record<string, number>[]) },
       rawQemu: { idle: summary(rawIdle), dirty: summary(rawDirty) },

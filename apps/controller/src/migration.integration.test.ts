@@ -262,6 +262,41 @@ describe("live migration between two workers sharing storage", () => {
     expect(qemuProcesses(vmId)).toHaveLength(1);
   });
 
+  it("cancels a migration that outlives its time limit: the guest stays on the source, the destination QEMU goes", async () => {
+    const vm = await db.vm.findUniqueOrThrow({ where: { id: vmId } });
+    const source = vm.workerId!;
+    const target = source === "w1" ? "w2" : "w1";
+    // 4 MiB/s cannot carry the guest's ~90 MiB within 3 s.
+    controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 3000, maxBandwidth: 4 * 1024 * 1024 };
+    try {
+      expect(await requestMigration(vmId, target)).toBe(true);
+      const after = await vmWhere(vmId, "back to running after the time limit", (row) => row.state === "running" && row.stateReason !== null, 60_000);
+      expect(after.workerId).toBe(source);
+      expect(after.stateReason).toContain("did not complete within 3000 ms and was cancelled");
+      await until("no QEMU left at the destination", async () => !qemuProcesses(vmId).some((line) => line.includes(join(root, target))) || undefined, 15_000);
+      expect(qemuProcesses(vmId)).toHaveLength(1);
+    } finally {
+      controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 30_000 };
+    }
+  });
+
+  it("drains a worker: its guest moves away, and the drain holds across heartbeats", async () => {
+    const vm = await db.vm.findUniqueOrThrow({ where: { id: vmId } });
+    const source = vm.workerId!;
+    const target = source === "w1" ? "w2" : "w1";
+    // What POST /workers/{id}/drain does: the status, then a reconcile for each guest there.
+    await db.worker.update({ where: { id: source }, data: { status: "draining" } });
+    await controllerQueue.add("vm.reconcile", { vmId });
+    const moved = await vmWhere(vmId, `moved off draining ${source}`, (row) => row.state === "running" && row.workerId === target, 60_000);
+    expect(moved.stateReason).toBeNull();
+    // The heartbeat keeps the admin's drain.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    expect((await db.worker.findUniqueOrThrow({ where: { id: source } })).status).toBe("draining");
+    const events = await db.vmEvent.findMany({ where: { vmId, kind: "migration" }, orderBy: { at: "asc" } });
+    expect(events.some((e) => e.message === `worker ${source} is draining: live-migrating the vm away`)).toBe(true);
+    await db.worker.update({ where: { id: source }, data: { status: "online" } });
+  });
+
   it("keeps the guest on the source when the destination worker dies mid-migration", async () => {
     const vm = await db.vm.findUniqueOrThrow({ where: { id: vmId } });
     const source = vm.workerId!;
