@@ -6,7 +6,7 @@
 // (manifest signature, every part's sha256, every stream's sha256) into a staging folder
 // BEFORE QEMU starts. A state that fails any check is refused: the vm stays `suspended`,
 // with the reason naming the part, and the state is left in storage for a person to look at.
-import { createReadStream, createWriteStream } from "node:fs";
+import { createWriteStream } from "node:fs";
 import { mkdir, rename } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Transform } from "node:stream";
@@ -66,7 +66,8 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
   let vm;
   try {
     // The engine compares the manifest with the spec and this host before QEMU starts.
-    vm = await engine.restore(spec, createReadStream(memoryFile), metadata.engine);
+    // From the file: QEMU reads it itself once the engine has checked it against the manifest.
+    vm = await engine.restore(spec, { file: memoryFile }, metadata.engine);
   } catch (error) {
     await ctx.options.serial.unfollow(hosted.vmId);
     await discardStaging(hosted.dir);

@@ -143,7 +143,7 @@ async function carryOn(ctx: WorkerContext, hosted: HostedVm, localCopy: string, 
   if (vm) await vm.stop({ graceMs: 0 });
   try {
     const { spec } = await ctx.spec(hosted);
-    const restored = await ctx.options.engine.restore(spec, createReadStream(localCopy), manifest);
+    const restored = await ctx.options.engine.restore(spec, { file: localCopy }, manifest);
     ctx.supervise(hosted, restored);
     await ctx.report(hosted, "running", { reason, refused: true });
   } catch (error) {
