@@ -43,6 +43,9 @@ interface Sample {
   consoleFrameGapMs: number;
   /** the largest frame gap in the 2 s before the move: what the console does without one */
   consoleFrameGapBeforeMs: number;
+  /** frames and ticks that arrived in the window the gaps are taken from (too few: no figure) */
+  framesInWindow: number;
+  ticksInWindow: number;
   totalMs: number;
 }
 
@@ -224,6 +227,8 @@ async function platformRuns(cluster: FerryCluster, redis: Redis, dirty: boolean)
         counterGapMs: Math.max(0, tickGap - 1000),
         consoleFrameGapMs: largestGap(frames.arrivals, ...window),
         consoleFrameGapBeforeMs: largestGap(frames.arrivals, started - 2000, started),
+        framesInWindow: frames.arrivals.filter((t) => t >= window[0] && t <= window[1]).length,
+        ticksInWindow: ticks.arrivals.filter((t) => t >= window[0] && t <= window[1]).length,
         totalMs: finished - started,
       });
     }
