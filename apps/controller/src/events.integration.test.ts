@@ -79,6 +79,22 @@ describe("applyVmEvent", () => {
     expect(after.events.map((e) => e.message)).toEqual(["booting → running on worker w1"]);
   });
 
+  it("a guest that powered itself off stays stopped: the desired state follows", async () => {
+    const vm = await vmOn("w1", "running", 3);
+    const poweredOff = event(vm.id, { state: "stopped", byGuest: true, reason: "the guest powered itself off" });
+    expect(await applyVmEvent(db, poweredOff, log)).toBe("applied");
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({
+      state: "stopped",
+      desiredState: "stopped",
+      stateReason: "the guest powered itself off",
+    });
+
+    // A stop the worker carried out on request leaves the desired state to the requester.
+    const other = await vmOn("w1", "stopping", 3);
+    expect(await applyVmEvent(db, event(other.id, { state: "stopped" }), log)).toBe("applied");
+    expect((await db.vm.findUniqueOrThrow({ where: { id: other.id } })).desiredState).toBe("running");
+  });
+
   it("ignores an event from a worker that does not own the vm", async () => {
     const vm = await vmOn("w2", "booting", 3);
     expect(await applyVmEvent(db, event(vm.id, { workerId: "w1" }), log)).toBe("ignored");

@@ -51,7 +51,10 @@ export async function applyVmEvent(db: Db, event: VmStateEvent, log: Logger, pub
   if (event.state === "suspended") release = true;
   // A refused action (storage failed, a guest state failed verification) is not retried by
   // the reconcile loop: the wanted state becomes what the vm is, until someone asks again.
-  const settleDesired = event.refused && (event.state === "running" || event.state === "suspended") && vm.desiredState !== "deleted";
+  // A guest that powered itself off stays off: the wanted state becomes stopped.
+  const settleDesired =
+    vm.desiredState !== "deleted" &&
+    ((event.refused && (event.state === "running" || event.state === "suspended")) || (event.byGuest && event.state === "stopped"));
 
   const changed = vm.state !== event.state;
   const at = new Date();

@@ -135,7 +135,7 @@ export class WorkerContext {
   report(
     vm: { vmId: string; generation: number },
     state: VmState,
-    extra: { reason?: string; progress?: VmStateEvent["progress"]; refused?: boolean } = {},
+    extra: { reason?: string; progress?: VmStateEvent["progress"]; refused?: boolean; byGuest?: boolean } = {},
   ): Promise<void> {
     const event: VmStateEvent = {
       vmId: vm.vmId,
@@ -147,6 +147,7 @@ export class WorkerContext {
       ...(extra.reason === undefined ? {} : { reason: extra.reason }),
       ...(extra.progress === undefined ? {} : { progress: extra.progress }),
       ...(extra.refused ? { refused: true } : {}),
+      ...(extra.byGuest ? { byGuest: true } : {}),
     };
     const sent = this.#reports.then(() => this.#events.add("vm.state", event, {
         removeOnComplete: true,
@@ -167,7 +168,14 @@ export class WorkerContext {
   supervise(hosted: HostedVm, vm: Vm): void {
     hosted.engineVm = vm;
     vm.on("state", (state, change) => {
-      if (hosted.engineVm !== vm || !supervisedStates.has(state)) return;
+      if (hosted.engineVm !== vm) return;
+      if (state === "stopped" && change.action === "guest-poweroff") {
+        hosted.engineVm = undefined;
+        void this.options.serial.unfollow(hosted.vmId);
+        void this.report(hosted, "stopped", { reason: "the guest powered itself off", byGuest: true });
+        return;
+      }
+      if (!supervisedStates.has(state)) return;
       if ((hosted.migrating || hosted.suspending) && state === "running") return;
       if (state === "failed") {
         const failure = change.failure ?? vm.failure;

@@ -168,6 +168,21 @@ describe("Engine with real QEMU", () => {
     expect(qemuProcessesMentioning(`guest=${spec.id},`)).toEqual([]);
   });
 
+  it("a guest that powers itself off ends stopped (action guest-poweroff), not failed", async () => {
+    const spec = newSpec();
+    const vm = await bootedVm(spec);
+    const changes: Array<[string, string]> = [];
+    vm.on("state", (state, change) => changes.push([state, change.action]));
+    // The console shell reads keys once the first tick has passed (as in the save test).
+    await vm.waitForSerial(/ferry-tick 1 /, { timeoutMs: 30_000 });
+    await typeInto(vm, "poweroff -f\n");
+    await vm.whenState("stopped", { timeoutMs: 30_000 });
+    expect(changes).toEqual([["stopped", "guest-poweroff"]]);
+    expect(vm.failure).toBeNull();
+    expect(vm.stopOutcome).toBe("powered-off");
+    expect(qemuProcessesMentioning(`guest=${spec.id},`)).toEqual([]);
+  });
+
   it("stop with no grace quits QEMU without waiting for the guest", async () => {
     const spec = newSpec();
     const vm = await bootedVm(spec);

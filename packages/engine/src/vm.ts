@@ -375,6 +375,13 @@ export class Vm extends EventEmitter {
     this.#host.forget(this);
     this.#host.log?.info({ vmId: this.id, pid: this.pid, code, signal, expected: this.#expectExit }, "QEMU exited");
     if (this.#expectExit || this.state === "stopped" || this.state === "failed") return;
+    // The guest shut itself down (poweroff inside it): QEMU ends cleanly; that is a stop, not a crash.
+    if (this.#guestPoweredOff && code === 0) {
+      this.stopOutcome = "powered-off";
+      this.#host.log?.info({ vmId: this.id }, "the guest powered itself off");
+      this.#setState("stopped", "guest-poweroff");
+      return;
+    }
     const failure = this.#failure(`QEMU exited unexpectedly (${describeExit(code, signal)})`, code, signal);
     this.failure = failure;
     this.#host.log?.error({ vmId: this.id, ...failure }, "vm failed");

@@ -124,6 +124,8 @@ export const vmStateEvent = z.object({
    * state follows it, so the action is not retried until someone asks again.
    */
   refused: z.boolean().optional(),
+  /** The guest itself changed state (it powered off): the desired state follows it. */
+  byGuest: z.boolean().optional(),
   at: z.string(),
 });
 export type VmStateEvent = z.infer<typeof vmStateEvent>;
