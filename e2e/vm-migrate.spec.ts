@@ -1,34 +1,9 @@
-import { expect, test, type Page, type TestInfo } from "@playwright/test";
+import { expect, test } from "@playwright/test";
+import { canvasColours, fillCreateVmForm, signIn, step } from "./journey.ts";
 
 // One user journey: with a vm's console open, live-migrate the vm to the other worker from its
 // page. The same page keeps showing the guest, noVNC never sees its websocket close, and
 // typing into the console reaches the guest on its new worker.
-
-const email = process.env.FERRY_ADMIN_EMAIL ?? "admin@ferry.local";
-const password = process.env.FERRY_ADMIN_PASSWORD ?? "ferry-admin-password";
-
-async function step(page: Page, testInfo: TestInfo, name: string): Promise<void> {
-  const path = testInfo.outputPath(`${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  await testInfo.attach(name, { path, contentType: "image/png" });
-}
-
-/** Counts distinct colours on the noVNC canvas: a blank or black canvas has one. */
-async function canvasColours(page: Page): Promise<number> {
-  return page.getByTestId("console-canvas").evaluate((container) => {
-    const canvas = container.querySelector("canvas");
-    if (!canvas || canvas.width === 0 || canvas.height === 0) return 0;
-    const ctx = canvas.getContext("2d");
-    if (!ctx) return 0;
-    const { data } = ctx.getImageData(0, 0, canvas.width, canvas.height);
-    const colours = new Set<number>();
-    for (let i = 0; i < data.length; i += 4 * 7) {
-      colours.add((data[i]! << 16) | (data[i + 1]! << 8) | data[i + 2]!);
-      if (colours.size > 2) break;
-    }
-    return colours.size;
-  });
-}
 
 /** What the page's websockets went through: opened console URLs and close events. */
 declare global {
@@ -61,17 +36,9 @@ test("migrate a vm with its console open: the console stays connected and typing
   const sockets = () => page.evaluate(() => window.__consoleSockets);
 
   await page.goto("/");
-  await page.getByTestId("sign-in-email").fill(email);
-  await page.getByTestId("sign-in-password").fill(password);
-  await page.getByTestId("sign-in-submit").click();
-  await expect(page.getByTestId("create-vm")).toBeVisible();
+  await signIn(page);
 
-  await page.getByTestId("create-vm").click();
-  await page.getByTestId("field-name").fill(name);
-  await page.getByTestId("field-image").selectOption("tiny");
-  await page.getByTestId("field-vcpus").fill("1");
-  await page.getByTestId("field-memory").fill("256");
-  await page.getByTestId("field-profile").selectOption("standard");
+  await fillCreateVmForm(page, name);
   await page.getByTestId("submit-create").click();
   await page.goto("/");
   await page.getByTestId(`vm-row-${name}`).getByRole("link").first().click();
