@@ -1,166 +1,36 @@
 // The controller and two workers on real PostgreSQL, Redis and QEMU (tiny image, TCG). The
 // controller runs in this process; workers are child processes (`node --import tsx`, one
 // process each, so kill -9 really kills the worker and pdeathsig its QEMUs).
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { randomBytes, randomUUID } from "node:crypto";
-import { createWriteStream, existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 
 import type { Db } from "@ferry/db";
-import { type TestDatabase, createTestDatabase } from "@ferry/db/testing";
-import { type DesiredState, queueNames, redisKeys, workerJobId } from "@ferry/jobs";
+import { queueNames, workerJobId } from "@ferry/jobs";
 import { Queue } from "bullmq";
-import { Redis } from "ioredis";
-import { pino } from "pino";
+import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
-import { type Controller, startController } from "./controller.ts";
-import { engineCpuCheck } from "./placement.ts";
+import { TestCluster, testServices } from "./test-cluster.ts";
 
-const databaseServerUrl = process.env.FERRY_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5440/postgres";
-const redisUrl = process.env.FERRY_TEST_REDIS_URL ?? "redis://127.0.0.1:6390";
-const imagesDir = process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images";
-const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
-const workerMain = join(repoRoot, "apps/worker/src/main.ts");
-
-const prefix = `ferry-test-${randomUUID()}`;
-const root = mkdtempSync(join(tmpdir(), "ferry-cluster-"));
-const workerTimeoutMs = 6000;
-const clusterSecret = randomBytes(32).toString("hex");
-const log = pino({ level: "info" }, createWriteStream(join(root, "controller.log")));
-
-let database: TestDatabase;
+const cluster = new TestCluster("ferry-cluster-", 200);
+const { prefix, root, workers, qemuProcesses, until, vmIn, createVm, request, serialText, stopWorkerProcess } = cluster;
+// Guest states go to object storage every worker shares (the folder driver here).
+const startWorkerProcess = (id: string) => cluster.startWorkerProcess(id, { FERRY_STORAGE_PATH: join(root, "guest-states") });
 let db: Db;
 let redis: Redis;
-let controllerQueue: Queue;
-let controller: Controller;
-const workers = new Map<string, ChildProcess>();
-let ownerId: string;
-let failed = false;
-
-function startWorkerProcess(id: string): ChildProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", workerMain], {
-    cwd: repoRoot,
-    env: {
-      ...process.env,
-      FERRY_DATABASE_URL: database.url,
-      FERRY_REDIS_URL: redisUrl,
-      FERRY_QUEUE_PREFIX: prefix,
-      FERRY_CLUSTER_SECRET: clusterSecret,
-      // Guest states go to object storage every worker shares (the folder driver here).
-      FERRY_STORAGE_PATH: join(root, "guest-states"),
-      FERRY_WORKER_ID: id,
-      FERRY_WORKER_STATE_DIR: join(root, id),
-      FERRY_WORKER_VCPUS: "2",
-      FERRY_WORKER_MEMORY_MIB: "1024",
-      FERRY_IMAGES_DIR: imagesDir,
-      FERRY_ACCELERATOR: "tcg",
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const out = createWriteStream(join(root, `${id}.log`), { flags: "a" });
-  child.stdout?.pipe(out);
-  child.stderr?.pipe(out);
-  workers.set(id, child);
-  return child;
-}
-
-async function stopWorkerProcess(id: string): Promise<number | null> {
-  const child = workers.get(id);
-  if (!child || child.exitCode !== null || child.signalCode !== null) return child?.exitCode ?? null;
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  child.kill("SIGTERM");
-  return exited;
-}
-
-/** QEMU processes started under this test's folder (every vm file lives there). */
-function qemuProcesses(match = root): string[] {
-  const out = execFileSync("ps", ["-eo", "pid=,args="], { encoding: "utf8" });
-  return out.split("\n").filter((line) => line.includes("qemu-system") && line.includes(match) && !line.includes("setpriv"));
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    last = await probe();
-    if (last !== undefined && last !== false) return last as T;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)}); see logs in ${root}`);
-}
-
-const vmIn = (id: string, state: string) =>
-  until(`vm ${id} ${state}`, async () => {
-    const vm = await db.vm.findUniqueOrThrow({ where: { id } });
-    return vm.state === state ? vm : undefined;
-  });
-
-async function createVm(name: string, memoryMiB = 256) {
-  const vm = await db.vm.create({
-    data: { name, ownerId, image: "tiny", vcpus: 1, memoryMiB, profile: "standard", cpuModel: "qemu64" },
-  });
-  await controllerQueue.add("vm.reconcile", { vmId: vm.id });
-  return vm;
-}
-
-/** What the portal does for an action: desired state and generation in one update, then a reconcile job. */
-async function request(vmId: string, desiredState: DesiredState, more: { reboot?: boolean } = {}) {
-  await db.vm.update({
-    where: { id: vmId },
-    data: { desiredState, generation: { increment: 1 }, ...(more.reboot ? { rebootSeq: { increment: 1 } } : {}) },
-  });
-  await controllerQueue.add("vm.reconcile", { vmId });
-}
-
-async function serialText(vmId: string): Promise<string> {
-  const entries = await redis.xrange(redisKeys.serialLog(prefix, vmId), "-", "+");
-  return entries.map(([, fields]) => fields[1] ?? "").join("");
-}
 
 const ticks = (text: string) => [...text.matchAll(/ferry-tick (\d+)/g)].map((m) => Number(m[1]));
 
 beforeAll(async () => {
-  database = await createTestDatabase(databaseServerUrl);
-  db = database.db;
-  redis = new Redis(redisUrl);
-  controllerQueue = new Queue(queueNames.controller, { connection: redis, prefix });
-  ownerId = randomUUID();
-  await db.user.create({ data: { id: ownerId, name: "Test", email: `${ownerId}@ferry.test` } });
-  controller = await startController({
-    db,
-    redisUrl,
-    prefix,
-    reconcileIntervalMs: 500,
-    workerTimeoutMs,
-    cpuCheck: engineCpuCheck,
-    log,
-  });
+  await cluster.start({ redisUrl: testServices.redisUrl, controller: { reconcileIntervalMs: 500, workerTimeoutMs: 6000 } });
+  ({ db, redis } = cluster);
 });
 
 afterEach((context) => {
-  if (context.task.result?.state === "fail") failed = true;
+  if (context.task.result?.state === "fail") cluster.failed = true;
 });
 
-afterAll(async () => {
-  for (const id of workers.keys()) await stopWorkerProcess(id);
-  await controller?.close();
-  for (const line of qemuProcesses()) process.kill(Number(line.trim().split(/\s+/)[0]), "SIGKILL");
-  for (const name of [queueNames.controller, queueNames.vmEvents, queueNames.worker("w1"), queueNames.worker("w2")]) {
-    const queue = new Queue(name, { connection: redis, prefix });
-    await queue.obliterate({ force: true });
-    await queue.close();
-  }
-  const keys = await redis.keys(`${prefix}:*`);
-  if (keys.length > 0) await redis.del(...keys);
-  await controllerQueue?.close();
-  redis?.disconnect();
-  await database?.drop();
-  // Keep the controller's and workers' logs when something failed: the error points there.
-  if (!failed) rmSync(root, { recursive: true, force: true });
-});
+afterAll(() => cluster.close());
 
 describe("controller and two workers", () => {
   let first: string;

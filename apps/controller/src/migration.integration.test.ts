@@ -1,110 +1,29 @@
 // Live migration with the controller and two workers sharing a disk folder, on real
 // PostgreSQL, Redis and QEMU (tiny image, TCG). Workers are child processes, so killing one
 // mid-migration really kills it (and, by pdeathsig, its QEMUs).
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { randomBytes, randomUUID } from "node:crypto";
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { randomBytes } from "node:crypto";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 
 import type { Db } from "@ferry/db";
-import { type TestDatabase, createTestDatabase } from "@ferry/db/testing";
-import { queueNames, redisKeys } from "@ferry/jobs";
-import { Queue } from "bullmq";
+import { redisKeys } from "@ferry/jobs";
 import { Redis } from "ioredis";
-import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
-import { type Controller, startController } from "./controller.ts";
-import { engineCpuCheck } from "./placement.ts";
+import { TestCluster, testServices } from "./test-cluster.ts";
 
-const databaseServerUrl = process.env.FERRY_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5440/postgres";
-const redisUrl = process.env.FERRY_TEST_REDIS_URL ?? "redis://127.0.0.1:6390";
-const imagesDir = process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images";
-const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
-const workerMain = join(repoRoot, "apps/worker/src/main.ts");
-
-const prefix = `ferry-test-${randomUUID()}`;
-const root = mkdtempSync(join(tmpdir(), "ferry-migration-"));
+const { redisUrl } = testServices;
+const cluster = new TestCluster("ferry-migration-", 100);
+const { prefix, root, qemuProcesses, until, vmWhere, createVm, stopWorkerProcess } = cluster;
 const shared = join(root, "shared");
-const workerTimeoutMs = 6000;
-const log = pino({ level: "info" }, createWriteStream(join(root, "controller.log")));
-
-let database: TestDatabase;
+const startWorkerProcess = (id: string) =>
+  cluster.startWorkerProcess(id, {
+    FERRY_CLUSTER_SECRET: randomBytes(32).toString("hex"),
+    FERRY_WORKER_SHARED_STORAGE: shared,
+    FERRY_STORAGE_PATH: join(root, "guest-states"),
+  });
 let db: Db;
 let redis: Redis;
-let controllerQueue: Queue;
-let controller: Controller;
-const workers = new Map<string, ChildProcess>();
-let ownerId: string;
-let failed = false;
-
-function startWorkerProcess(id: string): ChildProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", workerMain], {
-    cwd: repoRoot,
-    env: {
-      ...process.env,
-      FERRY_DATABASE_URL: database.url,
-      FERRY_REDIS_URL: redisUrl,
-      FERRY_QUEUE_PREFIX: prefix,
-      FERRY_CLUSTER_SECRET: randomBytes(32).toString("hex"),
-      FERRY_WORKER_ID: id,
-      FERRY_WORKER_STATE_DIR: join(root, id),
-      FERRY_WORKER_VCPUS: "2",
-      FERRY_WORKER_MEMORY_MIB: "1024",
-      FERRY_WORKER_SHARED_STORAGE: shared,
-      FERRY_IMAGES_DIR: imagesDir,
-      FERRY_ACCELERATOR: "tcg",
-      FERRY_STORAGE_PATH: join(root, "guest-states"),
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const out = createWriteStream(join(root, `${id}.log`), { flags: "a" });
-  child.stdout?.pipe(out);
-  child.stderr?.pipe(out);
-  workers.set(id, child);
-  return child;
-}
-
-async function stopWorkerProcess(id: string, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
-  const child = workers.get(id);
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.kill(signal);
-  await exited;
-}
-
-/** QEMU processes whose arguments mention `match` (vm files live under this test's folder). */
-function qemuProcesses(match: string): string[] {
-  const out = execFileSync("ps", ["-eo", "pid=,args="], { encoding: "utf8" });
-  return out.split("\n").filter((line) => line.includes("qemu-system") && line.includes(root) && line.includes(match) && !line.includes("setpriv"));
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 60_000, everyMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    last = await probe();
-    if (last !== undefined && last !== false) return last as T;
-    await new Promise((resolve) => setTimeout(resolve, everyMs));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)}); see logs in ${root}`);
-}
-
-const vmWhere = (id: string, what: string, test: (vm: Awaited<ReturnType<Db["vm"]["findUniqueOrThrow"]>>) => boolean, timeoutMs = 60_000) =>
-  until(`vm ${id} ${what}`, async () => {
-    const vm = await db.vm.findUniqueOrThrow({ where: { id } });
-    return test(vm) ? vm : undefined;
-  }, timeoutMs);
-
-async function createVm(name: string) {
-  const vm = await db.vm.create({
-    data: { name, ownerId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64" },
-  });
-  await controllerQueue.add("vm.reconcile", { vmId: vm.id });
-  return vm;
-}
 
 /** What the portal does for POST /vms/{id}/migrate: one conditional update, then a reconcile job. */
 async function requestMigration(vmId: string, targetWorkerId: string | null = null): Promise<boolean> {
@@ -112,7 +31,7 @@ async function requestMigration(vmId: string, targetWorkerId: string | null = nu
     where: { id: vmId, state: "running", operation: null },
     data: { state: "migrating", operation: "migrate", targetWorkerId, stateReason: null, stateChangedAt: new Date() },
   });
-  if (updated.count === 1) await controllerQueue.add("vm.reconcile", { vmId });
+  if (updated.count === 1) await cluster.controllerQueue.add("vm.reconcile", { vmId });
   return updated.count === 1;
 }
 
@@ -153,47 +72,21 @@ function followTicks(vmId: string) {
 
 beforeAll(async () => {
   mkdirSync(shared);
-  database = await createTestDatabase(databaseServerUrl);
-  db = database.db;
-  redis = new Redis(redisUrl);
-  controllerQueue = new Queue(queueNames.controller, { connection: redis, prefix });
-  ownerId = randomUUID();
-  await db.user.create({ data: { id: ownerId, name: "Test", email: `${ownerId}@ferry.test` } });
-  controller = await startController({
-    db,
+  await cluster.start({
     redisUrl,
-    prefix,
-    reconcileIntervalMs: 500,
-    workerTimeoutMs,
-    cpuCheck: engineCpuCheck,
-    migration: { downtimeLimitMs: 50, timeoutMs: 30_000 },
-    log,
+    controller: { reconcileIntervalMs: 500, workerTimeoutMs: 6000, migration: { downtimeLimitMs: 50, timeoutMs: 30_000 } },
   });
+  ({ db, redis } = cluster);
   startWorkerProcess("w1");
   startWorkerProcess("w2");
   await until("both workers heartbeating", async () => (await db.worker.count({ where: { status: "online" } })) === 2 || undefined);
 });
 
 afterEach((context) => {
-  if (context.task.result?.state === "fail") failed = true;
+  if (context.task.result?.state === "fail") cluster.failed = true;
 });
 
-afterAll(async () => {
-  for (const id of workers.keys()) await stopWorkerProcess(id);
-  await controller?.close();
-  for (const line of qemuProcesses("")) process.kill(Number(line.trim().split(/\s+/)[0]), "SIGKILL");
-  for (const name of [queueNames.controller, queueNames.vmEvents, queueNames.worker("w1"), queueNames.worker("w2")]) {
-    const queue = new Queue(name, { connection: redis, prefix });
-    await queue.obliterate({ force: true });
-    await queue.close();
-  }
-  const keys = await redis.keys(`${prefix}:*`);
-  if (keys.length > 0) await redis.del(...keys);
-  await controllerQueue?.close();
-  redis?.disconnect();
-  await database?.drop();
-  if (!failed) rmSync(root, { recursive: true, force: true });
-});
+afterAll(() => cluster.close());
 
 describe("live migration between two workers sharing storage", () => {
   let vmId: string;
@@ -267,7 +160,7 @@ describe("live migration between two workers sharing storage", () => {
     const source = vm.workerId!;
     const target = source === "w1" ? "w2" : "w1";
     // 4 MiB/s cannot carry the guest's ~90 MiB within 3 s.
-    controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 3000, maxBandwidth: 4 * 1024 * 1024 };
+    cluster.controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 3000, maxBandwidth: 4 * 1024 * 1024 };
     try {
       expect(await requestMigration(vmId, target)).toBe(true);
       const after = await vmWhere(vmId, "back to running after the time limit", (row) => row.state === "running" && row.stateReason !== null, 60_000);
@@ -276,7 +169,7 @@ describe("live migration between two workers sharing storage", () => {
       await until("no QEMU left at the destination", async () => !qemuProcesses(vmId).some((line) => line.includes(join(root, target))) || undefined, 15_000);
       expect(qemuProcesses(vmId)).toHaveLength(1);
     } finally {
-      controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 30_000 };
+      cluster.controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 30_000 };
     }
   });
 
@@ -286,7 +179,7 @@ describe("live migration between two workers sharing storage", () => {
     const target = source === "w1" ? "w2" : "w1";
     // What POST /workers/{id}/drain does: the status, then a reconcile for each guest there.
     await db.worker.update({ where: { id: source }, data: { status: "draining" } });
-    await controllerQueue.add("vm.reconcile", { vmId });
+    await cluster.controllerQueue.add("vm.reconcile", { vmId });
     const moved = await vmWhere(vmId, `moved off draining ${source}`, (row) => row.state === "running" && row.workerId === target, 60_000);
     expect(moved.stateReason).toBeNull();
     // The heartbeat keeps the admin's drain.
@@ -303,7 +196,7 @@ describe("live migration between two workers sharing storage", () => {
     const target = source === "w1" ? "w2" : "w1";
     await db.vm.update({ where: { id: vmId }, data: { stateReason: null } });
     // Slow the move down so there is a "mid": a bandwidth cap for this migration only.
-    controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 30_000, maxBandwidth: 8 * 1024 * 1024 };
+    cluster.controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 30_000, maxBandwidth: 8 * 1024 * 1024 };
     try {
       expect(await requestMigration(vmId, target)).toBe(true);
       await until("the destination's incoming QEMU", async () => qemuProcesses(vmId).some((line) => line.includes(join(root, target))) || undefined, 30_000);
@@ -318,7 +211,7 @@ describe("live migration between two workers sharing storage", () => {
       await follower.stop();
       expect(qemuProcesses(vmId)).toHaveLength(1);
     } finally {
-      controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 30_000 };
+      cluster.controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 30_000 };
     }
     startWorkerProcess(target);
     await until(`${target} back online`, async () => (await db.worker.count({ where: { status: "online" } })) === 2 || undefined);
@@ -328,7 +221,7 @@ describe("live migration between two workers sharing storage", () => {
     const vm = await db.vm.findUniqueOrThrow({ where: { id: vmId } });
     const source = vm.workerId!;
     const target = source === "w1" ? "w2" : "w1";
-    controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 30_000, maxBandwidth: 8 * 1024 * 1024 };
+    cluster.controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 30_000, maxBandwidth: 8 * 1024 * 1024 };
     try {
       expect(await requestMigration(vmId, target)).toBe(true);
       await until("the destination's incoming QEMU", async () => qemuProcesses(vmId).some((line) => line.includes(join(root, target))) || undefined, 30_000);
@@ -356,7 +249,7 @@ describe("live migration between two workers sharing storage", () => {
       const events = await db.vmEvent.findMany({ where: { vmId }, orderBy: { at: "asc" } });
       expect(events.map((e) => e.message).join("\n")).toContain(`worker ${source} stopped responding while the vm was migrating`);
     } finally {
-      controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 30_000 };
+      cluster.controller.migrations.settings = { downtimeLimitMs: 50, timeoutMs: 30_000 };
     }
   });
 });
