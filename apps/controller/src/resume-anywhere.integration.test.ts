@@ -5,53 +5,32 @@
 //
 // The controller runs in this process; workers are child processes. Redis is a server of this
 // test's own (it is restarted), on a free port.
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { randomBytes, randomUUID } from "node:crypto";
+import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createWriteStream, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 
 import type { Db } from "@ferry/db";
-import { type TestDatabase, createTestDatabase } from "@ferry/db/testing";
-import { queueNames, redisKeys } from "@ferry/jobs";
 import { GuestStateStore, LocalFolderStore } from "@ferry/storage";
 import { S3Store } from "@ferry/storage/s3";
 import { type S3TestServer, startS3TestServer } from "@ferry/storage/testing";
-import { Queue } from "bullmq";
 import { Redis } from "ioredis";
-import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
-import { type Controller, startController } from "./controller.ts";
-import { engineCpuCheck } from "./placement.ts";
+import { TestCluster } from "./test-cluster.ts";
 import { typeOnConsole } from "./test-support.ts";
 
-const databaseServerUrl = process.env.FERRY_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5440/postgres";
-const imagesDir = process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images";
-const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
-const workerMain = join(repoRoot, "apps/worker/src/main.ts");
-
-const prefix = `ferry-test-${randomUUID()}`;
-const root = mkdtempSync(join(tmpdir(), "ferry-resume-"));
+const cluster = new TestCluster("ferry-resume-", 100);
+const { root, clusterSecret, workers, qemuProcesses, until, vmIn, createVm, request, serialText, stopWorkerProcess } = cluster;
 const folderStorage = join(root, "guest-states");
-const workerTimeoutMs = 5000;
-const clusterSecret = randomBytes(32).toString("hex");
-const log = pino({ level: "info" }, createWriteStream(join(root, "controller.log")));
+const startWorkerProcess = (id: string, storage: Record<string, string>) =>
+  cluster.startWorkerProcess(id, { FERRY_GUEST_STATES_KEEP: "2", FERRY_GUEST_STATE_SWEEP_MS: "1000", ...storage });
 
-let database: TestDatabase;
 let db: Db;
 let redisPort: number;
 let redisServer: ChildProcess | undefined;
-let redis: Redis;
-let controllerQueue: Queue;
-let controller: Controller;
 let s3: S3TestServer | undefined;
-const workers = new Map<string, ChildProcess>();
-let ownerId: string;
-let failed = false;
 
 // ── Services ──────────────────────────────────────────────────────────────────────────────
 
@@ -91,89 +70,6 @@ async function stopRedis(): Promise<void> {
   await exited;
 }
 
-function startWorkerProcess(id: string, storage: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", workerMain], {
-    cwd: repoRoot,
-    env: {
-      ...process.env,
-      FERRY_DATABASE_URL: database.url,
-      FERRY_REDIS_URL: `redis://127.0.0.1:${redisPort}`,
-      FERRY_QUEUE_PREFIX: prefix,
-      FERRY_CLUSTER_SECRET: clusterSecret,
-      FERRY_WORKER_ID: id,
-      // Nothing shared on disk: each worker has its own state folder.
-      FERRY_WORKER_STATE_DIR: join(root, id),
-      FERRY_WORKER_VCPUS: "2",
-      FERRY_WORKER_MEMORY_MIB: "1024",
-      FERRY_IMAGES_DIR: imagesDir,
-      FERRY_ACCELERATOR: "tcg",
-      FERRY_GUEST_STATES_KEEP: "2",
-      FERRY_GUEST_STATE_SWEEP_MS: "1000",
-      ...storage,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const out = createWriteStream(join(root, `${id}.log`), { flags: "a" });
-  child.stdout?.pipe(out);
-  child.stderr?.pipe(out);
-  workers.set(id, child);
-  return child;
-}
-
-async function stopWorkerProcess(id: string): Promise<void> {
-  const child = workers.get(id);
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, "exit");
-  child.kill("SIGTERM");
-  await exited;
-}
-
-function qemuProcesses(match = root): string[] {
-  const out = execFileSync("ps", ["-eo", "pid=,args="], { encoding: "utf8" });
-  return out.split("\n").filter((line) => line.includes("qemu-system") && line.includes(match) && !line.includes("setpriv"));
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    last = await probe();
-    if (last !== undefined && last !== false) return last as T;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)}); see logs in ${root}`);
-}
-
-const vmIn = (id: string, state: string, timeoutMs?: number) =>
-  until(
-    `vm ${id} ${state}`,
-    async () => {
-      const vm = await db.vm.findUniqueOrThrow({ where: { id } });
-      return vm.state === state ? vm : undefined;
-    },
-    timeoutMs,
-  );
-
-async function createVm(name: string) {
-  const vm = await db.vm.create({ data: { name, ownerId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64" } });
-  await controllerQueue.add("vm.reconcile", { vmId: vm.id });
-  return vm;
-}
-
-/** What the portal does for an action (resume may name a worker). */
-async function request(vmId: string, desiredState: "running" | "suspended" | "deleted", targetWorkerId?: string) {
-  await db.vm.update({
-    where: { id: vmId },
-    data: { desiredState, generation: { increment: 1 }, ...(targetWorkerId ? { targetWorkerId } : {}) },
-  });
-  await controllerQueue.add("vm.reconcile", { vmId });
-}
-
-async function serialText(vmId: string): Promise<string> {
-  const entries = await redis.xrange(redisKeys.serialLog(prefix, vmId), "-", "+");
-  return entries.map(([, fields]) => fields[1] ?? "").join("");
-}
-
 const ticks = (text: string) => [...text.matchAll(/ferry-tick (\d+) uptime=([\d.]+)/g)].map((m) => ({ n: Number(m[1]), uptime: Number(m[2]) }));
 
 async function lastTick(vmId: string) {
@@ -203,7 +99,7 @@ async function suspendHereResumeThere(vmId: string, marker: string) {
   const stopped = await lastTick(vmId);
 
   const to = [...workers.keys()].find((id) => id !== from && workers.get(id)!.exitCode === null && workers.get(id)!.signalCode === null)!;
-  await request(vmId, "running", to);
+  await request(vmId, "running", { targetWorkerId: to });
   const running = await vmIn(vmId, "running");
   expect(running.workerId).toBe(to);
   expect(running.targetWorkerId).toBeNull();
@@ -228,40 +124,27 @@ async function bootAndWrite(name: string, marker: string): Promise<string> {
 }
 
 beforeAll(async () => {
-  database = await createTestDatabase(databaseServerUrl);
-  db = database.db;
   redisPort = await freePort();
   await startRedis();
-  redis = new Redis(redisPort, "127.0.0.1", { maxRetriesPerRequest: null });
-  controllerQueue = new Queue(queueNames.controller, { connection: redis, prefix });
-  ownerId = randomUUID();
-  await db.user.create({ data: { id: ownerId, name: "Test", email: `${ownerId}@ferry.test` } });
-  controller = await startController({
-    db,
+  await cluster.start({
     redisUrl: `redis://127.0.0.1:${redisPort}`,
-    prefix,
-    reconcileIntervalMs: 300,
-    workerTimeoutMs,
-    cpuCheck: engineCpuCheck,
-    log,
+    redisOptions: { maxRetriesPerRequest: null },
+    ownRedis: true,
+    controller: { reconcileIntervalMs: 300, workerTimeoutMs: 5000 },
   });
+  ({ db } = cluster);
 });
 
 afterEach((context) => {
-  if (context.task.result?.state === "fail") failed = true;
+  if (context.task.result?.state === "fail") cluster.failed = true;
 });
 
-afterAll(async () => {
-  for (const id of workers.keys()) await stopWorkerProcess(id);
-  await controller?.close();
-  for (const line of qemuProcesses()) process.kill(Number(line.trim().split(/\s+/)[0]), "SIGKILL");
-  await controllerQueue?.close();
-  redis?.disconnect();
-  await stopRedis();
-  await s3?.close();
-  await database?.drop();
-  if (!failed) rmSync(root, { recursive: true, force: true });
-});
+afterAll(() =>
+  cluster.close(async () => {
+    await stopRedis();
+    await s3?.close();
+  }),
+);
 
 // ── Folder driver ─────────────────────────────────────────────────────────────────────────
 
