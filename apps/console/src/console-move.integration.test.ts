@@ -18,16 +18,13 @@ import { WebSocket } from "ws";
 
 // The worker's relay is the gateway's real peer; apps don't import each other, tests may.
 import { startConsoleRelay, type ConsoleRelay } from "../../worker/src/console-relay.ts";
-import { createConsoleGateway, type ConsoleGateway } from "./gateway.ts";
+import type { ConsoleGateway } from "./gateway.ts";
+import { addWorkerRow, portalOrigin, RfbReader, startTestGateway, testServices, waitFor } from "./test-support.ts";
 
-const serverUrl = process.env.FERRY_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5440/postgres";
-const redisUrl = process.env.FERRY_TEST_REDIS_URL ?? "redis://127.0.0.1:6390";
-const imagesDir = process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images";
-const qemuBinary = process.env.FERRY_QEMU_BINARY ?? "qemu-system-x86_64";
+const { databaseServerUrl: serverUrl, redisUrl, imagesDir, qemuBinary } = testServices;
 
 const secret = "console-move-test-secret-0123456789abcdef";
 const prefix = `ferry-test-${randomUUID()}`;
-const portalOrigin = "http://portal.test:3000";
 const vmId = randomUUID();
 const userId = `console-move-${vmId}`;
 
@@ -40,31 +37,6 @@ const guests = new Map<string, Vm>();
 let gateway: ConsoleGateway;
 let gatewayAddress: string;
 const logLines: string[] = [];
-
-/** Reads exact byte counts from the RFB stream arriving in websocket frames. */
-class RfbReader {
-  private buffered = Buffer.alloc(0);
-  private waiting: (() => void) | undefined;
-  constructor(ws: WebSocket) {
-    ws.on("message", (data: Buffer) => {
-      this.buffered = Buffer.concat([new Uint8Array(this.buffered), new Uint8Array(data)]);
-      this.waiting?.();
-    });
-  }
-  async read(count: number, timeoutMs = 15_000): Promise<Buffer> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.buffered.length < count) {
-      if (Date.now() > deadline) throw new Error(`RFB: wanted ${count} bytes, have ${this.buffered.length}`);
-      await new Promise<void>((resolve) => {
-        this.waiting = resolve;
-        setTimeout(resolve, 100);
-      });
-    }
-    const out = this.buffered.subarray(0, count);
-    this.buffered = this.buffered.subarray(count);
-    return out;
-  }
-}
 
 /** The screen size as the server last said it (ServerInit, then DesktopSize rectangles). */
 const screenSize = { width: 0, height: 0 };
@@ -132,14 +104,6 @@ function type(ws: WebSocket, text: string): void {
   }
 }
 
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
 async function specFor(workerId: string): Promise<VmSpec> {
   const image = await loadImage(imagesDir, "tiny");
   const spec = specForVm({ id: vmId, vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", image, vmDir: path.join(dir, workerId) });
@@ -160,13 +124,7 @@ async function addWorker(db: TestDatabase["db"], workerId: string): Promise<void
     log: pino({ level: "silent" }),
   });
   relays.push(relay);
-  const now = new Date();
-  await db.worker.create({
-    data: {
-      id: workerId, hostname: "localhost", consoleAddress: relay.address, vcpusTotal: 2, memoryMiBTotal: 2048, vcpusFree: 1, memoryMiBFree: 1792,
-      accelerator: "tcg", cpuVendor: "test", cpuModelName: "test", cpuFlags: [], qemuVersion: "7.2.22", startedAt: now, lastHeartbeatAt: now,
-    },
-  });
+  await addWorkerRow(db, workerId, relay.address);
 }
 
 beforeAll(async () => {
@@ -186,15 +144,7 @@ beforeAll(async () => {
   await db.vm.create({
     data: { id: vmId, name: "console-mover", ownerId: userId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", state: "running", workerId: "source" },
   });
-  gateway = createConsoleGateway({
-    db,
-    redis,
-    prefix,
-    secret,
-    allowedOrigins: [portalOrigin],
-    log: pino({ level: "info" }, { write: (line: string) => void logLines.push(line) }),
-  });
-  gatewayAddress = await gateway.listen(0, "127.0.0.1");
+  ({ gateway, address: gatewayAddress } = await startTestGateway({ db, redis, prefix, secret, logLines }));
 }, 60_000);
 
 afterAll(async () => {
@@ -214,7 +164,7 @@ describe("a console open across a live migration", () => {
     const ws = new WebSocket(`ws://${gatewayAddress}/console?token=${encodeURIComponent(signConsoleToken({ vmId, userId, secret }).token)}`, ["binary"], {
       origin: portalOrigin,
     });
-    const rfb = new RfbReader(ws);
+    const rfb = new RfbReader(ws, { timeoutMs: 15_000, pollMs: 100 });
     const closes: number[] = [];
     ws.on("close", (code) => closes.push(code));
     await new Promise((resolve, reject) => {

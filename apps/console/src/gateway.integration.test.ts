@@ -15,16 +15,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
 // The worker's relay is the gateway's real peer; apps don't import each other, tests may.
 import { startConsoleRelay, type ConsoleRelay } from "../../worker/src/console-relay.ts";
-import { createConsoleGateway, type ConsoleGateway } from "./gateway.ts";
+import type { ConsoleGateway } from "./gateway.ts";
+import { addWorkerRow, portalOrigin, RfbReader, startTestGateway, testServices, waitFor } from "./test-support.ts";
 
-const serverUrl = process.env.FERRY_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5440/postgres";
-const redisUrl = process.env.FERRY_TEST_REDIS_URL ?? "redis://127.0.0.1:6390";
-const imagesDir = process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images";
-const qemuBinary = process.env.FERRY_QEMU_BINARY ?? "qemu-system-x86_64";
+const { databaseServerUrl: serverUrl, redisUrl, imagesDir, qemuBinary } = testServices;
 
 const secret = "console-gateway-test-secret-0123456789";
 const prefix = `ferry-test-${randomUUID()}`;
-const portalOrigin = "http://portal.test:3000";
 const workerId = "console-test-worker";
 const runningVm = randomUUID();
 const stoppedVm = randomUUID();
@@ -39,45 +36,12 @@ let gateway: ConsoleGateway;
 let gatewayAddress: string;
 const logLines: string[] = [];
 
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
 function tokenFor(vmId: string, options: { ttlSeconds?: number; now?: Date } = {}): { token: string; tokenId: string } {
   return signConsoleToken({ vmId, userId, secret, ...options });
 }
 
 function consoleUrl(token: string): string {
   return `ws://${gatewayAddress}/console?token=${encodeURIComponent(token)}`;
-}
-
-/** Reads exact byte counts from the RFB stream arriving in websocket frames. */
-class RfbReader {
-  private buffered = Buffer.alloc(0);
-  private waiting: (() => void) | undefined;
-  constructor(ws: WebSocket) {
-    ws.on("message", (data: Buffer) => {
-      this.buffered = Buffer.concat([new Uint8Array(this.buffered), new Uint8Array(data)]);
-      this.waiting?.();
-    });
-  }
-  async read(count: number): Promise<Buffer> {
-    const deadline = Date.now() + 10_000;
-    while (this.buffered.length < count) {
-      if (Date.now() > deadline) throw new Error(`RFB: wanted ${count} bytes, have ${this.buffered.length}`);
-      await new Promise<void>((resolve) => {
-        this.waiting = resolve;
-        setTimeout(resolve, 200);
-      });
-    }
-    const out = this.buffered.subarray(0, count);
-    this.buffered = this.buffered.subarray(count);
-    return out;
-  }
 }
 
 /** Open a console websocket; resolves with the socket, or with the HTTP refusal. */
@@ -91,7 +55,7 @@ function openConsole(
       autoPong: options.autoPong ?? true,
     });
     // The RFB greeting can arrive in the same packet as the upgrade answer: read from the start.
-    const rfb = new RfbReader(ws);
+    const rfb = new RfbReader(ws, { timeoutMs: 10_000, pollMs: 200 });
     ws.once("open", () => resolve({ ws, rfb }));
     ws.once("unexpected-response", (_req, res) => {
       let body = "";
@@ -153,39 +117,12 @@ beforeAll(async () => {
 
   const { db } = testDb;
   await db.user.create({ data: { id: userId, name: "Console Tester", email: "console@example.test" } });
-  const now = new Date();
-  await db.worker.create({
-    data: {
-      id: workerId,
-      hostname: "localhost",
-      consoleAddress: relay.address,
-      vcpusTotal: 2,
-      memoryMiBTotal: 2048,
-      vcpusFree: 1,
-      memoryMiBFree: 1792,
-      accelerator: "tcg",
-      cpuVendor: "test",
-      cpuModelName: "test",
-      cpuFlags: [],
-      qemuVersion: "7.2.22",
-      startedAt: now,
-      lastHeartbeatAt: now,
-    },
-  });
+  await addWorkerRow(db, workerId, relay.address);
   const vm = { ownerId: userId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64" };
   await db.vm.create({ data: { ...vm, id: runningVm, name: "console-running", state: "running", workerId } });
   await db.vm.create({ data: { ...vm, id: stoppedVm, name: "console-stopped", state: "stopped", desiredState: "stopped" } });
 
-  gateway = createConsoleGateway({
-    db,
-    redis,
-    prefix,
-    secret,
-    allowedOrigins: [portalOrigin],
-    log: pino({ level: "info" }, { write: (line: string) => void logLines.push(line) }),
-    heartbeatIntervalMs: 300,
-  });
-  gatewayAddress = await gateway.listen(0, "127.0.0.1");
+  ({ gateway, address: gatewayAddress } = await startTestGateway({ db, redis, prefix, secret, logLines, heartbeatIntervalMs: 300 }));
 });
 
 afterAll(async () => {
