@@ -12,6 +12,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { Engine, loadImage, specForVm, toQemuArgv, type GuestImage, type VmSpec } from "@ferry/engine";
+import { freePort } from "../lib/ferry-cluster.ts";
 
 const RUNS = Math.max(5, Number(process.env.FERRY_BENCH_RUNS ?? 7));
 const imagesDir = process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images";
@@ -258,14 +259,6 @@ async function saveRestoreRaw(memoryMiB: number): Promise<Series<SaveRestore>> {
 }
 
 // --- live migration ------------------------------------------------------------------------
-
-async function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 interface Migration {
   downtimeMs: number;

@@ -14,13 +14,12 @@
 //
 // Prints one JSON document with medians of BENCH_RUNS (default 5) runs per case.
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 
 import { Engine, loadImage, specForVm, type Vm, type VmSpec } from "@ferry/engine";
 import { Redis } from "ioredis";
 
-import { median, round, startFerryCluster, type FerryCluster } from "../lib/ferry-cluster.ts";
+import { freePort, median, round, startFerryCluster, type FerryCluster } from "../lib/ferry-cluster.ts";
 import { openRfbOverWebSocket, type RfbSession } from "../lib/rfb-ws-client.ts";
 
 const runs = Number(process.env.BENCH_RUNS ?? 5);
@@ -47,17 +46,6 @@ interface Sample {
   framesInWindow: number;
   ticksInWindow: number;
   totalMs: number;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -30,6 +30,7 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 
 import { isWorkerAlive } from "./placement.ts";
+import { vmDefinitionOf } from "./vm-definition.ts";
 
 /** How long the target may take to start its incoming QEMU. */
 const receiveTimeoutMs = 30_000;
@@ -259,14 +260,7 @@ export class MigrationRunner {
 
   #send(workerId: string, name: WorkerJobName, vm: Vm, migration: NonNullable<VmJob["migration"]>): Promise<Job> {
     const payload: VmJob = {
-      vm: {
-        vmId: vm.id,
-        image: vm.image,
-        vcpus: vm.vcpus,
-        memoryMiB: vm.memoryMiB,
-        profile: vm.profile as VmJob["vm"]["profile"],
-        cpuModel: vm.cpuModel,
-      },
+      vm: vmDefinitionOf(vm),
       generation: vm.generation,
       migration,
     };

@@ -11,6 +11,7 @@ import type { Logger } from "pino";
 import type { MigrationRunner } from "./migration.ts";
 import { type CpuCheck, type PromisedCapacity, placeVm } from "./placement.ts";
 import { type Decision, type VmSnapshot, type WorkerLiveness, decide, guestStates, transitionDeadlineMs } from "./reconcile.ts";
+import { vmDefinitionOf } from "./vm-definition.ts";
 
 export interface ReconcilerOptions {
   db: Db;
@@ -280,14 +281,7 @@ export class Reconciler {
 
   async #sendJob(workerId: string, name: WorkerJobName, vm: Vm): Promise<void> {
     const payload: VmJob = {
-      vm: {
-        vmId: vm.id,
-        image: vm.image,
-        vcpus: vm.vcpus,
-        memoryMiB: vm.memoryMiB,
-        profile: vm.profile as VmJob["vm"]["profile"],
-        cpuModel: vm.cpuModel,
-      },
+      vm: vmDefinitionOf(vm),
       generation: vm.generation,
     };
     // The job id is stable per action and generation: a re-send while the first copy still
