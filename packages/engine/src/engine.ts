@@ -35,6 +35,11 @@ export interface StartOptions {
   bootTimeoutMs?: number;
 }
 
+export interface RestoreOptions {
+  /** Restore as a clone: a new vm continuing the guest state vm `cloneOf` saved (a lab's golden point). */
+  cloneOf?: string;
+}
+
 /** Where a migration destination listens. */
 export type IncomingListen = { kind: "tcp"; host: string; port: number } | { kind: "unix"; path: string };
 
@@ -105,8 +110,9 @@ export class Engine {
    * Starts a new QEMU for `spec` and loads a saved guest state into it; resolves `running`.
    * The manifest is checked against the spec and this host before QEMU starts. Pass a local
    * file as `{ file }` when there is one: it is verified before QEMU reads it, and it is faster.
+   * A state loads only into the vm that saved it, or as a clone (`options.cloneOf`).
    */
-  async restore(spec: VmSpec, source: GuestStateSource, manifest: GuestStateManifest): Promise<Vm> {
+  async restore(spec: VmSpec, source: GuestStateSource, manifest: GuestStateManifest, options: RestoreOptions = {}): Promise<Vm> {
     const valid = parseVmSpec(spec);
     const parsed = guestStateManifestSchema.safeParse(manifest);
     if (!parsed.success) {
@@ -117,7 +123,7 @@ export class Engine {
           .join(", ")} invalid). Pass the manifest saveState returned.`,
       );
     }
-    assertGuestStateMatches(valid.id, parsed.data, await guestStateIdentity(valid, this.#host));
+    assertGuestStateMatches(valid.id, parsed.data, await guestStateIdentity(valid, this.#host), options.cloneOf);
     await this.#prepareDisks(valid);
     const vm = await this.#launch(valid, { restore: source });
     await vm.loadState(source, parsed.data);

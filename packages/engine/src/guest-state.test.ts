@@ -4,7 +4,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
-import { digestFile, isGuestStateFile, streamCorruption } from "./guest-state.ts";
+import { EngineError } from "./errors.ts";
+import { assertGuestStateMatches, digestFile, type GuestStateIdentity, type GuestStateManifest, isGuestStateFile, streamCorruption } from "./guest-state.ts";
 
 const dir = mkdtempSync(path.join(tmpdir(), "ferry-guest-state-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -38,5 +39,53 @@ describe("isGuestStateFile", () => {
   it("tells a { file } source from a stream", () => {
     expect(isGuestStateFile({ file: "/x" })).toBe(true);
     expect(isGuestStateFile(Readable.from([]))).toBe(false);
+  });
+});
+
+describe("assertGuestStateMatches: whose state may load", () => {
+  const identity: GuestStateIdentity = {
+    qemuVersion: "7.2.22",
+    machineType: "pc-q35-7.2",
+    cpuModel: "qemu64",
+    profile: "standard@1",
+    memoryMiB: 256,
+    vcpus: 1,
+    accelerator: "tcg",
+    disks: [{ id: "data", base: "data.qcow2@image:abc" }],
+  };
+  const manifest: GuestStateManifest = {
+    ...identity,
+    format: "ferry-guest-state/1",
+    vmId: "golden",
+    compression: "zstd",
+    streamBytes: 10,
+    sha256: sha,
+    createdAt: "2026-11-25T17:00:00.000Z",
+  };
+  const outcome = (vmId: string, cloneOf: string | undefined, differs: Partial<GuestStateIdentity> = {}) => {
+    try {
+      assertGuestStateMatches(vmId, manifest, { ...identity, ...differs }, cloneOf);
+      return "loads";
+    } catch (error) {
+      return (error as EngineError).message;
+    }
+  };
+
+  it.each([
+    ["its own vm", "golden", undefined, {}, "loads"],
+    ["another vm, not as a clone", "student-1", undefined, {}, "vmId golden but this vm is student-1 (another vm's state loads only as a clone of it)"],
+    ["a clone of the vm that saved it", "student-1", "golden", {}, "loads"],
+    ["a clone of another vm", "student-1", "other", {}, "vmId golden but the clone student-1 continues vm other"],
+    ["a clone with another CPU model", "student-1", "golden", { cpuModel: "Haswell-noTSX" }, "cpuModel qemu64 but this vm has Haswell-noTSX"],
+    ["a clone with other disks", "student-1", "golden", { disks: [{ id: "data", base: "data.qcow2@image:def" }] }, "disks data=data.qcow2@image:abc but this vm has data=data.qcow2@image:def"],
+  ])("%s", (_what, vmId, cloneOf, differs, expected) => {
+    const result = outcome(vmId, cloneOf, differs);
+    if (expected === "loads") expect(result).toBe("loads");
+    else expect(result).toContain(expected);
+  });
+
+  it("is a state_mismatch naming the vm", () => {
+    expect(() => assertGuestStateMatches("student-1", manifest, identity)).toThrow(EngineError);
+    expect(outcome("student-1", undefined)).toContain("Restore vm student-1 with the spec and host it was saved under");
   });
 });

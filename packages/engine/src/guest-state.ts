@@ -108,9 +108,21 @@ export function guestStateDifferences(manifest: GuestStateManifest, identity: Gu
   return differences;
 }
 
-/** Throws state_mismatch naming every difference between the saved state and this vm. */
-export function assertGuestStateMatches(vmId: string, manifest: GuestStateManifest, identity: GuestStateIdentity): void {
+/**
+ * Throws state_mismatch naming every difference between the saved state and this vm. A state
+ * loads only into the vm that saved it, unless the restore is a clone (`cloneOf`: the vm whose
+ * state a new vm continues, e.g. a lab's golden point); every other check applies either way.
+ */
+export function assertGuestStateMatches(vmId: string, manifest: GuestStateManifest, identity: GuestStateIdentity, cloneOf?: string): void {
   const differences = guestStateDifferences(manifest, identity);
+  const savedBy = cloneOf ?? vmId;
+  if (manifest.vmId !== savedBy) {
+    differences.unshift(
+      cloneOf === undefined
+        ? `vmId ${manifest.vmId} but this vm is ${vmId} (another vm's state loads only as a clone of it)`
+        : `vmId ${manifest.vmId} but the clone ${vmId} continues vm ${cloneOf}`,
+    );
+  }
   if (differences.length === 0) return;
   throw new EngineError(
     "state_mismatch",
