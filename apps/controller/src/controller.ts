@@ -10,6 +10,7 @@ import { applyVmEvent } from "./events.ts";
 import { MigrationRunner, type MigrationSettings, defaultMigrationSettings, redisMovedPublisher } from "./migration.ts";
 import type { CpuCheck } from "./placement.ts";
 import { Reconciler } from "./reconciler.ts";
+import { TemplatePublisher } from "./templates.ts";
 
 export interface ControllerOptions {
   db: Db;
@@ -56,6 +57,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     migrations,
     log,
   });
+  const templates = new TemplatePublisher({ db, redis, prefix, workerTimeoutMs: options.workerTimeoutMs, log });
 
   const inbox = new QueueWorker(
     queueNames.controller,
@@ -92,6 +94,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     if (pass) return;
     pass = reconciler
       .reconcileAll()
+      .then(() => templates.publishAll())
       .catch((error: unknown) => log.error({ err: error }, "reconcile pass failed; retrying next interval"))
       .finally(() => {
         pass = undefined;
@@ -107,6 +110,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
       await Promise.all([inbox.close(), events.close()]);
       await pass;
       await reconciler.close();
+      await templates.close();
       await migrations.close();
       redis.disconnect();
     },

@@ -25,6 +25,7 @@ import { openGuestStates, startGuestStateSweeper } from "./guest-state-store.ts"
 import { type Heartbeat, startHeartbeat } from "./heartbeat.ts";
 import { deleteVm } from "./jobs/delete-vm.ts";
 import { discardVm, migrateVm, receiveVm } from "./jobs/migrate-vm.ts";
+import { publishVm } from "./jobs/publish-vm.ts";
 import { rebootVm } from "./jobs/reboot-vm.ts";
 import { resumeVm } from "./jobs/resume-vm.ts";
 import { startVm } from "./jobs/start-vm.ts";
@@ -82,6 +83,7 @@ const handlers: Record<WorkerJobName, JobHandler> = {
   "vm.receive": receiveVm,
   "vm.migrate": migrateVm,
   "vm.discard": discardVm,
+  "vm.publish": publishVm,
 };
 
 /** Jobs that would create or change a guest here: only run for a vm the database places here. */

@@ -64,8 +64,13 @@ export const workerJobNames = [
   "vm.receive",
   "vm.migrate",
   "vm.discard",
+  "vm.publish",
 ] as const;
 export type WorkerJobName = (typeof workerJobNames)[number];
+
+/** vm.publish: copy the suspended vm's guest state `stateId` as lab template version `versionId`'s golden point. */
+export const publishRequest = z.object({ versionId: z.string(), stateId: z.string() });
+export type PublishRequest = z.infer<typeof publishRequest>;
 
 export const vmJob = z.object({
   vm: vmDefinition,
@@ -86,6 +91,8 @@ export const vmJob = z.object({
       maxBandwidth: z.number().int().positive().optional(),
     })
     .optional(),
+  /** vm.publish only. */
+  publish: publishRequest.optional(),
 });
 export type VmJob = z.infer<typeof vmJob>;
 
@@ -138,7 +145,17 @@ export const redisKeys = {
   consoleTokenUsed: (prefix: string, tokenId: string) => `${prefix}:console-token:${tokenId}`,
   /** Pub/sub channel: a live migration moved a vm (VmMovedMessage); console gateways re-attach. */
   vmMoved: (prefix: string) => `${prefix}:vm-moved`,
+  /** Pub/sub channel: someone's access was taken away (AccessRevokedMessage); console gateways re-check their sessions. */
+  accessRevoked: (prefix: string) => `${prefix}:access-revoked`,
 };
+
+/** Published on `redisKeys.accessRevoked` when an API token is revoked or a member removed or demoted. */
+export const accessRevokedMessage = z.object({
+  userId: z.string().optional(),
+  organizationId: z.string().optional(),
+  apiTokenId: z.string().optional(),
+});
+export type AccessRevokedMessage = z.infer<typeof accessRevokedMessage>;
 
 /** How many serial chunks a vm keeps in Redis (older ones are trimmed). */
 export const serialLogMaxChunks = 5000;

@@ -15,6 +15,7 @@ import { pipeline } from "node:stream/promises";
 import type { GuestStateReader } from "@ferry/storage";
 
 import { type HostedVm, WorkerContext } from "../context.ts";
+import { resumeSource } from "../golden-point.ts";
 import { type GuestStateMetadata, discardStaging, guestStateMetadata, progressReporter, stagingDir } from "../guest-state-store.ts";
 
 /** Handle vm.resume: fetch and verify the guest state, restore it in a new QEMU, report running. */
@@ -24,9 +25,8 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
     return;
   }
   const { db, engine, guestStates } = ctx.options;
-  const row = await db.vm.findUnique({ where: { id: hosted.vmId }, select: { guestStateId: true } });
-  const stateId = row?.guestStateId ?? (await guestStates.store.latest(hosted.vmId))?.stateId;
-  if (!stateId) {
+  const source = await resumeSource(db, guestStates.store, hosted.vmId);
+  if (!source) {
     await ctx.report(hosted, "failed", {
       reason: `cannot resume vm ${hosted.vmId}: it has no guest state in ${guestStates.store.store.location}; start it instead`,
     });
@@ -40,14 +40,14 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
   try {
     await discardStaging(hosted.dir);
     await mkdir(staging, { recursive: true });
-    const reader = await guestStates.store.open({ vmId: hosted.vmId, stateId });
+    const reader = await guestStates.store.open(source.ref);
     const parsed = guestStateMetadata.safeParse(reader.metadata);
     if (!parsed.success) {
-      throw new Error(`guest state ${hosted.vmId}/${stateId} was not written by a Ferry worker (its metadata has no engine manifest and disk list)`);
+      throw new Error(`guest state ${source.ref.vmId}/${source.ref.stateId} was not written by a Ferry worker (its metadata has no engine manifest and disk list)`);
     }
     metadata = parsed.data;
     const missing = spec.disks.filter((disk) => metadata.disks[disk.id] === undefined).map((disk) => disk.id);
-    if (missing.length > 0) throw new Error(`guest state ${hosted.vmId}/${stateId} has no overlay for disk(s) ${missing.join(", ")}`);
+    if (missing.length > 0) throw new Error(`guest state ${source.ref.vmId}/${source.ref.stateId} has no overlay for disk(s) ${missing.join(", ")}`);
     await fetchVerified(ctx, hosted, reader, [
       { stream: "memory", file: memoryFile },
       ...spec.disks.map((disk) => ({ stream: metadata.disks[disk.id]!, file: join(staging, `${disk.id}.qcow2`) })),
@@ -67,7 +67,7 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
   try {
     // The engine compares the manifest with the spec and this host before QEMU starts.
     // From the file: QEMU reads it itself once the engine has checked it against the manifest.
-    vm = await engine.restore(spec, { file: memoryFile }, metadata.engine);
+    vm = await engine.restore(spec, { file: memoryFile }, metadata.engine, source.restore);
   } catch (error) {
     await ctx.options.serial.unfollow(hosted.vmId);
     await discardStaging(hosted.dir);

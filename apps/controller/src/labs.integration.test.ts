@@ -1,0 +1,204 @@
+// Hosted labs, the foundation: publish a running tiny vm as a lab template version (its guest
+// state, copied as the version's golden point), clone it 5 times on two workers that share only
+// the database and object storage (folder driver), and check every clone continues from the
+// golden point (marker file on /data, counter on from the golden tick, never booted); the
+// template outlives its source vm; a damaged golden point is refused naming the part.
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+import type { Db, Prisma } from "@ferry/db";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+
+import { TestCluster, testServices } from "./test-cluster.ts";
+import { typeOnConsole } from "./test-support.ts";
+
+const cluster = new TestCluster("ferry-labs-", 200);
+const { root, qemuProcesses, until, vmIn, vmWhere, createVm, request, serialText } = cluster;
+const storage = join(root, "guest-states");
+let db: Db;
+
+type VmRow = Awaited<ReturnType<Db["vm"]["findUniqueOrThrow"]>>;
+type VersionRow = Awaited<ReturnType<Db["labTemplateVersion"]["findUniqueOrThrow"]>>;
+
+const ticks = (text: string) => [...text.matchAll(/ferry-tick (\d+) uptime=([\d.]+)/g)].map((m) => ({ n: Number(m[1]), uptime: Number(m[2]) }));
+
+async function typeOn(vmId: string, text: string): Promise<void> {
+  const vm = await db.vm.findUniqueOrThrow({ where: { id: vmId } });
+  await typeOnConsole(join(root, vm.workerId!, "vms", vmId, "vnc.sock"), text);
+}
+
+/**
+ * What the portal does to publish: the template (found by name, or new), its next version
+ * `publishing` with the spec fields a clone needs, and the vm asked to suspend (one
+ * transaction); then a reconcile job for the vm.
+ */
+async function publish(vm: VmRow, name: string): Promise<VersionRow> {
+  const version = await db.$transaction(async (tx) => {
+    const template =
+      (await tx.labTemplate.findFirst({ where: { ownerId: vm.ownerId, name } })) ?? (await tx.labTemplate.create({ data: { name, ownerId: vm.ownerId } }));
+    const last = await tx.labTemplateVersion.aggregate({ where: { templateId: template.id }, _max: { version: true } });
+    const created = await tx.labTemplateVersion.create({
+      data: {
+        templateId: template.id,
+        version: (last._max.version ?? 0) + 1,
+        sourceVmId: vm.id,
+        image: vm.image,
+        vcpus: vm.vcpus,
+        memoryMiB: vm.memoryMiB,
+        profile: vm.profile,
+        cpuModel: vm.cpuModel,
+      },
+    });
+    await tx.vm.update({ where: { id: vm.id }, data: { desiredState: "suspended", generation: { increment: 1 } } });
+    return created;
+  });
+  await cluster.controllerQueue.add("vm.reconcile", { vmId: vm.id });
+  return version;
+}
+
+/**
+ * What the portal does to clone: a vm with the version's spec, suspended at its golden point
+ * (no guest state of its own yet) and wanted running, so the controller places its first
+ * start like a resume; then a reconcile job. Owner (and project, where vms have one) as the
+ * instructor's vm here.
+ */
+async function createClone(version: VersionRow, name: string, owner: VmRow): Promise<VmRow> {
+  const project = (owner as { projectId?: string }).projectId;
+  const vm = await db.vm.create({
+    data: {
+      name,
+      ownerId: owner.ownerId,
+      ...(project === undefined ? {} : { projectId: project }),
+      image: version.image,
+      vcpus: version.vcpus,
+      memoryMiB: version.memoryMiB,
+      profile: version.profile,
+      cpuModel: version.cpuModel,
+      accelerator: version.accelerator,
+      state: "suspended",
+      desiredState: "running",
+      sourceTemplateVersionId: version.id,
+    } as Prisma.VmUncheckedCreateInput,
+  });
+  await cluster.controllerQueue.add("vm.reconcile", { vmId: vm.id });
+  return vm;
+}
+
+/** QEMU's resident memory (VmRSS) for the vm, in MiB. */
+function rssMiB(vmId: string): number {
+  const [line] = qemuProcesses(vmId);
+  const status = readFileSync(`/proc/${line!.trim().split(/\s+/)[0]}/status`, "utf8");
+  return Number(status.match(/VmRSS:\s+(\d+) kB/)![1]) / 1024;
+}
+
+beforeAll(async () => {
+  await cluster.start({ redisUrl: testServices.redisUrl, controller: { reconcileIntervalMs: 300, workerTimeoutMs: 6000 } });
+  ({ db } = cluster);
+  // Each vm keeps only its newest guest state: pruning must never reach a golden point. Four
+  // 1-vCPU clones fit on each worker (idle tiny guests share the host's cores).
+  for (const id of ["la", "lb"]) {
+    cluster.startWorkerProcess(id, { FERRY_STORAGE_PATH: storage, FERRY_GUEST_STATES_KEEP: "1", FERRY_GUEST_STATE_SWEEP_MS: "1000", FERRY_WORKER_VCPUS: "4" });
+  }
+  await until("both workers", async () => (await db.worker.count({ where: { status: "online" } })) === 2);
+});
+
+afterEach((context) => {
+  if (context.task.result?.state === "fail") cluster.failed = true;
+});
+
+afterAll(() => cluster.close());
+
+describe("lab templates and clones", () => {
+  let instructor: VmRow;
+  let version: VersionRow;
+  let goldenTick: number;
+  const clones: string[] = [];
+
+  it("publishes a running vm: suspended through the normal path, its guest state copied as version 1's golden point", async () => {
+    instructor = await createVm("instructor");
+    await vmIn(instructor.id, "running");
+    await until("a few ticks", async () => ticks(await serialText(instructor.id)).length >= 2);
+    await typeOn(instructor.id, "echo lab-note-content >/data/labnote; sync; echo labnote-written >/dev/ttyS0\n");
+    await until("the marker file written", async () => (await serialText(instructor.id)).includes("labnote-written"));
+
+    const asked = await publish(instructor, "intro-to-shells");
+    expect(asked).toMatchObject({ version: 1, status: "publishing" });
+    version = await until("version 1 ready", async () => {
+      const row = await db.labTemplateVersion.findUniqueOrThrow({ where: { id: asked.id } });
+      if (row.status === "failed") throw new Error(`publishing failed: ${row.statusReason}`);
+      return row.status === "ready" ? row : undefined;
+    }, 120_000);
+    const suspended = await db.vm.findUniqueOrThrow({ where: { id: instructor.id } });
+    expect(suspended.state).toBe("suspended");
+    expect(version).toMatchObject({ sourceGuestStateId: suspended.guestStateId, cpuModel: "qemu64", accelerator: "tcg", memoryMiB: 256, vcpus: 1, image: "tiny" });
+    expect(version.storedBytes).toBeGreaterThan(0n);
+    // Copied under the version's own name, beside (not inside) the vm's guest states.
+    expect(existsSync(join(storage, "guest-states", `lab-${version.id}`, version.goldenStateId!, "manifest.json"))).toBe(true);
+    goldenTick = ticks(await serialText(instructor.id)).at(-1)!.n;
+  });
+
+  it("clones it 5 times on both workers: each continues from the golden point with the marker file, never booting", async () => {
+    const asked = Date.now();
+    for (let i = 1; i <= 5; i++) clones.push((await createClone(version, `student-${i}`, instructor)).id);
+    const running = await Promise.all(clones.map((id) => vmIn(id, "running", 180_000)));
+    const readyMs = Date.now() - asked;
+    expect(new Set(running.map((vm) => vm.workerId))).toEqual(new Set(["la", "lb"]));
+
+    for (const id of clones) {
+      const first = await until(`a tick of clone ${id}`, async () => ticks(await serialText(id))[0]);
+      // The counter goes on from the golden point: not from 0, and the guest never booted.
+      expect(first.n).toBeGreaterThanOrEqual(goldenTick);
+      expect(first.n).toBeLessThan(goldenTick + 10);
+      expect(await serialText(id)).not.toContain("FERRY-BOOT-OK");
+      // The file written before publishing is on this clone's own disk (page cache dropped).
+      await typeOn(id, "sync; echo 3 >/proc/sys/vm/drop_caches; cat /data/labnote >/dev/ttyS0\n");
+      await until(`marker file on clone ${id}`, async () => (await serialText(id)).includes("lab-note-content"));
+    }
+    // Each clone writes to its own copy-on-write overlay: a file of one is not on another.
+    await typeOn(clones[0]!, "echo only-first >/data/mine; sync; echo first-wrote >/dev/ttyS0\n");
+    await until("the first clone's file", async () => (await serialText(clones[0]!)).includes("first-wrote"));
+    await typeOn(clones[1]!, "cat /data/mine >/dev/ttyS0 2>/dev/ttyS0; echo second-read >/dev/ttyS0\n");
+    const second = await until("the second clone's read", async () => {
+      const text = await serialText(clones[1]!);
+      return text.includes("second-read") ? text : undefined;
+    });
+    expect(second).toMatch(/can't open '\/data\/mine': No such file/);
+    expect(second).not.toContain("only-first");
+
+    const rss = clones.map(rssMiB);
+    console.log(JSON.stringify({ clones: clones.length, readyMs, rssMiB: rss.map(Math.round) }));
+  }, 300_000);
+
+  it("outlives its source vm: after the vm is deleted (and its guest states swept) a 6th clone continues from the golden point", async () => {
+    await Promise.all(clones.map((id) => request(id, "deleted")));
+    await Promise.all(clones.map((id) => vmIn(id, "deleted")));
+    await request(instructor.id, "deleted");
+    await vmIn(instructor.id, "deleted");
+    await until("the instructor vm's guest states swept", async () => !existsSync(join(storage, "guest-states", instructor.id)));
+
+    const sixth = (await createClone(version, "student-6", instructor)).id;
+    await vmIn(sixth, "running", 120_000);
+    const first = await until("a tick of the 6th clone", async () => ticks(await serialText(sixth))[0]);
+    expect(first.n).toBeGreaterThanOrEqual(goldenTick);
+    await typeOn(sixth, "sync; echo 3 >/proc/sys/vm/drop_caches; cat /data/labnote >/dev/ttyS0\n");
+    await until("marker file on the 6th clone", async () => (await serialText(sixth)).includes("lab-note-content"));
+  });
+
+  it("refuses a golden point with a flipped byte, naming the part; the clone stays suspended and nothing runs", async () => {
+    const part = join(storage, "guest-states", `lab-${version.id}`, version.goldenStateId!, "memory", "1");
+    const bytes = readFileSync(part);
+    bytes[1000] = bytes[1000]! ^ 0xff;
+    writeFileSync(part, bytes);
+    try {
+      const clone = (await createClone(version, "student-7", instructor)).id;
+      const refused = await vmWhere(clone, "resume refused", (vm) => vm.state === "suspended" && (vm.stateReason ?? "").startsWith("resume refused"));
+      expect(refused.stateReason).toContain("part memory/1 failed its checksum");
+      expect(refused.desiredState).toBe("suspended");
+      expect(refused.workerId).toBeNull();
+      expect(qemuProcesses(clone)).toHaveLength(0);
+    } finally {
+      bytes[1000] = bytes[1000]! ^ 0xff;
+      writeFileSync(part, bytes);
+    }
+  });
+});

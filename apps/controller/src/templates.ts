@@ -1,0 +1,131 @@
+// Publishing lab template versions. A version is asked for on a vm (the portal writes the
+// version `publishing` and asks the vm to suspend through the normal path); each reconcile
+// pass then looks at every publishing version: once its vm is suspended, one worker copies
+// the vm's guest state as the version's golden point (vm.publish, apps/worker) and marks the
+// version ready. The decision is pure (publishDecision) so every rule has a table test.
+import type { Db } from "@ferry/db";
+import { type VmJob, queueNames } from "@ferry/jobs";
+import { Queue } from "bullmq";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+
+import { isWorkerAlive } from "./placement.ts";
+import { vmDefinitionOf } from "./vm-definition.ts";
+
+/** The fields of a publishing template version the decision reads. */
+export interface PublishingVersion {
+  sourceVmId: string;
+  /** the vm's guest state chosen for the golden point, once a copy was asked for */
+  sourceGuestStateId: string | null;
+  publishWorkerId: string | null;
+}
+
+/** The fields of the source vm the decision reads. */
+export interface PublishingVm {
+  id: string;
+  state: string;
+  desiredState: string;
+  stateReason: string | null;
+  guestStateId: string | null;
+}
+
+export type PublishDecision =
+  | { kind: "wait" }
+  | { kind: "fail"; reason: string }
+  /** ask `workerId` to copy the vm's guest state `stateId` */
+  | { kind: "send"; workerId: string; stateId: string };
+
+/** States on the way to the suspend the publish asked for. */
+const suspendingStates = new Set(["running", "suspending"]);
+
+/**
+ * What to do next for a publishing version: wait for the vm's suspend, ask a worker to copy
+ * its guest state (the one chosen before while that worker lives, so two copies never race),
+ * or fail the version with the reason.
+ */
+export function publishDecision(
+  version: PublishingVersion,
+  vm: PublishingVm | null,
+  aliveWorkers: Array<{ id: string; memoryMiBFree: number }>,
+): PublishDecision {
+  if (!vm || vm.state === "deleted" || vm.desiredState === "deleted") {
+    return { kind: "fail", reason: `vm ${version.sourceVmId} was deleted before its guest state was published; publish from another vm` };
+  }
+  const stateId = version.sourceGuestStateId ?? (vm.state === "suspended" ? vm.guestStateId : null);
+  if (stateId === null) {
+    if (vm.desiredState === "suspended" && suspendingStates.has(vm.state)) return { kind: "wait" };
+    return {
+      kind: "fail",
+      reason: `vm ${vm.id} is ${vm.state}${vm.stateReason ? ` (${vm.stateReason})` : ""}, not suspended, so it has no guest state to publish; start it and publish again`,
+    };
+  }
+  const chosen = aliveWorkers.find((worker) => worker.id === version.publishWorkerId);
+  const worker = chosen ?? [...aliveWorkers].sort((a, b) => b.memoryMiBFree - a.memoryMiBFree || a.id.localeCompare(b.id))[0];
+  if (!worker) return { kind: "wait" };
+  return { kind: "send", workerId: worker.id, stateId };
+}
+
+export interface TemplatePublisherOptions {
+  db: Db;
+  redis: Redis;
+  prefix: string;
+  workerTimeoutMs: number;
+  log: Logger;
+}
+
+/** Drives publishing template versions to ready (or failed); run once per reconcile pass. */
+export class TemplatePublisher {
+  readonly #options: TemplatePublisherOptions;
+  readonly #queues = new Map<string, Queue>();
+
+  constructor(options: TemplatePublisherOptions) {
+    this.#options = options;
+  }
+
+  /** One pass over every publishing version. */
+  async publishAll(now = new Date()): Promise<void> {
+    const { db, workerTimeoutMs, log } = this.#options;
+    const versions = await db.labTemplateVersion.findMany({ where: { status: "publishing" }, orderBy: { createdAt: "asc" } });
+    if (versions.length === 0) return;
+    const alive = (await db.worker.findMany()).filter((worker) => isWorkerAlive(worker, now, workerTimeoutMs));
+    for (const version of versions) {
+      const vm = await db.vm.findUnique({ where: { id: version.sourceVmId } });
+      const decision = publishDecision(version, vm, alive);
+      if (decision.kind === "wait") continue;
+      if (decision.kind === "fail") {
+        await db.labTemplateVersion.updateMany({ where: { id: version.id, status: "publishing" }, data: { status: "failed", statusReason: decision.reason } });
+        log.info({ versionId: version.id, reason: decision.reason }, "template version not published");
+        continue;
+      }
+      const updated = await db.labTemplateVersion.updateMany({
+        where: { id: version.id, status: "publishing" },
+        data: { publishWorkerId: decision.workerId, sourceGuestStateId: decision.stateId },
+      });
+      if (updated.count !== 1 || !vm) continue;
+      const payload: VmJob = { vm: vmDefinitionOf(vm), generation: vm.generation, publish: { versionId: version.id, stateId: decision.stateId } };
+      // Sent every pass until the version is ready: the stable job id drops a copy while one
+      // waits or runs, and a copy that committed before its worker died is found, not redone.
+      await this.#queue(decision.workerId).add("vm.publish", payload, {
+        jobId: `vm.publish.${version.id}.${decision.stateId}`,
+        removeOnComplete: true,
+        removeOnFail: true,
+      });
+      if (version.publishWorkerId !== decision.workerId) {
+        log.info({ versionId: version.id, vmId: vm.id, workerId: decision.workerId, stateId: decision.stateId }, "golden point copy sent");
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.#queues.values()].map((queue) => queue.close()));
+  }
+
+  #queue(workerId: string): Queue {
+    let queue = this.#queues.get(workerId);
+    if (!queue) {
+      queue = new Queue(queueNames.worker(workerId), { connection: this.#options.redis, prefix: this.#options.prefix });
+      this.#queues.set(workerId, queue);
+    }
+    return queue;
+  }
+}
