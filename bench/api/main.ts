@@ -80,6 +80,7 @@ const cluster = await startFerryCluster();
 try {
   const db = createDb(cluster.databaseUrl);
   const admin = await db.user.findFirstOrThrow({ where: { role: "admin" }, select: { id: true } });
+  const project = await db.project.findFirstOrThrow({ where: { organizationId: "default", name: "default" }, select: { id: true } });
   log(`inserting ${vmCount} vms`);
   const base = Date.now() - vmCount * 1000;
   for (let from = 0; from < vmCount; from += 1000) {
@@ -87,7 +88,7 @@ try {
       data: Array.from({ length: Math.min(1000, vmCount - from) }, (_, k) => {
         const i = from + k;
         const at = new Date(base + i * 1000);
-        return { name: `bench-${i}`, ownerId: admin.id, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", ...stateOf(i), createdAt: at, stateChangedAt: at };
+        return { name: `bench-${i}`, ownerId: admin.id, projectId: project.id, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", ...stateOf(i), createdAt: at, stateChangedAt: at };
       }),
     });
   }

@@ -6,7 +6,7 @@ import { randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { createTestDatabase, type TestDatabase } from "@ferry/db/testing";
+import { createTestDatabase, createTestProject, type TestDatabase } from "@ferry/db/testing";
 import { redisKeys } from "@ferry/jobs";
 import { signConsoleToken } from "@ferry/tokens";
 import { Redis } from "ioredis";
@@ -118,7 +118,8 @@ beforeAll(async () => {
   const { db } = testDb;
   await db.user.create({ data: { id: userId, name: "Console Tester", email: "console@example.test" } });
   await addWorkerRow(db, workerId, relay.address);
-  const vm = { ownerId: userId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64" };
+  const { projectId } = await createTestProject(db, userId);
+  const vm = { ownerId: userId, projectId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64" };
   await db.vm.create({ data: { ...vm, id: runningVm, name: "console-running", state: "running", workerId } });
   await db.vm.create({ data: { ...vm, id: stoppedVm, name: "console-stopped", state: "stopped", desiredState: "stopped" } });
 

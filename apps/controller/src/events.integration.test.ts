@@ -2,7 +2,7 @@
 import { randomUUID } from "node:crypto";
 
 import type { Db } from "@ferry/db";
-import { type TestDatabase, createTestDatabase } from "@ferry/db/testing";
+import { type TestDatabase, createTestDatabase, createTestProject } from "@ferry/db/testing";
 import type { VmStateEvent } from "@ferry/jobs";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,12 +15,14 @@ const log = pino({ level: "silent" });
 let database: TestDatabase;
 let db: Db;
 let ownerId: string;
+let projectId: string;
 
 beforeAll(async () => {
   database = await createTestDatabase(databaseServerUrl);
   db = database.db;
   ownerId = randomUUID();
   await db.user.create({ data: { id: ownerId, name: "Test", email: `${ownerId}@ferry.test` } });
+  ({ projectId } = await createTestProject(db, ownerId));
   const now = new Date();
   for (const id of ["w1", "w2"]) {
     await db.worker.create({
@@ -53,6 +55,7 @@ async function vmOn(workerId: string, state: string, generation: number) {
     data: {
       name: "vm",
       ownerId,
+      projectId,
       image: "tiny",
       vcpus: 1,
       memoryMiB: 256,

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 import type { Db } from "@ferry/db";
-import { type TestDatabase, createTestDatabase } from "@ferry/db/testing";
+import { type TestDatabase, createTestDatabase, createTestProject } from "@ferry/db/testing";
 import { type DesiredState, queueNames, redisKeys } from "@ferry/jobs";
 import { Queue } from "bullmq";
 import { Redis, type RedisOptions } from "ioredis";
@@ -53,6 +53,7 @@ export class TestCluster {
   controllerQueue!: Queue;
   controller!: Controller;
   ownerId!: string;
+  projectId!: string;
   /** Set when a test failed: the folder (with the controller's and workers' logs) is kept. */
   failed = false;
   private redisUrl = "";
@@ -77,6 +78,7 @@ export class TestCluster {
     this.controllerQueue = new Queue(queueNames.controller, { connection: this.redis, prefix: this.prefix });
     this.ownerId = randomUUID();
     await this.db.user.create({ data: { id: this.ownerId, name: "Test", email: `${this.ownerId}@ferry.test` } });
+    ({ projectId: this.projectId } = await createTestProject(this.db, this.ownerId));
     this.controller = await startController({
       db: this.db,
       redisUrl: options.redisUrl,
@@ -160,7 +162,7 @@ export class TestCluster {
   /** What the portal does to create a tiny vm: the row, then a reconcile job. */
   createVm = async (name: string, memoryMiB = 256): Promise<VmRow> => {
     const vm = await this.db.vm.create({
-      data: { name, ownerId: this.ownerId, image: "tiny", vcpus: 1, memoryMiB, profile: "standard", cpuModel: "qemu64" },
+      data: { name, ownerId: this.ownerId, projectId: this.projectId, image: "tiny", vcpus: 1, memoryMiB, profile: "standard", cpuModel: "qemu64" },
     });
     await this.controllerQueue.add("vm.reconcile", { vmId: vm.id });
     return vm;

@@ -17,6 +17,11 @@ const portalEnvSchema = z
     FERRY_ADMIN_PASSWORD: z.string().min(8, { error: "must be at least 8 characters" }).default("ferry-admin-password"),
     FERRY_ADMIN_TOKEN: z.string().min(16, { error: "must be at least 16 characters" }).optional(),
     FERRY_CONSOLE_PUBLIC_URL: z.url({ protocol: /^wss?$/, error: "must be a ws:// or wss:// URL" }).default("ws://localhost:3001"),
+    FERRY_PROJECT_QUOTA_VCPUS: z.coerce.number().int().min(0).max(1_000_000).default(64),
+    FERRY_PROJECT_QUOTA_MEMORY_MIB: z.coerce.number().int().min(0).max(1_073_741_824).default(65_536),
+    FERRY_PROJECT_QUOTA_VMS: z.coerce.number().int().min(0).max(1_000_000).default(100),
+    FERRY_PROJECT_QUOTA_STATE_GIB: z.coerce.number().int().min(0).max(1_048_576).default(100),
+    FERRY_API_RATE_LIMIT: z.coerce.number().int().min(1).max(10_000_000).default(1200),
     FERRY_CPU_MODEL: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, { error: "must be a QEMU -cpu model name" }).default("qemu64"),
   })
   .transform((raw) => ({

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { createTestDatabase, type TestDatabase } from "./testing.ts";
+import { createTestDatabase, createTestProject, type TestDatabase } from "./testing.ts";
 
 const serverUrl = process.env.FERRY_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5440/postgres";
 
@@ -20,10 +20,12 @@ describe("createDb on a freshly migrated database", () => {
     const user = await db.user.create({
       data: { id: "user-1", name: "Ada", email: "ada@example.test" },
     });
+    const { projectId } = await createTestProject(db, user.id);
     await db.vm.create({
       data: {
         name: "build-box",
         ownerId: user.id,
+        projectId,
         image: "tiny",
         vcpus: 1,
         memoryMiB: 256,

@@ -70,3 +70,29 @@ function redact(databaseUrl: string): string {
   if (url.password) url.password = "***";
   return url.toString();
 }
+
+/**
+ * An organization with `ownerUserId` as its owner and one project with room for `quota`
+ * (generous defaults), for tests that create vms or tokens directly in the database.
+ */
+export async function createTestProject(
+  db: Db,
+  ownerUserId: string,
+  quota: Partial<{ vcpus: number; memoryMiB: number; vms: number; stateBytes: bigint }> = {},
+): Promise<{ organizationId: string; projectId: string }> {
+  const suffix = randomUUID().slice(0, 8);
+  const organization = await db.organization.create({
+    data: { name: `test-org-${suffix}`, memberships: { create: { userId: ownerUserId, role: "owner" } } },
+  });
+  const project = await db.project.create({
+    data: {
+      organizationId: organization.id,
+      name: `test-project-${suffix}`,
+      quotaVcpus: quota.vcpus ?? 1000,
+      quotaMemoryMiB: quota.memoryMiB ?? 1_048_576,
+      quotaVms: quota.vms ?? 100_000,
+      quotaStateBytes: quota.stateBytes ?? 1n << 50n,
+    },
+  });
+  return { organizationId: organization.id, projectId: project.id };
+}

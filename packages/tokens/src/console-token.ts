@@ -12,6 +12,9 @@ const payloadSchema = z.object({
   sub: z.string().min(1),
   jti: z.string().min(1),
   exp: z.number().int(),
+  /** the API token, or portal session, the console was opened with: revoking it closes the console */
+  tok: z.string().min(1).optional(),
+  ses: z.string().min(1).optional(),
 });
 
 export interface ConsoleToken {
@@ -19,12 +22,18 @@ export interface ConsoleToken {
   userId: string;
   tokenId: string;
   expiresAt: Date;
+  /** the API token the console was opened with, if any */
+  apiTokenId?: string;
+  /** the portal session the console was opened from, if any */
+  sessionId?: string;
 }
 
 /** Issue a short-lived token that lets `userId` open the console of `vmId` once. */
 export function signConsoleToken(options: {
   vmId: string;
   userId: string;
+  apiTokenId?: string | undefined;
+  sessionId?: string | undefined;
   secret: string;
   ttlSeconds?: number;
   now?: Date;
@@ -35,7 +44,15 @@ export function signConsoleToken(options: {
   const exp = toEpochSeconds(options.now ?? new Date()) + ttlSeconds;
   const token = sign(
     "console-token",
-    { v: 1, vm: options.vmId, sub: options.userId, jti: tokenId, exp },
+    {
+      v: 1,
+      vm: options.vmId,
+      sub: options.userId,
+      jti: tokenId,
+      exp,
+      ...(options.apiTokenId ? { tok: options.apiTokenId } : {}),
+      ...(options.sessionId ? { ses: options.sessionId } : {}),
+    },
     options.secret,
   );
   return { token, tokenId, expiresAt: new Date(exp * 1000) };
@@ -52,5 +69,12 @@ export function verifyConsoleToken(token: string, options: { secret: string; now
       `The console token expired at ${expiresAt.toISOString()} (now ${now.toISOString()}). ${nextStep}`,
     );
   }
-  return { vmId: payload.vm, userId: payload.sub, tokenId: payload.jti, expiresAt };
+  return {
+    vmId: payload.vm,
+    userId: payload.sub,
+    tokenId: payload.jti,
+    expiresAt,
+    ...(payload.tok ? { apiTokenId: payload.tok } : {}),
+    ...(payload.ses ? { sessionId: payload.ses } : {}),
+  };
 }

@@ -5,7 +5,9 @@ import { betterAuth } from "better-auth";
 import { prismaAdapter } from "better-auth/adapters/prisma";
 import { nextCookies } from "better-auth/next-js";
 import type { Db } from "@ferry/db";
+import { tokenScopes } from "./access.ts";
 import { apiTokenHash } from "./api-token.ts";
+import { type ProjectQuota, quotaColumns } from "./quota.ts";
 
 /** Build the better-auth instance for a database; its routes are mounted at /api/auth. */
 export function createAuth(options: { db: Db; clusterSecret: string; publicUrl: string }) {
@@ -28,9 +30,14 @@ export type PortalAuth = ReturnType<typeof createAuth>;
 
 /**
  * Create the admin account if it is missing (hashing with better-auth's own password hasher),
- * and register `token` as its API token. Safe to run on every start.
+ * give it the default organization and project, and register `token` as its API token (every
+ * scope, in the default project). Safe to run on every start.
  */
-export async function ensureAdmin(auth: PortalAuth, db: Db, admin: { email: string; password: string; token?: string | undefined }): Promise<{ userId: string }> {
+export async function ensureAdmin(
+  auth: PortalAuth,
+  db: Db,
+  admin: { email: string; password: string; token?: string | undefined; defaultQuota: ProjectQuota },
+): Promise<{ userId: string; projectId: string }> {
   const context = await auth.$context;
   let user = await db.user.findUnique({ where: { email: admin.email }, select: { id: true, role: true } });
   if (user === null) {
@@ -53,14 +60,31 @@ export async function ensureAdmin(auth: PortalAuth, db: Db, admin: { email: stri
     }
   }
   if (user.role !== "admin") await db.user.update({ where: { id: user.id }, data: { role: "admin" } });
+  const projectId = await ensureDefaultProject(db, user.id, admin.defaultQuota);
   if (admin.token !== undefined) {
     const tokenHash = apiTokenHash(admin.token);
     await db.apiToken.upsert({
       where: { tokenHash },
-      create: { userId: user.id, name: "FERRY_ADMIN_TOKEN", tokenHash },
+      create: { userId: user.id, projectId, scopes: [...tokenScopes], name: "FERRY_ADMIN_TOKEN", tokenHash },
       // A token revoked since stays revoked: rotate FERRY_ADMIN_TOKEN instead.
       update: {},
     });
   }
-  return { userId: user.id };
+  return { userId: user.id, projectId };
+}
+
+/** The "default" organization (the admin its owner) and its "default" project, so a fresh Ferry can run vms at once. */
+async function ensureDefaultProject(db: Db, adminId: string, quota: ProjectQuota): Promise<string> {
+  const organization = await db.organization.upsert({ where: { name: "default" }, create: { id: "default", name: "default" }, update: {} });
+  await db.membership.upsert({
+    where: { organizationId_userId: { organizationId: organization.id, userId: adminId } },
+    create: { organizationId: organization.id, userId: adminId, role: "owner" },
+    update: {},
+  });
+  const project = await db.project.upsert({
+    where: { organizationId_name: { organizationId: organization.id, name: "default" } },
+    create: { organizationId: organization.id, name: "default", ...quotaColumns(quota) },
+    update: {},
+  });
+  return project.id;
 }

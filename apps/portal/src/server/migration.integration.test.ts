@@ -3,77 +3,40 @@
 // second migration of the same vm is refused while the first runs.
 import { randomUUID } from "node:crypto";
 
-import { createTestDatabase, type TestDatabase } from "@ferry/db/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { handleRestRequest } from "./rest.ts";
-import { createPortalServices, type PortalServices } from "./services.ts";
+import { TestPortal } from "./test-portal.ts";
 
-const serverUrl = process.env.FERRY_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5440/postgres";
-const redisUrl = process.env.FERRY_TEST_REDIS_URL ?? "redis://127.0.0.1:6390";
-const adminToken = `ferry-test-${randomUUID()}`;
-const memberToken = `ferry-test-${randomUUID()}`;
-
-let database: TestDatabase;
-let services: PortalServices;
+const portal = new TestPortal();
+let services: TestPortal["services"];
+let adminToken: string;
+let memberToken: string;
 let memberId: string;
+let projectId: string;
 
 beforeAll(async () => {
-  database = await createTestDatabase(serverUrl);
-  services = await createPortalServices({
-    databaseUrl: database.url,
-    redisUrl,
-    queuePrefix: `test-portal-${randomUUID()}`,
-    clusterSecret: "integration-test-cluster-secret-0123456789",
-    publicUrl: "http://portal.test",
-    consolePublicUrl: "ws://console.test:3001",
-    cpuModel: "qemu64",
-    logLevel: "silent",
-    admin: { email: "admin@ferry.test", password: "admin-password-1", token: adminToken },
-  });
-  memberId = randomUUID();
-  await services.db.user.create({ data: { id: memberId, name: "Member", email: "member@ferry.test", role: "member" } });
-  const { createHash } = await import("node:crypto");
-  await services.db.apiToken.create({ data: { userId: memberId, name: "member", tokenHash: createHash("sha256").update(memberToken).digest("hex") } });
+  await portal.start();
+  ({ services, adminToken } = portal);
+  const tenant = await portal.tenant("movers");
+  memberId = tenant.owner.id;
+  projectId = tenant.projectId;
+  memberToken = (await portal.token(tenant.owner, projectId)).secret;
   for (const [id, more] of [
     ["w1", {}],
     ["w2", {}],
     ["w3", { sharedStorage: null }],
     ["w4", { memoryMiBFree: 100 }],
   ] as const) {
-    const now = new Date();
-    await services.db.worker.create({
-      data: {
-        id, hostname: "host", consoleAddress: "127.0.0.1:7000", vcpusTotal: 2, memoryMiBTotal: 1024, vcpusFree: 2, memoryMiBFree: 1024,
-        accelerator: "tcg", cpuVendor: "GenuineIntel", cpuModelName: "test", cpuFlags: [], qemuVersion: "7.2.22", startedAt: now, lastHeartbeatAt: now,
-        sharedStorage: "/srv/ferry-disks", ...more,
-      },
-    });
+    await portal.addWorker(id, { hostname: "host", vcpusTotal: 2, vcpusFree: 2, memoryMiBTotal: 1024, memoryMiBFree: 1024, cpuModelName: "test", sharedStorage: "/srv/ferry-disks", ...more });
   }
 });
 
-afterAll(async () => {
-  if (services) {
-    await services.controllerQueue.obliterate({ force: true });
-    await services.close();
-  }
-  await database?.drop();
-});
+afterAll(() => portal.stop());
 
-const rest = (path: string, token: string, body?: unknown) =>
-  handleRestRequest(
-    new Request(`http://portal.test/api/v1${path}`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: JSON.stringify(body ?? {}),
-    }),
-    services,
-  );
+const rest = (path: string, token: string, body?: unknown) => portal.rest(path, { method: "POST", token, body: JSON.stringify(body ?? {}) });
 
-async function runningVm(ownerId: string, workerId = "w1") {
-  return services.db.vm.create({
-    data: { name: `vm-${randomUUID().slice(0, 8)}`, ownerId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", state: "running", workerId, accelerator: "tcg" },
-  });
+async function runningVm(ownerId: string, workerId = "w1", inProject = projectId) {
+  return portal.vmRow(inProject, ownerId, { name: `vm-${randomUUID().slice(0, 8)}`, state: "running", workerId, accelerator: "tcg" });
 }
 
 describe("POST /vms/{id}/migrate", () => {
@@ -111,9 +74,7 @@ describe("POST /vms/{id}/migrate", () => {
   });
 
   it("refuses a vm that is not running", async () => {
-    const vm = await services.db.vm.create({
-      data: { name: "stopped-one", ownerId: memberId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", state: "stopped", desiredState: "stopped" },
-    });
+    const vm = await portal.vmRow(projectId, memberId, { name: "stopped-one", state: "stopped", desiredState: "stopped" });
     const response = await rest(`/vms/${vm.id}/migrate`, memberToken, {});
     expect(response.status).toBe(409);
     expect((await response.json()).error.message).toBe("cannot migrate vm stopped-one: it is stopped; only a running vm can be live-migrated");
@@ -128,8 +89,8 @@ describe("POST /workers/{id}/drain", () => {
 
   it("takes the worker out of placement and asks the controller about each of its guests; activate puts it back", async () => {
     const adminRow = await services.db.user.findUniqueOrThrow({ where: { email: "admin@ferry.test" } });
-    const a = await runningVm(adminRow.id, "w2");
-    const b = await runningVm(adminRow.id, "w2");
+    const a = await runningVm(adminRow.id, "w2", portal.defaultProjectId);
+    const b = await runningVm(adminRow.id, "w2", portal.defaultProjectId);
     const response = await rest("/workers/w2/drain", adminToken);
     expect(response.status).toBe(200);
     expect(await response.json()).toEqual({ id: "w2", status: "draining", vmsLeft: 2 });

@@ -1,93 +1,36 @@
 // The portal's procedures and REST API against a real PostgreSQL and Redis: a fresh database
-// and queue prefix per run, callers acting as the admin and as a member.
-import { randomUUID } from "node:crypto";
-import { createTestDatabase, type TestDatabase } from "@ferry/db/testing";
+// and queue prefix per run, callers acting as the cluster admin and as a tenant's owner.
 import { redisKeys } from "@ferry/jobs";
 import { verifyConsoleToken } from "@ferry/tokens";
-import { TRPCError } from "@trpc/server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { apiTokenHash } from "./api-token.ts";
+import type { Viewer } from "./access.ts";
 import { ensureAdmin } from "./auth.ts";
-import { handleRestRequest } from "./rest.ts";
-import { createCaller } from "./root.ts";
-import { createPortalServices, type PortalServices } from "./services.ts";
-import { toApiError, type Viewer } from "./trpc.ts";
+import { refusal, TestPortal, type Tenant } from "./test-portal.ts";
 
-const serverUrl = process.env.FERRY_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5440/postgres";
-const redisUrl = process.env.FERRY_TEST_REDIS_URL ?? "redis://127.0.0.1:6390";
+const portal = new TestPortal();
 const clusterSecret = "integration-test-cluster-secret-0123456789";
-const adminToken = `ferry-test-${randomUUID()}`;
-
-let database: TestDatabase;
-let services: PortalServices;
+let services: TestPortal["services"];
 let admin: Viewer;
+let adminToken: string;
+/** the owner of a tenant of their own: sees that tenant's vms only */
 let member: Viewer;
+let tenant: Tenant;
 
 beforeAll(async () => {
-  database = await createTestDatabase(serverUrl);
-  services = await createPortalServices({
-    databaseUrl: database.url,
-    redisUrl,
-    queuePrefix: `test-portal-${randomUUID()}`,
-    clusterSecret,
-    publicUrl: "http://portal.test",
-    consolePublicUrl: "ws://console.test:3001",
-    cpuModel: "qemu64",
-    logLevel: "silent",
-    admin: { email: "admin@ferry.test", password: "admin-password-1", token: adminToken },
-  });
-  const adminRow = await services.db.user.findUniqueOrThrow({ where: { email: "admin@ferry.test" } });
-  admin = { id: adminRow.id, email: adminRow.email, name: adminRow.name, role: "admin" };
-  const memberRow = await services.db.user.create({ data: { id: randomUUID(), name: "Member", email: "member@ferry.test", role: "member" } });
-  member = { id: memberRow.id, email: memberRow.email, name: memberRow.name, role: "member" };
+  await portal.start();
+  ({ services, admin, adminToken } = portal);
+  tenant = await portal.tenant("acme");
+  member = tenant.owner;
 });
 
-afterAll(async () => {
-  if (services) {
-    await services.controllerQueue.obliterate({ force: true });
-    const keys = await services.redis.keys(`${services.settings.queuePrefix}:*`);
-    if (keys.length > 0) await services.redis.del(...keys);
-    await services.close();
-  }
-  await database?.drop();
-});
+afterAll(() => portal.stop());
 
-const as = (viewer: Viewer) => createCaller({ services, viewer, ip: "192.0.2.7" });
-
-/** Run `call`, expect it to fail, and return the API error the client would see. */
-async function refusal(call: Promise<unknown>): Promise<{ trpcCode: string; code: string; message: string }> {
-  const error = await call.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(TRPCError);
-  const trpcError = error as TRPCError;
-  const api = toApiError(trpcError);
-  return { trpcCode: trpcError.code, code: api.code, message: api.message };
-}
+const as = (viewer: Viewer) => portal.as(viewer);
 
 const valid = { name: "web-1", image: "tiny", vcpus: 1, memoryMiB: 256 };
 
 async function addWorker(id: string, memoryMiBTotal: number) {
-  const now = new Date();
-  await services.db.worker.create({
-    data: {
-      id,
-      hostname: "host-a",
-      consoleAddress: "127.0.0.1:7000",
-      vcpusTotal: 2,
-      memoryMiBTotal,
-      vcpusFree: 2,
-      memoryMiBFree: memoryMiBTotal,
-      accelerator: "tcg",
-      cpuVendor: "GenuineIntel",
-      cpuModelName: "test cpu",
-      cpuFlags: [],
-      qemuVersion: "7.2.22",
-      startedAt: now,
-      lastHeartbeatAt: now,
-    },
-  });
+  await portal.addWorker(id, { vcpusTotal: 2, vcpusFree: 2, memoryMiBTotal, memoryMiBFree: memoryMiBTotal });
 }
 
 describe("vm.create", () => {
@@ -133,7 +76,7 @@ describe("vm.create", () => {
 });
 
 describe("scoping", () => {
-  it("shows a member only their own vms and hides the rest as not found", async () => {
+  it("shows a tenant only their own project's vms and hides the rest as not found", async () => {
     const mine = await as(member).vm.create({ ...valid, name: "member-vm" });
     const theirs = await as(admin).vm.create({ ...valid, name: "admin-vm" });
 
@@ -252,10 +195,12 @@ describe("console", () => {
 
 describe("auth", () => {
   it("creates the admin and its API token once, however often it runs", async () => {
-    await ensureAdmin(services.auth, services.db, { email: "admin@ferry.test", password: "admin-password-1", token: adminToken });
+    await ensureAdmin(services.auth, services.db, { email: "admin@ferry.test", password: "admin-password-1", token: adminToken, defaultQuota: services.settings.defaultQuota });
     expect(await services.db.user.count({ where: { email: "admin@ferry.test", role: "admin" } })).toBe(1);
     expect(await services.db.apiToken.count({ where: { userId: admin.id, name: "FERRY_ADMIN_TOKEN" } })).toBe(1);
     expect(await services.db.account.count({ where: { userId: admin.id, providerId: "credential" } })).toBe(1);
+    expect(await services.db.project.count({ where: { organizationId: "default" } })).toBe(1);
+    expect(await services.db.membership.findUnique({ where: { organizationId_userId: { organizationId: "default", userId: admin.id } } })).toMatchObject({ role: "owner" });
   });
 
   it("signs the admin in with the configured password through better-auth", async () => {
@@ -267,11 +212,7 @@ describe("auth", () => {
 });
 
 describe("REST", () => {
-  const rest = (path: string, init: RequestInit & { token?: string } = {}) => {
-    const headers = new Headers(init.headers);
-    if (init.token !== undefined) headers.set("authorization", `Bearer ${init.token}`);
-    return handleRestRequest(new Request(`http://portal.test/api/v1${path}`, { ...init, headers }), services);
-  };
+  const rest = portal.rest;
 
   it("requires a valid bearer token", async () => {
     const anonymous = await rest("/vms");
@@ -280,12 +221,10 @@ describe("REST", () => {
     const bad = await rest("/vms", { token: "not-a-token" });
     expect(bad.status).toBe(401);
     expect((await bad.json()).error).toMatchObject({ code: "unauthenticated", message: expect.stringContaining("unknown, revoked or expired") });
-    const revokedToken = `revoked-${randomUUID()}`;
-    await services.db.apiToken.create({ data: { userId: admin.id, name: "old", tokenHash: apiTokenHash(revokedToken), revokedAt: new Date() } });
-    expect((await rest("/vms", { token: revokedToken })).status).toBe(401);
-    const expiredToken = `expired-${randomUUID()}`;
-    await services.db.apiToken.create({ data: { userId: admin.id, name: "old", tokenHash: apiTokenHash(expiredToken), expiresAt: new Date(Date.now() - 1000) } });
-    expect((await rest("/vms", { token: expiredToken })).status).toBe(401);
+    const revoked = await portal.token(admin, portal.defaultProjectId, { revokedAt: new Date() });
+    expect((await rest("/vms", { token: revoked.secret })).status).toBe(401);
+    const expired = await portal.token(admin, portal.defaultProjectId, { expiresAt: new Date(Date.now() - 1000) });
+    expect((await rest("/vms", { token: expired.secret })).status).toBe(401);
     const good = await rest("/vms", { token: adminToken });
     expect(good.status).toBe(200);
     expect(Array.isArray((await good.json()).items)).toBe(true);

@@ -2,72 +2,40 @@
 // (so every route is covered, new ones too) with a seeded PRNG (so a failure replays), sent to
 // the real handler on a fresh database and Redis. Every one must be refused with a 4xx in the one
 // error schema, field errors must name the field, and nothing may be stored or queued.
-import { randomUUID } from "node:crypto";
-import { createTestDatabase, type TestDatabase } from "@ferry/db/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { handleRestRequest, openApiDocument } from "./rest.ts";
-import { createPortalServices, type PortalServices } from "./services.ts";
+import { TestPortal } from "./test-portal.ts";
 
-const serverUrl = process.env.FERRY_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5440/postgres";
-const redisUrl = process.env.FERRY_TEST_REDIS_URL ?? "redis://127.0.0.1:6390";
-const adminToken = `ferry-fuzz-${randomUUID()}`;
 const base = "http://portal.test/api/v1";
-
-let database: TestDatabase;
-let services: PortalServices;
+const portal = new TestPortal();
+let services: TestPortal["services"];
+let adminToken: string;
 let vmId: string;
+let adminTokenId: string;
 const workerId = "w1";
 
+/** A real id for a path's {id}, so a malformed request to an existing thing is refused for its malformation. */
+function realIdFor(path: string): string {
+  if (path.startsWith("/workers/")) return workerId;
+  if (path.startsWith("/projects/")) return portal.defaultProjectId;
+  if (path.startsWith("/organizations/")) return "default";
+  if (path.startsWith("/tokens/")) return adminTokenId;
+  return vmId;
+}
+
 beforeAll(async () => {
-  database = await createTestDatabase(serverUrl);
-  services = await createPortalServices({
-    databaseUrl: database.url,
-    redisUrl,
-    queuePrefix: `test-fuzz-${randomUUID()}`,
-    clusterSecret: "fuzz-test-cluster-secret-0123456789abcdef",
-    publicUrl: "http://portal.test",
-    consolePublicUrl: "ws://console.test:3001",
-    cpuModel: "qemu64",
-    logLevel: "silent",
-    admin: { email: "admin@ferry.test", password: "admin-password-1", token: adminToken },
-  });
-  const now = new Date();
-  await services.db.worker.create({
-    data: {
-      id: workerId,
-      hostname: "host-a",
-      consoleAddress: "127.0.0.1:7000",
-      vcpusTotal: 4,
-      memoryMiBTotal: 4096,
-      vcpusFree: 4,
-      memoryMiBFree: 4096,
-      accelerator: "tcg",
-      cpuVendor: "GenuineIntel",
-      cpuModelName: "test cpu",
-      cpuFlags: [],
-      qemuVersion: "7.2.22",
-      startedAt: now,
-      lastHeartbeatAt: now,
-    },
-  });
+  await portal.start();
+  ({ services, adminToken } = portal);
+  await portal.addWorker(workerId);
   // A running vm: actions on it are legal, so only the malformation can stop them.
-  const admin = await services.db.user.findUniqueOrThrow({ where: { email: "admin@ferry.test" } });
-  const vm = await services.db.vm.create({
-    data: { name: "target", ownerId: admin.id, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", state: "running", desiredState: "running", workerId },
-  });
+  const vm = await portal.vmRow(portal.defaultProjectId, portal.admin.id, { name: "target", state: "running", desiredState: "running", workerId });
   vmId = vm.id;
+  adminTokenId = (await services.db.apiToken.findFirstOrThrow({ where: { name: "FERRY_ADMIN_TOKEN" } })).id;
 });
 
-afterAll(async () => {
-  if (services) {
-    await services.controllerQueue.obliterate({ force: true });
-    const keys = await services.redis.keys(`${services.settings.queuePrefix}:*`);
-    if (keys.length > 0) await services.redis.del(...keys);
-    await services.close();
-  }
-  await database?.drop();
-});
+afterAll(() => portal.stop());
+
 
 // ---------------------------------------------------------------------------------------
 // The routes, from the OpenAPI document
@@ -135,7 +103,22 @@ interface Case {
 }
 
 /** Values a valid request would carry, by field name; the mutation then breaks one thing. */
-const validValues: Record<string, unknown> = { name: "fuzz-vm", image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", workerId: "w1" };
+const validValues: Record<string, unknown> = {
+  name: "fuzz-vm",
+  image: "tiny",
+  vcpus: 1,
+  memoryMiB: 256,
+  profile: "standard",
+  workerId: "w1",
+  vms: 1,
+  stateBytes: 0,
+  email: "someone@ferry.test",
+  ownerEmail: "someone@ferry.test",
+  password: "long-enough-password",
+  role: "member",
+  scopes: ["vms:read"],
+  expiresInDays: 1,
+};
 
 const controlStrings = ["a\u0000b", "\u001b[2J", "line\nbreak", "tab\there", "\u007f", "\u0085", "bell\u0007"];
 const hugeString = "x".repeat(100 * 1024);
@@ -173,7 +156,7 @@ function validBody(schema: JsonSchema | undefined): Record<string, unknown> {
 
 const badIds = [
   "not-a-uuid",
-  randomUUID.length ? "00000000-0000-4000-8000-000000000000" : "",
+  "00000000-0000-4000-8000-000000000000",
   "..",
   "..%2F..%2Fetc%2Fpasswd",
   "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
@@ -192,14 +175,18 @@ const notObjects = ["[]", '"text"', "123", "null", "true", "[{}]"];
 const wrongContentTypes = ["text/plain", "application/xml", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded", "application/jsonp", "image/png"];
 const allMethods = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 const unknownPaths = ["/vms/{id}/frobnicate", "/vmsx", "/vms/{id}/start/again", "/", "/workers/w1", "/vms/{id}/console-log/..", "/openapi.yaml"];
-const badAuthorizations = ["", "Bearer", "Bearer ", "Basic YWRtaW46YWRtaW4=", `Bearer ${"t".repeat(20_000)}`, "Bearer a b", "bearer\tnot-a-token", `Token ${adminToken}`];
+const badAuthorizations = () => ["", "Bearer", "Bearer ", "Basic YWRtaW46YWRtaW4=", `Bearer ${"t".repeat(20_000)}`, "Bearer a b", "bearer\tnot-a-token", `Token ${adminToken}`];
 
 function* cases(ops: Operation[], seed: number): Generator<Case> {
   const random = prng(seed);
   const json = { "content-type": "application/json", authorization: `Bearer ${adminToken}` };
   const auth = { authorization: `Bearer ${adminToken}` };
   // Real ids, so a malformed request to an existing vm or worker is refused for its malformation.
-  const pathOf = (op: Operation, id = op.path.startsWith("/workers/") ? workerId : vmId) => op.path.replace("{id}", id);
+  const pathOf = (op: Operation, id?: string) =>
+    op.path
+      .replace("{id}", id ?? realIdFor(op.path))
+      .replace("{projectId}", id ?? portal.defaultProjectId)
+      .replace("{userId}", portal.admin.id);
   const withQuery = (path: string, query: Record<string, string>) => {
     const search = new URLSearchParams(query).toString();
     return `${base}${path}${search ? `?${search}` : ""}`;
@@ -272,7 +259,7 @@ function* cases(ops: Operation[], seed: number): Generator<Case> {
         const method = random.pick(others);
         yield { kind: "wrong method", method, url: `${base}${pathOf(op)}`, headers: json, ...(method === "GET" || method === "DELETE" ? {} : { body: "{}" }), statuses: [404, 405] };
       }
-      yield { kind: "no or bad token", route, method: op.method, url: `${base}${pathOf(op)}`, headers: { "content-type": "application/json", authorization: random.pick(badAuthorizations) }, ...(hasBody ? { body: JSON.stringify(validBody(op.body)) } : {}), statuses: [401] };
+      yield { kind: "no or bad token", route, method: op.method, url: `${base}${pathOf(op)}`, headers: { "content-type": "application/json", authorization: random.pick(badAuthorizations()) }, ...(hasBody ? { body: JSON.stringify(validBody(op.body)) } : {}), statuses: [401] };
     }
     yield { kind: "unknown path", method: random.pick(allMethods), url: `${base}${random.pick(unknownPaths).replace("{id}", vmId)}`, headers: auth, statuses: [404, 405] };
   }
@@ -287,7 +274,14 @@ async function storedCounts() {
   const jobs = await controllerQueue.getJobCounts();
   const vm = await db.vm.findUniqueOrThrow({ where: { id: vmId }, select: { desiredState: true, generation: true, name: true } });
   const workers = await db.worker.findMany({ select: { id: true, status: true, vcpusFree: true, memoryMiBFree: true } });
-  return { vms: await db.vm.count(), vmEvents: await db.vmEvent.count(), apiTokens: await db.apiToken.count(), jobs: Object.values(jobs).reduce((a, b) => a + b, 0), vm, workers };
+  const tenancy = {
+    users: await db.user.count(),
+    organizations: await db.organization.count(),
+    projects: await db.project.findMany({ select: { id: true, name: true, quotaVcpus: true, quotaMemoryMiB: true, quotaVms: true, quotaStateBytes: true } }),
+    memberships: await db.membership.findMany({ select: { organizationId: true, userId: true, role: true } }),
+    revokedTokens: await db.apiToken.count({ where: { revokedAt: { not: null } } }),
+  };
+  return { vms: await db.vm.count(), vmEvents: await db.vmEvent.count(), apiTokens: await db.apiToken.count(), jobs: Object.values(jobs).reduce((a, b) => a + b, 0), vm, workers, tenancy };
 }
 
 describe("REST fuzz", () => {

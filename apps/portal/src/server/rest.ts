@@ -2,6 +2,8 @@
 // trpc-to-openapi. This file only adapts the wire format: empty bodies, status codes and
 // the `{ error: { code, message, details? } }` body every failure carries.
 import { createOpenApiFetchHandler, generateOpenApiDocument } from "trpc-to-openapi";
+import { RateLimiterRes } from "rate-limiter-flexible";
+import { apiTokenHash } from "./api-token.ts";
 import type { ApiError } from "./trpc.ts";
 import { appRouter } from "./root.ts";
 import type { PortalServices } from "./services.ts";
@@ -18,7 +20,7 @@ export function openApiDocument(publicUrl: string) {
     version: "1.0.0",
     openApiVersion: "3.1.0",
     baseUrl: `${publicUrl}${restBasePath}`,
-    tags: ["vms", "workers"],
+    tags: ["vms", "workers", "tenancy", "tokens", "audit"],
   });
 }
 
@@ -29,6 +31,8 @@ export async function handleRestRequest(request: Request, services: PortalServic
     if (request.method !== "GET") return errorResponse(405, { code: "method_not_allowed", message: "openapi.json only answers GET" });
     return Response.json(openApiDocument(services.settings.publicUrl));
   }
+  const limited = await rateLimited(request, services);
+  if (limited !== null) return limited;
   const checked = await checkedRequest(request);
   if (checked instanceof Response) return checked;
   const response = await createOpenApiFetchHandler({
@@ -47,9 +51,40 @@ export async function handleRestRequest(request: Request, services: PortalServic
   return errorResponse(response.status, error);
 }
 
-function errorResponse(status: number, error: ApiError): Response {
-  const headers = status === 401 ? { "WWW-Authenticate": 'Bearer realm="ferry"' } : undefined;
+function errorResponse(status: number, error: ApiError, extraHeaders: Record<string, string> = {}): Response {
+  const headers = status === 401 ? { "WWW-Authenticate": 'Bearer realm="ferry"', ...extraHeaders } : extraHeaders;
   return Response.json({ error }, { status, headers });
+}
+
+/**
+ * The 429 answer when the request's API token (or, without one, its address) has used up its
+ * requests for the current minute; null to go ahead. Counted before the token is looked up,
+ * so a flood of requests with a bad token is limited too.
+ */
+async function rateLimited(request: Request, services: PortalServices): Promise<Response | null> {
+  const bearer = /^Bearer\s+(\S+)$/i.exec(request.headers.get("authorization")?.trim() ?? "")?.[1];
+  const address = request.headers.get("x-forwarded-for")?.split(",")[0]?.trim() || request.headers.get("x-real-ip") || "unknown";
+  const key = bearer ? `token:${apiTokenHash(bearer)}` : `address:${address}`;
+  try {
+    await services.rateLimiter.consume(key);
+    return null;
+  } catch (rejection) {
+    if (rejection instanceof RateLimiterRes) {
+      const retryAfter = Math.max(1, Math.ceil(rejection.msBeforeNext / 1000));
+      return errorResponse(
+        429,
+        {
+          code: "rate_limited",
+          message: `too many requests: ${services.settings.apiRateLimitPerMinute} per minute are allowed for one API token; retry after ${retryAfter} s`,
+          details: { limitPerMinute: services.settings.apiRateLimitPerMinute, retryAfterSeconds: retryAfter },
+        },
+        { "Retry-After": String(retryAfter) },
+      );
+    }
+    // Redis unreachable: serve the request rather than fail every API call.
+    services.log.warn({ err: rejection }, "rate limiter unavailable; request let through");
+    return null;
+  }
 }
 
 /** The largest request body the API reads. */

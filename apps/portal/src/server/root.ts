@@ -1,10 +1,20 @@
+import { auditRouter } from "./routers/audit.ts";
 import { migrationRouter } from "./routers/migration.ts";
+import { tenancyRouter } from "./routers/tenancy.ts";
+import { tokenRouter } from "./routers/token.ts";
 import { vmRouter } from "./routers/vm.ts";
 import { workerRouter } from "./routers/worker.ts";
 import { createCallerFactory, createTRPCRouter } from "./trpc.ts";
 
 /** Every procedure the portal offers; the UI calls it over tRPC, programs over REST. */
-export const appRouter = createTRPCRouter({ vm: vmRouter, worker: workerRouter, migration: migrationRouter });
+export const appRouter = createTRPCRouter({
+  vm: vmRouter,
+  worker: workerRouter,
+  migration: migrationRouter,
+  tenancy: tenancyRouter,
+  token: tokenRouter,
+  audit: auditRouter,
+});
 
 export type AppRouter = typeof appRouter;
 

@@ -4,8 +4,10 @@ import { createDb, type Db } from "@ferry/db";
 import { queueNames } from "@ferry/jobs";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
+import { RateLimiterRedis } from "rate-limiter-flexible";
 import { pino, type Logger } from "pino";
 import { createAuth, ensureAdmin, type PortalAuth } from "./auth.ts";
+import type { ProjectQuota } from "./quota.ts";
 import { env } from "../env.ts";
 
 export interface PortalSettings {
@@ -18,6 +20,10 @@ export interface PortalSettings {
   cpuModel: string;
   logLevel: string;
   admin: { email: string; password: string; token?: string | undefined };
+  /** what a new project may hold */
+  defaultQuota: ProjectQuota;
+  /** REST requests per minute one API token (or signed-in person) may send */
+  apiRateLimitPerMinute: number;
 }
 
 export interface PortalServices {
@@ -26,6 +32,8 @@ export interface PortalServices {
   redis: Redis;
   controllerQueue: Queue;
   auth: PortalAuth;
+  /** REST requests per API token per minute, counted in Redis so every portal process shares the count */
+  rateLimiter: RateLimiterRedis;
   log: Logger;
   close(): Promise<void>;
 }
@@ -37,13 +45,21 @@ export async function createPortalServices(settings: PortalSettings): Promise<Po
   const controllerQueue = new Queue(queueNames.controller, { prefix: settings.queuePrefix, connection: new Redis(settings.redisUrl, { maxRetriesPerRequest: null }) });
   const auth = createAuth({ db, clusterSecret: settings.clusterSecret, publicUrl: settings.publicUrl });
   const log = pino({ level: settings.logLevel, base: { service: "portal" } });
-  await ensureAdmin(auth, db, settings.admin);
+  await ensureAdmin(auth, db, { ...settings.admin, defaultQuota: settings.defaultQuota });
+  const rateLimiter = new RateLimiterRedis({
+    storeClient: redis,
+    useRedisPackage: false,
+    keyPrefix: `${settings.queuePrefix}:api-rate`,
+    points: settings.apiRateLimitPerMinute,
+    duration: 60,
+  });
   return {
     settings,
     db,
     redis,
     controllerQueue,
     auth,
+    rateLimiter,
     log,
     async close() {
       await controllerQueue.close();
@@ -67,6 +83,13 @@ export function settingsFromEnv(): PortalSettings {
     cpuModel: e.FERRY_CPU_MODEL,
     logLevel: e.FERRY_LOG_LEVEL,
     admin: { email: e.FERRY_ADMIN_EMAIL, password: e.FERRY_ADMIN_PASSWORD, token: e.FERRY_ADMIN_TOKEN },
+    defaultQuota: {
+      vcpus: e.FERRY_PROJECT_QUOTA_VCPUS,
+      memoryMiB: e.FERRY_PROJECT_QUOTA_MEMORY_MIB,
+      vms: e.FERRY_PROJECT_QUOTA_VMS,
+      stateBytes: BigInt(e.FERRY_PROJECT_QUOTA_STATE_GIB) * 1024n ** 3n,
+    },
+    apiRateLimitPerMinute: e.FERRY_API_RATE_LIMIT,
   };
 }
 

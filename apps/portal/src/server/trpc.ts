@@ -6,20 +6,15 @@ import { initTRPC, TRPCError } from "@trpc/server";
 import type { TRPC_ERROR_CODE_KEY } from "@trpc/server/rpc";
 import type { OpenApiMeta } from "trpc-to-openapi";
 import { ZodError } from "zod";
+import { type TokenScope, type Viewer, tokenScopes } from "./access.ts";
+export type { Viewer } from "./access.ts";
 import { apiTokenHash } from "./api-token.ts";
+import { recordAudit } from "./audit.ts";
 import { PortalError, portalErrorStatus, type PortalErrorCode } from "./errors.ts";
 import type { PortalServices } from "./services.ts";
 
 // ---------------------------------------------------------------------------------------
 // 1. context
-
-/** The person (or their program) a request acts for. */
-export interface Viewer {
-  id: string;
-  email: string;
-  name: string;
-  role: "admin" | "member";
-}
 
 export interface PortalContext {
   services: PortalServices;
@@ -27,20 +22,23 @@ export interface PortalContext {
   ip: string | null;
   /** True when the request carried an API token that is unknown, revoked or expired. */
   tokenRejected?: boolean;
+  /** The request's Idempotency-Key header (REST), for creates that must happen once. */
+  idempotencyKey?: string | null;
 }
 
 /** Build the context for one HTTP request: resolves the viewer from a bearer token or the session cookie. */
 export async function createPortalContext(services: PortalServices, headers: Headers): Promise<PortalContext> {
   const ip = headers.get("x-forwarded-for")?.split(",")[0]?.trim() || headers.get("x-real-ip") || null;
+  const idempotencyKey = headers.get("idempotency-key");
   const authorization = headers.get("authorization");
   if (authorization !== null) {
     const viewer = await viewerFromBearer(services, authorization);
-    return { services, ip, viewer, tokenRejected: viewer === null };
+    return { services, ip, viewer, tokenRejected: viewer === null, idempotencyKey };
   }
   const session = await services.auth.api.getSession({ headers });
-  if (session === null) return { services, ip, viewer: null };
+  if (session === null) return { services, ip, viewer: null, idempotencyKey };
   const { id, email, name, role } = session.user as { id: string; email: string; name: string; role?: string };
-  return { services, ip, viewer: { id, email, name, role: role === "admin" ? "admin" : "member" } };
+  return { services, ip, idempotencyKey, viewer: { id, email, name, role: role === "admin" ? "admin" : "member", token: null, sessionId: session.session.id } };
 }
 
 /** How precisely an API token's `lastUsedAt` is kept. */
@@ -52,7 +50,15 @@ async function viewerFromBearer(services: PortalServices, authorization: string)
   const now = new Date();
   const token = await services.db.apiToken.findUnique({
     where: { tokenHash: apiTokenHash(match[1]) },
-    select: { id: true, revokedAt: true, expiresAt: true, lastUsedAt: true, user: { select: { id: true, email: true, name: true, role: true } } },
+    select: {
+      id: true,
+      projectId: true,
+      scopes: true,
+      revokedAt: true,
+      expiresAt: true,
+      lastUsedAt: true,
+      user: { select: { id: true, email: true, name: true, role: true } },
+    },
   });
   if (token === null || token.revokedAt !== null || (token.expiresAt !== null && token.expiresAt <= now)) return null;
   // Written at most once a minute per token: a write on every request made all the requests
@@ -61,7 +67,8 @@ async function viewerFromBearer(services: PortalServices, authorization: string)
     await services.db.apiToken.updateMany({ where: { id: token.id, OR: [{ lastUsedAt: null }, { lastUsedAt: { lt: new Date(now.getTime() - lastUsedResolutionMs) } }] }, data: { lastUsedAt: now } });
   }
   const { id, email, name, role } = token.user;
-  return { id, email, name, role: role === "admin" ? "admin" : "member" };
+  const scopes = token.scopes.filter((scope): scope is TokenScope => (tokenScopes as readonly string[]).includes(scope));
+  return { id, email, name, role: role === "admin" ? "admin" : "member", token: { id: token.id, projectId: token.projectId, scopes }, sessionId: null };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -81,6 +88,7 @@ const trpcCodeByStatus: Record<number, TRPC_ERROR_CODE_KEY> = {
   404: "NOT_FOUND",
   405: "METHOD_NOT_SUPPORTED",
   409: "CONFLICT",
+  429: "TOO_MANY_REQUESTS",
   413: "PAYLOAD_TOO_LARGE",
   415: "UNSUPPORTED_MEDIA_TYPE",
   422: "UNPROCESSABLE_CONTENT",
@@ -174,3 +182,28 @@ export const authedProcedure = t.procedure.use(async ({ ctx, next }) => {
   if (!result.ok && result.error.cause instanceof PortalError) throw toTRPCError(result.error.cause);
   return result;
 });
+
+/** Where an audited action landed: filled in by the procedure as soon as it knows. */
+export interface AuditTarget {
+  projectId: string | null;
+  targetType: string;
+  targetId: string | null;
+}
+
+/**
+ * A state-changing procedure. Every call by a known viewer leaves an audit entry (who, what,
+ * when, from where, outcome), refusals included; the procedure names the project and target
+ * through `ctx.audit` once it has found them.
+ */
+export function auditedProcedure(action: string) {
+  return authedProcedure.use(async ({ ctx, next, getRawInput }) => {
+    const raw = (await getRawInput().catch(() => undefined)) as { id?: unknown } | undefined;
+    const audit: AuditTarget = { projectId: null, targetType: action.split(".")[0] ?? action, targetId: typeof raw?.id === "string" ? raw.id.slice(0, 200) : null };
+    const result = await next({ ctx: { ...ctx, audit } });
+    const cause = result.ok ? undefined : result.error.cause;
+    const outcome = result.ok ? "ok" : cause instanceof PortalError || result.error.code !== "INTERNAL_SERVER_ERROR" ? "refused" : "failed";
+    const message = result.ok ? action : cause instanceof PortalError ? `${cause.code}: ${cause.message}` : result.error.message;
+    await recordAudit(ctx.services, { viewer: ctx.viewer, ip: ctx.ip, action, outcome, message, ...audit });
+    return result;
+  });
+}

@@ -6,7 +6,8 @@ import { Prisma, type Worker } from "@ferry/db";
 import { z } from "zod";
 
 import { PortalError } from "../errors.ts";
-import { authedProcedure, createTRPCRouter, type PortalContext } from "../trpc.ts";
+import { requireOperator } from "../access.ts";
+import { auditedProcedure, authedProcedure, createTRPCRouter, type PortalContext } from "../trpc.ts";
 import { findVm, toView, vmView } from "./vm.ts";
 
 /** A worker that has not heartbeated for this long takes no migrations (the controller's default timeout). */
@@ -37,12 +38,11 @@ async function askController(ctx: PortalContext, vmId: string, why: string): Pro
 }
 
 /** Draining a worker is an operator's decision. */
-const adminProcedure = authedProcedure.use(({ ctx, next }) => {
-  if (ctx.viewer.role !== "admin") {
-    throw new PortalError("forbidden", `only an admin may drain or activate workers; ${ctx.viewer.email} is a member. Ask an admin.`);
-  }
-  return next();
-});
+const workerAction = (action: string) =>
+  auditedProcedure(action).use(({ ctx, next }) => {
+    requireOperator(ctx.viewer, "drain or activate workers");
+    return next();
+  });
 
 /** Guests on a worker that still need a live migration away from it during a drain. */
 const drainStates = ["running", "migrating"];
@@ -55,7 +55,7 @@ const drainView = z.object({
 });
 
 export const migrationRouter = createTRPCRouter({
-  migrate: authedProcedure
+  migrate: auditedProcedure("vm.migrate")
     .meta({
       openapi: {
         method: "POST",
@@ -69,7 +69,7 @@ export const migrationRouter = createTRPCRouter({
     .output(vmView)
     .mutation(async ({ ctx, input }) => {
       const { db } = ctx.services;
-      const vm = await findVm(db, ctx.viewer, input.id);
+      const vm = await findVm(db, ctx.viewer, input.id, "write", ctx.audit);
       if (vm.state === "migrating" || vm.operation === "migrate") {
         throw new PortalError(
           "action_refused",
@@ -131,7 +131,7 @@ export const migrationRouter = createTRPCRouter({
     .output(z.object({ items: z.array(z.object({ workerId: z.string(), ok: z.boolean(), reason: z.string().nullable() })) }))
     .query(async ({ ctx, input }) => {
       const { db } = ctx.services;
-      const vm = await findVm(db, ctx.viewer, input.id);
+      const vm = await findVm(db, ctx.viewer, input.id, "write");
       const now = new Date();
       const hosts = (await db.worker.findMany({ orderBy: { id: "asc" } })).map((w) => hostOf(w, now));
       const source = hosts.find((h) => h.id === vm.workerId);
@@ -147,7 +147,7 @@ export const migrationRouter = createTRPCRouter({
       };
     }),
 
-  drain: adminProcedure
+  drain: workerAction("worker.drain")
     .meta({
       openapi: {
         method: "POST",
@@ -173,7 +173,7 @@ export const migrationRouter = createTRPCRouter({
       return { id: worker.id, status: "draining", vmsLeft: vms.length };
     }),
 
-  activate: adminProcedure
+  activate: workerAction("worker.activate")
     .meta({ openapi: { method: "POST", path: "/workers/{id}/activate", protect: true, tags: ["workers"], summary: "Put a drained worker back into placement" } })
     .input(z.strictObject({ id: workerId }))
     .output(drainView)

@@ -8,7 +8,10 @@ import { signConsoleToken } from "@ferry/tokens";
 import { z } from "zod";
 import { guestImages, profileNames } from "../catalog.ts";
 import { PortalError } from "../errors.ts";
-import { authedProcedure, createTRPCRouter, type PortalContext, type Viewer } from "../trpc.ts";
+import { type Need, authorize, findProject, isOperator, visibleProjects } from "../access.ts";
+import { createOnce } from "../idempotency.ts";
+import { checkQuota, lockProject } from "../quota.ts";
+import { type AuditTarget, auditedProcedure, authedProcedure, createTRPCRouter, type PortalContext, type Viewer } from "../trpc.ts";
 import { desiredStateOf, refusalOf, type VmAction } from "../vm-actions.ts";
 
 const vmId = z.string().min(1).max(100);
@@ -24,6 +27,8 @@ const createInput = z.strictObject({
   vcpus: z.number().int().min(1, { error: "must be between 1 and 16" }).max(16, { error: "must be between 1 and 16" }),
   memoryMiB: z.number().int().min(1).max(1_048_576),
   profile: z.string().min(1).max(100).default("standard"),
+  /** the project the vm belongs to; a token's own project when omitted, or the person's only project */
+  projectId: z.string().min(1).max(100).optional(),
 });
 
 const progressSchema = z.object({ done: z.number(), total: z.number() });
@@ -33,6 +38,7 @@ export const vmView = z.object({
   id: z.string(),
   name: z.string(),
   ownerId: z.string(),
+  projectId: z.string(),
   image: z.string(),
   vcpus: z.number().int(),
   memoryMiB: z.number().int(),
@@ -60,6 +66,7 @@ export function toView(vm: Vm): VmView {
     id: vm.id,
     name: vm.name,
     ownerId: vm.ownerId,
+    projectId: vm.projectId,
     image: vm.image,
     vcpus: vm.vcpus,
     memoryMiB: vm.memoryMiB,
@@ -79,16 +86,41 @@ export function toView(vm: Vm): VmView {
   };
 }
 
-function ownedBy(viewer: Viewer): { ownerId?: string } {
-  return viewer.role === "admin" ? {} : { ownerId: viewer.id };
+/**
+ * The vm with this id if the viewer may do `need` with it; vm_not_found when they cannot see
+ * it (someone else's vm is reported as missing, so ids cannot be probed), forbidden when
+ * their role or token falls short.
+ */
+export async function findVm(db: Db, viewer: Viewer, id: string, need: Need = "read", audit?: AuditTarget): Promise<Vm> {
+  const notFound = () => new PortalError("vm_not_found", `no vm with id "${id}" is visible to you; list your vms with GET /api/v1/vms`, { id });
+  const vm = await db.vm.findUnique({ where: { id }, include: { project: { select: { id: true, organizationId: true } } } });
+  if (vm === null) throw notFound();
+  await authorize(db, viewer, vm.project, need, notFound);
+  if (audit) audit.projectId = vm.projectId;
+  const { project: _project, ...row } = vm;
+  return row;
 }
 
-/** The vm with this id if the viewer may see it; else vm_not_found. */
-export async function findVm(db: Db, viewer: Viewer, id: string): Promise<Vm> {
-  const vm = await db.vm.findFirst({ where: { id, ...ownedBy(viewer) } });
-  // Someone else's vm is reported as missing, so ids cannot be probed.
-  if (vm === null) throw new PortalError("vm_not_found", `no vm with id "${id}" is visible to you; list your vms with GET /api/v1/vms`, { id });
-  return vm;
+/** The project a new vm goes to: the one asked for, else the token's, else the person's only one. */
+async function projectForCreate(ctx: PortalContext & { viewer: Viewer }, asked: string | undefined) {
+  const { db } = ctx.services;
+  const projectId = asked ?? ctx.viewer.token?.projectId;
+  if (projectId !== undefined) return findProject(db, ctx.viewer, projectId, "write");
+  // Projects the person is a member of: an operator sees every project but works in their own.
+  const projects = await db.project.findMany({
+    where: { organization: { memberships: { some: { userId: ctx.viewer.id } } } },
+    select: { id: true, name: true },
+    take: 11,
+    orderBy: { createdAt: "asc" },
+  });
+  if (projects.length === 1 && projects[0]) return findProject(db, ctx.viewer, projects[0].id, "write");
+  throw new PortalError(
+    "project_required",
+    projects.length === 0
+      ? "you are not a member of any project; ask an organization owner to add you"
+      : `you are in several projects; say which with "projectId" (${projects.map((p) => `${p.name}: ${p.id}`).join(", ")})`,
+    { projects },
+  );
 }
 
 async function requestReconcile(ctx: PortalContext, vm: { id: string; generation: number }): Promise<void> {
@@ -106,19 +138,25 @@ async function requestReconcile(ctx: PortalContext, vm: { id: string; generation
 }
 
 async function requestAction(
-  ctx: PortalContext & { viewer: Viewer },
+  ctx: PortalContext & { viewer: Viewer; audit: AuditTarget },
   id: string,
   action: VmAction,
   note?: string,
   check?: (vm: Vm) => Promise<{ targetWorkerId?: string }>,
 ): Promise<VmView> {
   const { db } = ctx.services;
-  const vm = await findVm(db, ctx.viewer, id);
+  const vm = await findVm(db, ctx.viewer, id, "write", ctx.audit);
   const refusal = refusalOf(action, vm);
   if (refusal !== null) throw new PortalError("action_refused", refusal, { id: vm.id, state: vm.state, desiredState: vm.desiredState });
   const extra = check ? await check(vm) : {};
   const generation = vm.generation + 1;
   const updated = await db.$transaction(async (tx) => {
+    const takesRoom = (action === "start" || action === "resume") && vm.desiredState !== "running";
+    if (takesRoom || action === "suspend") {
+      await lockProject(tx, vm.projectId);
+      const project = await tx.project.findUniqueOrThrow({ where: { id: vm.projectId } });
+      await checkQuota(tx, project, action === "suspend" ? { storesState: true } : { vcpus: vm.vcpus, memoryMiB: vm.memoryMiB }, vm.id);
+    }
     // Conditional on the generation we read, so two concurrent actions cannot both pass the check.
     const { count } = await tx.vm.updateMany({
       where: { id: vm.id, generation: vm.generation },
@@ -146,15 +184,24 @@ async function requestAction(
 
 const byId = z.strictObject({ id: vmId });
 const action = (verb: VmAction, summary: string) =>
-  authedProcedure
+  auditedProcedure(`vm.${verb}`)
     .meta({ openapi: { method: "POST", path: `/vms/{id}/${verb}`, protect: true, tags: ["vms"], summary } })
     .input(byId)
     .output(vmView)
     .mutation(({ ctx, input }) => requestAction(ctx, input.id, verb));
 
 export const vmRouter = createTRPCRouter({
-  create: authedProcedure
-    .meta({ openapi: { method: "POST", path: "/vms", protect: true, tags: ["vms"], summary: "Create a vm and start it", successDescription: "the created vm" } })
+  create: auditedProcedure("vm.create")
+    .meta({
+      openapi: {
+        method: "POST",
+        path: "/vms",
+        protect: true,
+        tags: ["vms"],
+        summary: "Create a vm and start it. With an Idempotency-Key header, a retried request returns the first one's vm instead of making another.",
+        successDescription: "the created vm",
+      },
+    })
     .input(createInput)
     .output(vmView)
     .mutation(async ({ ctx, input }) => {
@@ -189,11 +236,16 @@ export const vmRouter = createTRPCRouter({
           { memoryMiB: input.memoryMiB, largestWorkerMemoryMiB: largestMemoryMiB },
         );
       }
-      const vm = await db.$transaction(async (tx) => {
+      const project = await projectForCreate(ctx, input.projectId);
+      ctx.audit.projectId = project.id;
+      const vm = await createOnce(ctx, input, async (tx) => {
+        await lockProject(tx, project.id);
+        await checkQuota(tx, project, { vms: 1, vcpus: input.vcpus, memoryMiB: input.memoryMiB });
         const created = await tx.vm.create({
           data: {
             name: input.name,
             ownerId: ctx.viewer.id,
+            projectId: project.id,
             image: input.image,
             vcpus: input.vcpus,
             memoryMiB: input.memoryMiB,
@@ -209,17 +261,19 @@ export const vmRouter = createTRPCRouter({
         });
         return created;
       });
+      ctx.audit.targetId = vm.id;
       await requestReconcile(ctx, vm);
       return toView(vm);
     }),
 
   list: authedProcedure
     .meta({ openapi: { method: "GET", path: "/vms", protect: true, tags: ["vms"], summary: "List vms, newest first" } })
-    .input(z.strictObject({ limit: z.number().int().min(1).max(100).default(50), cursor: vmId.optional() }).default({ limit: 50 }))
+    .input(z.strictObject({ limit: z.number().int().min(1).max(100).default(50), cursor: vmId.optional(), projectId: z.string().min(1).max(100).optional() }).default({ limit: 50 }))
     .output(z.object({ items: z.array(vmView), nextCursor: z.string().nullable() }))
     .query(async ({ ctx, input }) => {
+      if (input.projectId !== undefined) await findProject(ctx.services.db, ctx.viewer, input.projectId, "read");
       const rows = await ctx.services.db.vm.findMany({
-        where: { ...ownedBy(ctx.viewer), state: { not: "deleted" } },
+        where: { project: visibleProjects(ctx.viewer), ...(input.projectId ? { projectId: input.projectId } : {}), state: { not: "deleted" } },
         orderBy: [{ createdAt: "desc" }, { id: "desc" }],
         take: input.limit + 1,
         ...(input.cursor ? { cursor: { id: input.cursor }, skip: 1 } : {}),
@@ -238,7 +292,7 @@ export const vmRouter = createTRPCRouter({
   stop: action("stop", "Stop a vm (its disk is kept)"),
   reboot: action("reboot", "Reboot a running vm"),
   suspend: action("suspend", "Save a running vm's guest state and stop it"),
-  resume: authedProcedure
+  resume: auditedProcedure("vm.resume")
     .meta({ openapi: { method: "POST", path: "/vms/{id}/resume", protect: true, tags: ["vms"], summary: "Resume a suspended vm, optionally on a given worker" } })
     .input(z.strictObject({ id: vmId, workerId: z.string().regex(/^[a-z0-9-]+$/, { error: "must be a worker id ([a-z0-9-]+)" }).optional() }))
     .output(vmView)
@@ -246,13 +300,16 @@ export const vmRouter = createTRPCRouter({
       const { db } = ctx.services;
       const workerId = input.workerId;
       if (workerId === undefined) return requestAction(ctx, input.id, "resume");
+      // Which workers exist is the operator's business: a tenant names one blind, and an
+      // unknown one is reported without listing the others.
+      const listWorkers = isOperator(ctx.viewer);
       return requestAction(ctx, input.id, "resume", `on worker ${workerId}`, async (vm) => {
         const worker = await db.worker.findUnique({ where: { id: workerId } });
         if (worker === null || worker.status !== "online") {
           const online = await db.worker.findMany({ where: { status: "online" }, select: { id: true }, orderBy: { id: "asc" } });
           throw new PortalError(
             "unknown_worker",
-            `worker "${workerId}" ${worker === null ? "is not registered" : `is ${worker.status}`}; online workers: ${online.map((w) => w.id).join(", ") || "none"}`,
+            `worker "${workerId}" ${worker === null ? "is not registered" : `is ${worker.status}`}${listWorkers ? `; online workers: ${online.map((w) => w.id).join(", ") || "none"}` : "; leave workerId out to let Ferry choose"}`,
             { workerId },
           );
         }
@@ -318,7 +375,7 @@ export const vmRouter = createTRPCRouter({
         })),
       };
     }),
-  delete: authedProcedure
+  delete: auditedProcedure("vm.delete")
     .meta({ openapi: { method: "DELETE", path: "/vms/{id}", protect: true, tags: ["vms"], summary: "Delete a vm and its disk" } })
     .input(byId)
     .output(vmView)
@@ -346,12 +403,12 @@ export const vmRouter = createTRPCRouter({
       return { items: rows.reverse().map((row) => ({ at: row.at.toISOString(), kind: row.kind, message: row.message })) };
     }),
 
-  console: authedProcedure
+  console: auditedProcedure("vm.console")
     .meta({ openapi: { method: "POST", path: "/vms/{id}/console", protect: true, tags: ["vms"], summary: "A single-use, 60 s console URL for a running vm" } })
     .input(byId)
     .output(z.object({ url: z.string(), token: z.string(), expiresAt: z.string() }))
     .mutation(async ({ ctx, input }) => {
-      const vm = await findVm(ctx.services.db, ctx.viewer, input.id);
+      const vm = await findVm(ctx.services.db, ctx.viewer, input.id, "console", ctx.audit);
       if (vm.state !== "running") {
         throw new PortalError("action_refused", `cannot open the console of vm ${vm.name}: it is ${vm.state}; ${vm.state === "suspended" ? "resume" : "start"} it first`, {
           id: vm.id,
@@ -359,7 +416,7 @@ export const vmRouter = createTRPCRouter({
         });
       }
       const { settings } = ctx.services;
-      const { token, expiresAt } = signConsoleToken({ vmId: vm.id, userId: ctx.viewer.id, secret: settings.clusterSecret, ttlSeconds: 60 });
+      const { token, expiresAt } = signConsoleToken({ vmId: vm.id, userId: ctx.viewer.id, apiTokenId: ctx.viewer.token?.id, sessionId: ctx.viewer.sessionId ?? undefined, secret: settings.clusterSecret, ttlSeconds: 60 });
       return { url: `${settings.consolePublicUrl}/console?token=${encodeURIComponent(token)}`, token, expiresAt: expiresAt.toISOString() };
     }),
 });

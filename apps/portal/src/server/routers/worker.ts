@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { requireOperator } from "../access.ts";
 import { authedProcedure, createTRPCRouter } from "../trpc.ts";
 
 const workerView = z.object({
@@ -25,6 +26,8 @@ export const workerRouter = createTRPCRouter({
     .input(z.strictObject({}).default({}))
     .output(z.object({ items: z.array(workerView) }))
     .query(async ({ ctx }) => {
+      // Workers and their vm counts span every tenant: an operator's view.
+      requireOperator(ctx.viewer, "list workers");
       const rows = await ctx.services.db.worker.findMany({ orderBy: { id: "asc" } });
       const running = await ctx.services.db.vm.groupBy({ by: ["workerId"], where: { state: { in: ["running", "migrating", "booting", "rebooting"] } }, _count: true });
       return {
