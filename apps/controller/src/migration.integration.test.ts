@@ -11,6 +11,7 @@ import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
 import { TestCluster, testServices } from "./test-cluster.ts";
+import { typeOnConsole } from "./test-support.ts";
 
 const { redisUrl } = testServices;
 const cluster = new TestCluster("ferry-migration-", 100);
@@ -35,10 +36,11 @@ async function requestMigration(vmId: string, targetWorkerId: string | null = nu
   return updated.count === 1;
 }
 
-/** Follows the vm's serial stream, noting when each `ferry-tick N uptime=S` line arrived. */
+/** Follows the vm's serial stream, noting when each `ferry-tick N uptime=S` line and each `dirty-pass` line arrived. */
 function followTicks(vmId: string) {
   const reader = redis.duplicate();
   const ticks: { n: number; uptime: number; at: number }[] = [];
+  const passes: number[] = [];
   let text = "";
   let stopped = false;
   const done = (async () => {
@@ -55,6 +57,7 @@ function followTicks(vmId: string) {
           for (const line of lines) {
             const match = /ferry-tick (\d+) uptime=([\d.]+)/.exec(line);
             if (match) ticks.push({ n: Number(match[1]), uptime: Number(match[2]), at });
+            if (line.startsWith("dirty-pass")) passes.push(at);
           }
         }
       }
@@ -62,6 +65,7 @@ function followTicks(vmId: string) {
   })();
   return {
     ticks,
+    passes,
     async stop() {
       stopped = true;
       await done;
@@ -130,6 +134,41 @@ describe("live migration between two workers sharing storage", () => {
     const events = await db.vmEvent.findMany({ where: { vmId, kind: "migration" }, orderBy: { at: "asc" } });
     expect(events.map((e) => e.message).filter((m) => m.includes("started"))).toHaveLength(1);
     expect(events.some((e) => e.message.startsWith(`migrated from worker ${source} to worker ${target}`))).toBe(true);
+  });
+
+  it("moves a guest that dirties memory three times: it keeps ticking and dirtying after each move", async () => {
+    const dirtier = (await createVm("dirtier")).id;
+    let row = await vmWhere(dirtier, "running", (vm) => vm.state === "running");
+    const follower = followTicks(dirtier);
+    try {
+      await until("two ticks", async () => follower.ticks.length >= 2 || undefined, 30_000);
+      // Rewrites 16 MiB of the guest's RAM-backed root file system over and over (as bench/migrate
+      // does), saying so on the serial port after each pass.
+      await typeOnConsole(
+        join(root, row.workerId!, "vms", dirtier, "vnc.sock"),
+        "while true; do dd if=/dev/urandom of=/tmp/dirty bs=1M count=16 2>/dev/null; echo dirty-pass >/dev/ttyS0; done &\n",
+      );
+      await until("two dirtying passes", async () => follower.passes.length >= 2 || undefined, 30_000);
+      for (let move = 1; move <= 3; move += 1) {
+        const target = row.workerId === "w1" ? "w2" : "w1";
+        expect(await requestMigration(dirtier, target)).toBe(true);
+        row = await vmWhere(dirtier, `move ${move} done`, (vm) => vm.state !== "migrating", 60_000);
+        expect({ move, workerId: row.workerId, stateReason: row.stateReason }).toEqual({ move, workerId: target, stateReason: null });
+        const movedAt = Date.now();
+        // A guest whose memory arrived stale panics or hangs here instead.
+        await until(
+          `three ticks and a dirtying pass after move ${move}`,
+          async () => (follower.ticks.filter((t) => t.at > movedAt).length >= 3 && follower.passes.some((at) => at > movedAt)) || undefined,
+          20_000,
+        );
+      }
+      expect(await cluster.serialText(dirtier)).not.toMatch(/Kernel panic|BUG:|Oops/);
+      const uptimes = follower.ticks.map((t) => t.uptime);
+      expect([...uptimes].sort((a, b) => a - b)).toEqual(uptimes);
+    } finally {
+      await follower.stop();
+      await cluster.request(dirtier, "deleted");
+    }
   });
 
   it("refuses a target without the vm's shared storage or without capacity, saying why; the vm keeps running", async () => {

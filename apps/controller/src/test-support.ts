@@ -12,13 +12,14 @@ const scanCodes: Record<string, number> = {
   ...Object.fromEntries("zxcvbnm".split("").map((c, i) => [c, 0x2c + i])),
   ...Object.fromEntries("1234567890".split("").map((c, i) => [c, 0x02 + i])),
   "-": 0x0c,
+  "=": 0x0d,
   " ": 0x39,
   "\n": 0x1c,
   "/": 0x35,
   ".": 0x34,
   ";": 0x27,
 };
-const shifted: Record<string, string> = { ">": ".", _: "-" };
+const shifted: Record<string, string> = { ">": ".", _: "-", "&": "7" };
 const shiftKey = { keysym: 0xffe1, code: 0x2a };
 
 async function read(socket: Socket, buffer: { data: Buffer }, bytes: number): Promise<Buffer> {

@@ -55,6 +55,14 @@ describe("toQemuArgv", () => {
   });
 
   it.each([
+    [{ accelerator: "kvm" }, ["256M"]],
+    // 8 KiB short of a 256 KiB multiple: QEMU's TCG dirty tracking is only sound that way.
+    [{ accelerator: "tcg" }, ["262136K"]],
+  ] as const)("accelerator %o gives -m %o", (options, expected) => {
+    expect(values(toQemuArgv(exampleSpec(), { ...launch, ...options }), "-m")).toEqual(expected);
+  });
+
+  it.each([
     [{}, [], []],
     [{ startPaused: true }, ["-S"], []],
     [{ incoming: "defer" }, [], ["defer"]],
