@@ -10,7 +10,7 @@ import { applyVmEvent } from "./events.ts";
 import { MigrationRunner, type MigrationSettings, defaultMigrationSettings, redisMovedPublisher } from "./migration.ts";
 import type { CpuCheck } from "./placement.ts";
 import { Reconciler } from "./reconciler.ts";
-import { TemplatePublisher } from "./templates.ts";
+import { Labs } from "./labs.ts";
 
 export interface ControllerOptions {
   db: Db;
@@ -57,7 +57,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     migrations,
     log,
   });
-  const templates = new TemplatePublisher({ db, redis, prefix, workerTimeoutMs: options.workerTimeoutMs, log });
+  const labs = new Labs({ db, redis, prefix, workerTimeoutMs: options.workerTimeoutMs, log });
 
   const inbox = new QueueWorker(
     queueNames.controller,
@@ -94,7 +94,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     if (pass) return;
     pass = reconciler
       .reconcileAll()
-      .then(() => templates.publishAll())
+      .then(() => labs.reconcileAll())
       .catch((error: unknown) => log.error({ err: error }, "reconcile pass failed; retrying next interval"))
       .finally(() => {
         pass = undefined;
@@ -110,7 +110,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
       await Promise.all([inbox.close(), events.close()]);
       await pass;
       await reconciler.close();
-      await templates.close();
+      await labs.close();
       await migrations.close();
       redis.disconnect();
     },

@@ -1,12 +1,13 @@
 // Hosted labs, the foundation: publish a running tiny vm as a lab template version (its guest
 // state, copied as the version's golden point), clone it 5 times on two workers that share only
 // the database and object storage (folder driver), and check every clone continues from the
-// golden point (marker file on /data, counter on from the golden tick, never booted); the
-// template outlives its source vm; a damaged golden point is refused naming the part.
+// golden point (marker file on /data, counter on from the golden tick, never booted); a reset
+// takes a clone back there; the template outlives its source vm; a damaged golden point is
+// refused naming the part.
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-import type { Db, Prisma } from "@ferry/db";
+import type { Db } from "@ferry/db";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
 import { TestCluster, testServices } from "./test-cluster.ts";
@@ -59,16 +60,14 @@ async function publish(vm: VmRow, name: string): Promise<VersionRow> {
 /**
  * What the portal does to clone: a vm with the version's spec, suspended at its golden point
  * (no guest state of its own yet) and wanted running, so the controller places its first
- * start like a resume; then a reconcile job. Owner (and project, where vms have one) as the
- * instructor's vm here.
+ * start like a resume; then a reconcile job. Owner and project as the instructor's vm here.
  */
 async function createClone(version: VersionRow, name: string, owner: VmRow): Promise<VmRow> {
-  const project = (owner as { projectId?: string }).projectId;
   const vm = await db.vm.create({
     data: {
       name,
       ownerId: owner.ownerId,
-      ...(project === undefined ? {} : { projectId: project }),
+      projectId: owner.projectId,
       image: version.image,
       vcpus: version.vcpus,
       memoryMiB: version.memoryMiB,
@@ -78,10 +77,32 @@ async function createClone(version: VersionRow, name: string, owner: VmRow): Pro
       state: "suspended",
       desiredState: "running",
       sourceTemplateVersionId: version.id,
-    } as Prisma.VmUncheckedCreateInput,
+    },
   });
   await cluster.controllerQueue.add("vm.reconcile", { vmId: vm.id });
   return vm;
+}
+
+/**
+ * What the portal does to reset a clone: its own guest state forgotten and a new generation;
+ * a clone running on a worker is marked for the controller's vm.reset, any other is
+ * suspended at the golden point again. Then a reconcile job.
+ */
+async function reset(vmId: string): Promise<void> {
+  const vm = await db.vm.findUniqueOrThrow({ where: { id: vmId } });
+  const runs = vm.state === "running" && vm.workerId !== null;
+  const { count } = await db.vm.updateMany({
+    where: { id: vm.id, generation: vm.generation },
+    data: {
+      guestStateId: null,
+      desiredState: "running",
+      generation: { increment: 1 },
+      operation: "reset",
+      ...(runs ? {} : { state: "suspended", workerId: null, stateChangedAt: new Date() }),
+    },
+  });
+  expect(count).toBe(1);
+  await cluster.controllerQueue.add("vm.reconcile", { vmId });
 }
 
 /** QEMU's resident memory (VmRSS) for the vm, in MiB. */
@@ -168,6 +189,29 @@ describe("lab templates and clones", () => {
     const rss = clones.map(rssMiB);
     console.log(JSON.stringify({ clones: clones.length, readyMs, rssMiB: rss.map(Math.round) }));
   }, 300_000);
+
+  it("resets a running clone to the golden point: counter back, its own file gone, the marker file there", async () => {
+    const clone = clones[0]!;
+    const before = await serialText(clone);
+    const lastBefore = ticks(before).at(-1)!.n;
+    expect(lastBefore).toBeGreaterThan(goldenTick + 3);
+    await reset(clone);
+    const running = await vmWhere(clone, "running again after the reset", (vm) => vm.state === "running" && vm.operation === null);
+    expect(running.guestStateId).toBeNull();
+    // The counter goes back: the first tick below the clone's last one is the golden point's next.
+    const back = await until("the counter back after the reset", async () => ticks((await serialText(clone)).slice(before.length)).find((t) => t.n < lastBefore));
+    expect(back.n).toBeGreaterThanOrEqual(goldenTick);
+    expect(back.n).toBeLessThan(goldenTick + 10);
+    await typeOn(clone, "sync; echo 3 >/proc/sys/vm/drop_caches; cat /data/labnote /data/mine >/dev/ttyS0 2>/dev/ttyS0; echo after-reset >/dev/ttyS0\n");
+    const after = await until("the files read after the reset", async () => {
+      const text = (await serialText(clone)).slice(before.length);
+      return text.includes("after-reset") ? text : undefined;
+    });
+    expect(after).toContain("lab-note-content");
+    expect(after).toMatch(/can't open '\/data\/mine': No such file/);
+    const events = await db.vmEvent.findMany({ where: { vmId: clone }, orderBy: { at: "asc" } });
+    expect(events.map((e) => e.message)).toContain(`running → resuming: vm.reset sent to worker ${running.workerId} (back to the golden point)`);
+  });
 
   it("outlives its source vm: after the vm is deleted (and its guest states swept) a 6th clone continues from the golden point", async () => {
     await Promise.all(clones.map((id) => request(id, "deleted")));

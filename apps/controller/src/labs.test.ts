@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { type PublishingVersion, type PublishingVm, publishDecision } from "./templates.ts";
+import { type PublishingVersion, type PublishingVm, publishDecision } from "./labs.ts";
 
 const version: PublishingVersion = { sourceVmId: "vm-1", sourceGuestStateId: null, publishWorkerId: null };
 const vm = (state: string, more: Partial<PublishingVm> = {}): PublishingVm => ({

@@ -1,10 +1,16 @@
-// Publishing lab template versions. A version is asked for on a vm (the portal writes the
-// version `publishing` and asks the vm to suspend through the normal path); each reconcile
-// pass then looks at every publishing version: once its vm is suspended, one worker copies
-// the vm's guest state as the version's golden point (vm.publish, apps/worker) and marks the
-// version ready. The decision is pure (publishDecision) so every rule has a table test.
+// Hosted labs in the reconcile pass.
+//
+// 1. Publishing template versions. A version is asked for on a vm (the portal writes the
+//    version `publishing` and asks the vm to suspend through the normal path); each pass then
+//    looks at every publishing version: once its vm is suspended, one worker copies the vm's
+//    guest state as the version's golden point (vm.publish, apps/worker) and marks the version
+//    ready. The decision is pure (publishDecision) so every rule has a table test.
+// 2. Resetting clones. The portal resets a clone by clearing its own guest state: one that
+//    runs nowhere is suspended at the golden point again (the normal resume placement takes it
+//    from there); one that runs is marked `operation: "reset"`, and here it goes `resuming`
+//    and its worker gets vm.reset (stop the guest, resume from the golden point).
 import type { Db } from "@ferry/db";
-import { type VmJob, queueNames } from "@ferry/jobs";
+import { type VmJob, type WorkerJobName, queueNames, workerJobId } from "@ferry/jobs";
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
@@ -65,7 +71,7 @@ export function publishDecision(
   return { kind: "send", workerId: worker.id, stateId };
 }
 
-export interface TemplatePublisherOptions {
+export interface LabsOptions {
   db: Db;
   redis: Redis;
   prefix: string;
@@ -73,17 +79,23 @@ export interface TemplatePublisherOptions {
   log: Logger;
 }
 
-/** Drives publishing template versions to ready (or failed); run once per reconcile pass. */
-export class TemplatePublisher {
-  readonly #options: TemplatePublisherOptions;
+/** Drives publishing template versions to ready (or failed) and clone resets; once per reconcile pass. */
+export class Labs {
+  readonly #options: LabsOptions;
   readonly #queues = new Map<string, Queue>();
 
-  constructor(options: TemplatePublisherOptions) {
+  constructor(options: LabsOptions) {
     this.#options = options;
   }
 
-  /** One pass over every publishing version. */
-  async publishAll(now = new Date()): Promise<void> {
+  /** One pass: every publishing version, then every running clone asked to reset. */
+  async reconcileAll(now = new Date()): Promise<void> {
+    await this.#publishAll(now);
+    await this.#resetAll(now);
+  }
+
+  // 1.
+  async #publishAll(now: Date): Promise<void> {
     const { db, workerTimeoutMs, log } = this.#options;
     const versions = await db.labTemplateVersion.findMany({ where: { status: "publishing" }, orderBy: { createdAt: "asc" } });
     if (versions.length === 0) return;
@@ -105,10 +117,8 @@ export class TemplatePublisher {
       const payload: VmJob = { vm: vmDefinitionOf(vm), generation: vm.generation, publish: { versionId: version.id, stateId: decision.stateId } };
       // Sent every pass until the version is ready: the stable job id drops a copy while one
       // waits or runs, and a copy that committed before its worker died is found, not redone.
-      await this.#queue(decision.workerId).add("vm.publish", payload, {
+      await this.#send(decision.workerId, "vm.publish", payload, {
         jobId: `vm.publish.${version.id}.${decision.stateId}`,
-        removeOnComplete: true,
-        removeOnFail: true,
       });
       if (version.publishWorkerId !== decision.workerId) {
         log.info({ versionId: version.id, vmId: vm.id, workerId: decision.workerId, stateId: decision.stateId }, "golden point copy sent");
@@ -116,8 +126,30 @@ export class TemplatePublisher {
     }
   }
 
+  // 2.
+  async #resetAll(now: Date): Promise<void> {
+    const { db, log } = this.#options;
+    const vms = await db.vm.findMany({
+      where: { operation: "reset", state: "running", workerId: { not: null }, guestStateId: null, sourceTemplateVersionId: { not: null } },
+    });
+    for (const vm of vms) {
+      const updated = await db.vm.updateMany({
+        where: { id: vm.id, generation: vm.generation, state: "running", operation: "reset" },
+        data: { state: "resuming", stateReason: null, stateChangedAt: now },
+      });
+      if (updated.count !== 1) continue;
+      await db.vmEvent.create({ data: { vmId: vm.id, kind: "state", message: `running → resuming: vm.reset sent to worker ${vm.workerId} (back to the golden point)`, at: now } });
+      log.info({ vmId: vm.id, workerId: vm.workerId }, "clone reset sent");
+      await this.#send(vm.workerId!, "vm.reset", { vm: vmDefinitionOf(vm), generation: vm.generation }, { jobId: workerJobId("vm.reset", vm.id, vm.generation) });
+    }
+  }
+
   async close(): Promise<void> {
     await Promise.all([...this.#queues.values()].map((queue) => queue.close()));
+  }
+
+  async #send(workerId: string, name: WorkerJobName, payload: VmJob, options: { jobId: string }): Promise<void> {
+    await this.#queue(workerId).add(name, payload, { ...options, removeOnComplete: true, removeOnFail: true });
   }
 
   #queue(workerId: string): Queue {

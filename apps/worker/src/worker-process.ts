@@ -27,6 +27,7 @@ import { deleteVm } from "./jobs/delete-vm.ts";
 import { discardVm, migrateVm, receiveVm } from "./jobs/migrate-vm.ts";
 import { publishVm } from "./jobs/publish-vm.ts";
 import { rebootVm } from "./jobs/reboot-vm.ts";
+import { resetVm } from "./jobs/reset-vm.ts";
 import { resumeVm } from "./jobs/resume-vm.ts";
 import { startVm } from "./jobs/start-vm.ts";
 import { stopVm } from "./jobs/stop-vm.ts";
@@ -84,10 +85,11 @@ const handlers: Record<WorkerJobName, JobHandler> = {
   "vm.migrate": migrateVm,
   "vm.discard": discardVm,
   "vm.publish": publishVm,
+  "vm.reset": resetVm,
 };
 
 /** Jobs that would create or change a guest here: only run for a vm the database places here. */
-const needsOwnership = new Set<WorkerJobName>(["vm.start", "vm.reboot", "vm.suspend", "vm.resume", "vm.migrate"]);
+const needsOwnership = new Set<WorkerJobName>(["vm.start", "vm.reboot", "vm.suspend", "vm.resume", "vm.migrate", "vm.reset"]);
 
 /** Database states in which this worker ran a QEMU for the vm; it died with the previous process. */
 const lostStates: VmState[] = ["booting", "running", "rebooting", "stopping", "suspending", "resuming", "migrating"];

@@ -65,6 +65,7 @@ export const workerJobNames = [
   "vm.migrate",
   "vm.discard",
   "vm.publish",
+  "vm.reset",
 ] as const;
 export type WorkerJobName = (typeof workerJobNames)[number];
 
