@@ -6,7 +6,7 @@
 // 1. HTTP: /healthz and JSON 404s
 // 2. Upgrade: checks in order (path, Origin, token, single use, vm, worker relay)
 // 3. Moves: a vm live-migrated to another worker takes its open consoles along
-// 4. Sessions: heartbeat and shutdown
+// 4. Sessions: heartbeat, access re-checks (access-watch.ts) and shutdown
 import http, { STATUS_CODES, type IncomingMessage } from "node:http";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
@@ -16,6 +16,7 @@ import { signRelayTicket, TokenError, verifyConsoleToken } from "@ferry/tokens";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { WebSocketServer } from "ws";
+import { watchConsoleAccess } from "./access-watch.ts";
 import { ConsoleRefusal, RelayError } from "./errors.ts";
 import { dialRelay } from "./relay-dial.ts";
 import { ConsoleSession, type Relocate } from "./session.ts";
@@ -39,6 +40,8 @@ export interface ConsoleGatewayOptions {
   relayTimeoutMs?: number;
   /** How long a session whose worker hung up waits for its vm to show up on another worker. */
   moveTimeoutMs?: number;
+  /** How often every open console's access is re-checked; revocations announced on Redis act at once. */
+  accessCheckIntervalMs?: number;
 }
 
 export interface ConsoleGateway {
@@ -53,6 +56,7 @@ export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGat
   const { log } = options;
   const allowedOrigins = new Set(options.allowedOrigins.map(normalizeOrigin));
   const sessions = new Set<ConsoleSession>();
+  const access = watchConsoleAccess({ db: options.db, redis: options.redis, prefix: options.prefix, sessions, log, intervalMs: options.accessCheckIntervalMs });
   const wss = new WebSocketServer({
     noServer: true,
     // noVNC offers "binary"; answering with it is what makes the browser side accept us.
@@ -79,7 +83,7 @@ export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGat
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
     socket.on("error", (error) => log.debug({ remote, err: error.message }, "console: client socket error"));
-    const context: { tokenId?: string; vmId?: string; workerId?: string } = {};
+    const context: UpgradeContext = {};
     openConsole(req, context)
       .then((upstream) => {
         if (socket.destroyed) {
@@ -99,6 +103,7 @@ export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGat
             relocate,
           );
           sessions.add(session);
+          access.add(session, { vmId: context.vmId!, userId: context.userId!, apiTokenId: context.apiTokenId, sessionId: context.sessionId });
           log.info({ remote, ...context }, "console: session opened");
         });
       })
@@ -114,7 +119,7 @@ export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGat
       });
   });
 
-  async function openConsole(req: IncomingMessage, context: { tokenId?: string; vmId?: string; workerId?: string }): Promise<net.Socket> {
+  async function openConsole(req: IncomingMessage, context: UpgradeContext): Promise<net.Socket> {
     const url = new URL(req.url ?? "/", "http://gateway");
     if (url.pathname !== "/console") {
       throw new ConsoleRefusal(404, "not_found", `No websocket at ${url.pathname}; open /console?token=….`);
@@ -140,6 +145,9 @@ export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGat
     }
     context.tokenId = claims.tokenId;
     context.vmId = claims.vmId;
+    context.userId = claims.userId;
+    context.apiTokenId = claims.apiTokenId;
+    context.sessionId = claims.sessionId;
     const first = await options.redis.set(redisKeys.consoleTokenUsed(options.prefix, claims.tokenId), "1", "EX", tokenUsedSeconds, "NX");
     if (first !== "OK") {
       throw new ConsoleRefusal(401, "token_used", "This console token was already used. Open the console again from the portal.");
@@ -276,8 +284,18 @@ export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGat
         wss.close();
         server.close((error) => (error ? reject(error) : resolve()));
         server.closeAllConnections();
-      })),
+      }).finally(() => access.close())),
   };
+}
+
+/** What an upgrade found out so far, for its log lines: the token's claims, then the vm's worker. */
+interface UpgradeContext {
+  tokenId?: string;
+  vmId?: string;
+  workerId?: string;
+  userId?: string;
+  apiTokenId?: string;
+  sessionId?: string;
 }
 
 function normalizeOrigin(origin: string): string {

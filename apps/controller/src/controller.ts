@@ -7,9 +7,10 @@ import { Redis } from "ioredis";
 import type { Logger } from "pino";
 
 import { applyVmEvent } from "./events.ts";
-import { MigrationRunner, type MigrationSettings, defaultMigrationSettings, redisMovedPublisher } from "./migration.ts";
+import { MigrationRunner, type MigrationSettings, type MovedPublisher, defaultMigrationSettings, redisMovedPublisher } from "./migration.ts";
 import type { CpuCheck } from "./placement.ts";
 import { Reconciler } from "./reconciler.ts";
+import { type WebhookSettings, Webhooks, defaultWebhookSettings } from "./webhooks.ts";
 import { Labs } from "./labs.ts";
 
 export interface ControllerOptions {
@@ -21,6 +22,10 @@ export interface ControllerOptions {
   cpuCheck: CpuCheck;
   /** live migration limits (FERRY_MIGRATION_DOWNTIME_MS, FERRY_MIGRATION_TIMEOUT_MS) */
   migration?: MigrationSettings;
+  /** FERRY_CLUSTER_SECRET: webhook signing secrets are derived from it */
+  clusterSecret: string;
+  /** webhook delivery attempts, backoff and timeout (FERRY_WEBHOOK_*) */
+  webhooks?: Partial<WebhookSettings>;
   log: Logger;
 }
 
@@ -38,7 +43,13 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const { db, prefix, log } = options;
   // BullMQ workers block on Redis, so they need maxRetriesPerRequest: null.
   const redis = new Redis(options.redisUrl, { maxRetriesPerRequest: null });
-  const publish = redisMovedPublisher(redis, prefix);
+  const webhooks = new Webhooks({ db, redis, prefix, clusterSecret: options.clusterSecret, settings: { ...defaultWebhookSettings, ...options.webhooks }, log });
+  const movedOnRedis = redisMovedPublisher(redis, prefix);
+  // A committed move is announced to the console gateways and to the project's webhooks.
+  const publish: MovedPublisher = async (message) => {
+    await movedOnRedis(message);
+    await webhooks.vmMigrated(message.vmId);
+  };
   const migrations = new MigrationRunner({
     db,
     redis,
@@ -79,7 +90,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
       if (job.name !== "vm.state" || !parsed.success) {
         throw new UnrecoverableError(`vm-events job ${job.name} (${job.id}) is not a vm.state event: ${JSON.stringify(job.data)}; fix the sender`);
       }
-      const outcome = await applyVmEvent(db, parsed.data, log, publish);
+      const outcome = await applyVmEvent(db, parsed.data, log, publish, webhooks);
       if (outcome === "applied") await reconciler.reconcileVm(parsed.data.vmId);
     },
     { connection: redis, prefix, concurrency: 1 },
@@ -112,6 +123,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
       await reconciler.close();
       await labs.close();
       await migrations.close();
+      await webhooks.close();
       redis.disconnect();
     },
   };

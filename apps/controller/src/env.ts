@@ -11,6 +11,10 @@ const schema = z.object({
   FERRY_MIGRATION_DOWNTIME_MS: z.coerce.number().int().min(1).default(50),
   FERRY_MIGRATION_TIMEOUT_MS: z.coerce.number().int().min(1000).default(60_000),
   FERRY_MIGRATION_MAX_BANDWIDTH: z.coerce.number().int().positive().optional(),
+  FERRY_CLUSTER_SECRET: z.string().min(32, { error: "must be at least 32 characters (the same value on every Ferry process)" }),
+  FERRY_WEBHOOK_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(8),
+  FERRY_WEBHOOK_BACKOFF_MS: z.coerce.number().int().min(1).default(10_000),
+  FERRY_WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5_000),
 });
 
 export type ControllerEnv = z.infer<typeof schema>;
@@ -22,7 +26,8 @@ export function parseEnv(source: Record<string, string | undefined>): Controller
   const problems = result.error.issues.map((issue) => {
     const name = String(issue.path[0]);
     const value = source[name];
-    return `  ${name}: ${value === undefined ? "is required" : `${issue.message} (got '${value}')`}`;
+    const shown = name.includes("SECRET") ? "set (hidden)" : `'${value}'`;
+    return `  ${name}: ${value === undefined ? "is required" : `${issue.message} (got ${shown})`}`;
   });
   throw new Error(`The controller's environment is invalid:\n${problems.join("\n")}\nSet these variables and start the controller again.`);
 }

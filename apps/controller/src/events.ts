@@ -7,14 +7,15 @@ import type { VmState, VmStateEvent } from "@ferry/jobs";
 import type { Logger } from "pino";
 
 import { type MovedPublisher, commitMigration } from "./migration.ts";
+import type { Webhooks } from "./webhooks.ts";
 
 /** States where no action is in flight, so the vm's `operation` is cleared. */
 const settledStates: ReadonlySet<VmState> = new Set<VmState>(["pending", "running", "stopped", "suspended", "failed", "deleted"]);
 
 export type EventOutcome = "applied" | "ignored";
 
-/** Write one worker event to its vm (state, reason, accelerator, progress) and log a VmEvent. */
-export async function applyVmEvent(db: Db, event: VmStateEvent, log: Logger, publish?: MovedPublisher): Promise<EventOutcome> {
+/** Write one worker event to its vm (state, reason, accelerator, progress), log a VmEvent and tell the project's webhooks. */
+export async function applyVmEvent(db: Db, event: VmStateEvent, log: Logger, publish?: MovedPublisher, webhooks?: Webhooks): Promise<EventOutcome> {
   const vm = await db.vm.findUnique({ where: { id: event.vmId } });
   if (!vm) {
     log.info({ vmId: event.vmId, workerId: event.workerId }, "event for an unknown vm ignored");
@@ -86,5 +87,6 @@ export async function applyVmEvent(db: Db, event: VmStateEvent, log: Logger, pub
       : []),
   ]);
   log.info({ vmId: vm.id, workerId: event.workerId, from: vm.state, to: event.state, reason: event.reason, release }, "vm state applied");
+  if (changed) await webhooks?.vmChanged(vm, { previousState: vm.state as VmState, state: event.state, reason: event.reason ?? null, at });
   return "applied";
 }

@@ -16,6 +16,8 @@ const controller = await startController({
   reconcileIntervalMs: env.FERRY_RECONCILE_INTERVAL_MS,
   workerTimeoutMs: env.FERRY_WORKER_TIMEOUT_MS,
   cpuCheck: engineCpuCheck,
+  clusterSecret: env.FERRY_CLUSTER_SECRET,
+  webhooks: { attempts: env.FERRY_WEBHOOK_ATTEMPTS, backoffMs: env.FERRY_WEBHOOK_BACKOFF_MS, timeoutMs: env.FERRY_WEBHOOK_TIMEOUT_MS },
   migration: {
     downtimeLimitMs: env.FERRY_MIGRATION_DOWNTIME_MS,
     timeoutMs: env.FERRY_MIGRATION_TIMEOUT_MS,

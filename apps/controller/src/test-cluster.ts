@@ -84,6 +84,7 @@ export class TestCluster {
       redisUrl: options.redisUrl,
       prefix: this.prefix,
       cpuCheck: engineCpuCheck,
+      clusterSecret: this.clusterSecret,
       log: this.log,
       ...options.controller,
     });

@@ -13,6 +13,8 @@ export const queueNames = {
   vmEvents: "vm-events",
   /** One queue per worker: the jobs placed on it. */
   worker: (workerId: string) => `worker-${workerId}`,
+  /** Controllers → projects' receivers: webhook deliveries, job name "webhook.deliver". */
+  webhooks: "webhooks",
 } as const;
 
 export const vmStates = [
@@ -137,6 +139,14 @@ export const vmStateEvent = z.object({
   at: z.string(),
 });
 export type VmStateEvent = z.infer<typeof vmStateEvent>;
+
+/** webhooks queue, job name "webhook.deliver": send WebhookDelivery `deliveryId` (attempts and backoff are the job's). */
+export const webhookDeliveryJob = z.object({ deliveryId: z.string().regex(/^\d+$/) });
+export type WebhookDeliveryJob = z.infer<typeof webhookDeliveryJob>;
+
+/** What a webhook may subscribe to: a vm entering each state, and a vm moved by a live migration. */
+export const webhookEventKinds = [...vmStates.map((state) => `vm.${state}` as const), "vm.migrated"] as const;
+export type WebhookEventKind = (typeof webhookEventKinds)[number];
 
 /** Redis keys shared across processes. */
 export const redisKeys = {
