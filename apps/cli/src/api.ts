@@ -8,6 +8,7 @@ export interface Vm {
   id: string;
   name: string;
   ownerId: string;
+  projectId: string;
   image: string;
   vcpus: number;
   memoryMiB: number;
@@ -37,6 +38,31 @@ export interface Worker {
   cpuModelName: string;
   qemuVersion: string;
   lastHeartbeatAt: string;
+}
+
+/** What a project may use and what it uses: vCPUs and memory of the vms wanted running, vms, stored guest state bytes. */
+export interface Resources {
+  vcpus: number;
+  memoryMiB: number;
+  vms: number;
+  stateBytes: number;
+}
+
+export interface Project {
+  id: string;
+  organizationId: string;
+  name: string;
+  role: string;
+  quota: Resources;
+  usage: Resources;
+  createdAt: string;
+}
+
+export interface Organization {
+  id: string;
+  name: string;
+  role: string;
+  createdAt: string;
 }
 
 export interface Page<T> {
@@ -79,17 +105,22 @@ export class FerryApi {
     throw new CommandError(`${method} ${url} answered ${response.status} ${response.statusText}; is ${this.login.url} a Ferry portal?`, undefined, response.status);
   }
 
-  /** Every vm visible to the token, walking the list's cursors. */
-  async allVms(): Promise<Vm[]> {
-    const vms: Vm[] = [];
+  /** Every item of a paginated list (`/vms`, `/projects`...), walking its cursors. */
+  async all<T>(path: string): Promise<T[]> {
+    const items: T[] = [];
     let cursor: string | null = null;
     do {
       const query: string = cursor === null ? "?limit=100" : `?limit=100&cursor=${encodeURIComponent(cursor)}`;
-      const page: Page<Vm> = await this.request<Page<Vm>>("GET", `/vms${query}`);
-      vms.push(...page.items);
+      const page: Page<T> = await this.request<Page<T>>("GET", `${path}${query}`);
+      items.push(...page.items);
       cursor = page.nextCursor;
     } while (cursor !== null);
-    return vms;
+    return items;
+  }
+
+  /** Every vm visible to the token. */
+  allVms(): Promise<Vm[]> {
+    return this.all<Vm>("/vms");
   }
 
   /** The vm a person named on the command line: by id, or by name when it is not an id. */

@@ -220,4 +220,37 @@ describe("ferry", () => {
     const deleted = await ferry(["vm", "delete", vm.id, "--json"]);
     expect(JSON.parse(deleted.stdout)).toMatchObject({ id: vm.id, state: "deleted" });
   });
+
+  it("lists the projects with role, quota and usage, and creates a vm in the project named by --project", async () => {
+    const before = await ferry(["project", "list", "--json"]);
+    expect(before.code).toBe(0);
+    type Listed = { id: string; organizationId: string; name: string; role: string; quota: { vms: number }; usage: { vms: number } };
+    const defaultProject = (JSON.parse(before.stdout) as { items: Listed[] }).items.find((p) => p.organizationId === "default");
+    expect(defaultProject).toMatchObject({ name: "default", role: "owner" });
+
+    // Another organization's project: the admin's token (cluster:admin) sees every project.
+    const email = `cli-owner-${process.pid}@example.com`;
+    expect((await cluster.api("POST", "/users", { email, name: "CLI owner", password: "cli-owner-password" })).status).toBe(200);
+    const organization = await cluster.api<{ id: string }>("POST", "/organizations", { name: `cli-org-${process.pid}`, ownerEmail: email });
+    expect(organization.status).toBe(200);
+    const project = await cluster.api<{ id: string }>("POST", `/organizations/${organization.body.id}/projects`, { name: "lab" });
+    expect(project.status).toBe(200);
+
+    const listed = await ferry(["project", "list"]);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toMatch(/^ORGANIZATION\s+PROJECT\s+ROLE\s+VMS\s+VCPUS\s+MEMORY\s+GUEST STATES\s+ID$/m);
+    expect(listed.stdout).toMatch(new RegExp(`^cli-org-${process.pid}\\s+lab\\s+owner\\s+0/\\d+\\s+0/\\d+\\s+0 GiB/\\S+ \\S+\\s+0 B/\\S+ \\S+\\s+${project.body.id}$`, "m"));
+    expect(listed.stdout).toMatch(new RegExp(`^default\\s+default\\s+owner\\s+.*${defaultProject!.id}$`, "m"));
+
+    const created = await ferry(["vm", "create", "--name", `${name}-lab`, "--image", "tiny", "--vcpus", "1", "--memory", "256", "--project", project.body.id, "--no-wait", "--json"]);
+    expect(created.code).toBe(0);
+    const vm = JSON.parse(created.stdout) as { id: string; projectId: string };
+    expect(vm.projectId).toBe(project.body.id);
+    const inLab = (JSON.parse((await ferry(["project", "list", "--json"])).stdout) as { items: Listed[] }).items.find((p) => p.id === project.body.id);
+    expect(inLab?.usage.vms).toBe(1);
+    expect((await ferry(["vm", "delete", vm.id, "--json"])).code).toBe(0);
+
+    const nowhere = await ferry(["vm", "create", "--name", `${name}-nowhere`, "--image", "tiny", "--vcpus", "1", "--memory", "256", "--project", "no-such-project"]);
+    expect(nowhere).toMatchObject({ code: 1, stderr: expect.stringContaining('no project with id "no-such-project" is visible to you') });
+  });
 });

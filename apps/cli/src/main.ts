@@ -5,13 +5,14 @@ import { parseArgs } from "node:util";
 import { FerryApi } from "./api.ts";
 import type { Command, OptionSpec } from "./command.ts";
 import { loginCommand } from "./commands/login.ts";
+import { projectListCommand } from "./commands/project.ts";
 import { vmCommands } from "./commands/vm.ts";
 import { workerListCommand } from "./commands/worker.ts";
 import { currentLogin } from "./config.ts";
 import { parseEnv, type CliEnv } from "./env.ts";
 import { CommandError, UsageError } from "./errors.ts";
 
-const commands: Command[] = [loginCommand, ...vmCommands, workerListCommand];
+const commands: Command[] = [loginCommand, projectListCommand, ...vmCommands, workerListCommand];
 
 const commonOptions: Record<string, OptionSpec> = {
   json: { type: "boolean", description: "print the API's objects as JSON on stdout" },

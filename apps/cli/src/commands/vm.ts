@@ -86,6 +86,7 @@ export const vmCommands: Command[] = [
       vcpus: { type: "string", placeholder: "<n>", description: "virtual CPUs (1-16)" },
       memory: { type: "string", placeholder: "<MiB>", description: "memory in MiB, or with a unit: 512M, 2G" },
       profile: { type: "string", placeholder: "<profile>", description: "hardware profile (default: standard)" },
+      project: { type: "string", placeholder: "<id>", description: "the project to create it in (default: the token's project; 'ferry project list' shows them)" },
     },
     waits: true,
     async run(context) {
@@ -97,6 +98,7 @@ export const vmCommands: Command[] = [
         vcpus: integerOption(values, "vcpus"),
         memoryMiB: integerOption(values, "memory", { m: 1, mib: 1, g: 1024, gib: 1024 }),
         ...(typeof values.profile === "string" ? { profile: values.profile } : {}),
+        ...(typeof values.project === "string" ? { projectId: values.project } : {}),
       };
       const vm = await context.api().request<Vm>("POST", "/vms", body);
       await followUp(context, vm, "running", "create");
@@ -140,6 +142,7 @@ export const vmCommands: Command[] = [
           ["wanted", vm.desiredState],
           ...(vm.stateReason ? [["reason", vm.stateReason] as [string, string]] : []),
           ...(vm.operation ? [["operation", vm.operation] as [string, string]] : []),
+          ["project", vm.projectId],
           ["worker", vm.workerId ?? "-"],
           ["accelerator", vm.accelerator ?? "-"],
           ["image", vm.image],
