@@ -127,6 +127,15 @@ export const migrationRouter = createTRPCRouter({
     }),
 
   targets: authedProcedure
+    .meta({
+      openapi: {
+        method: "GET",
+        path: "/vms/{id}/migration-targets",
+        protect: true,
+        tags: ["vms"],
+        summary: "The workers a running vm could live-migrate to, each with the reason it cannot if so",
+      },
+    })
     .input(z.strictObject({ id: z.string().min(1).max(100) }))
     .output(z.object({ items: z.array(z.object({ workerId: z.string(), ok: z.boolean(), reason: z.string().nullable() })) }))
     .query(async ({ ctx, input }) => {
