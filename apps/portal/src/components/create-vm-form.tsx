@@ -3,6 +3,7 @@ import { useMutation } from "@tanstack/react-query";
 import { useRouter } from "next/navigation";
 import { useState, type FormEvent } from "react";
 import { useTRPC } from "../trpc/client.tsx";
+import { useProject } from "./project-context.tsx";
 
 type Field = "name" | "image" | "vcpus" | "memoryMiB" | "profile";
 
@@ -22,6 +23,7 @@ export function CreateVmForm({ images, profiles }: { images: { name: string; min
   const trpc = useTRPC();
   const router = useRouter();
   const create = useMutation(trpc.vm.create.mutationOptions());
+  const { project, organizationName } = useProject();
   const [fieldErrors, setFieldErrors] = useState<Partial<Record<Field, string>>>({});
   const [formError, setFormError] = useState<string | null>(null);
   const [image, setImage] = useState(images[0]?.name ?? "");
@@ -39,6 +41,7 @@ export function CreateVmForm({ images, profiles }: { images: { name: string; min
         vcpus: Number(form.get("vcpus")),
         memoryMiB: Number(form.get("memoryMiB")),
         profile: String(form.get("profile") ?? "standard"),
+        ...(project !== null ? { projectId: project.id } : {}),
       });
       router.push(`/vms/${vm.id}`);
     } catch (error) {
@@ -69,6 +72,11 @@ export function CreateVmForm({ images, profiles }: { images: { name: string; min
 
   return (
     <form className="form" onSubmit={submit} noValidate>
+      <p className="muted" style={{ margin: 0 }} data-testid="create-project">
+        {project !== null
+          ? `In project ${organizationName(project.organizationId)} / ${project.name}; change it in the top bar.`
+          : "You are in no project yet: ask an organization owner or admin to add you."}
+      </p>
       <div className="field">
         <label htmlFor="name">Name</label>
         <input id="name" name="name" placeholder="web-1" maxLength={63} required data-testid="field-name" />
@@ -119,7 +127,7 @@ export function CreateVmForm({ images, profiles }: { images: { name: string; min
         </div>
       )}
       <div>
-        <button className="primary" type="submit" disabled={create.isPending} data-testid="submit-create">
+        <button className="primary" type="submit" disabled={create.isPending || project === null} data-testid="submit-create">
           {create.isPending && <span className="spinner" />}
           {create.isPending ? "Creating…" : "Create VM"}
         </button>

@@ -5,6 +5,7 @@ import { useRouter } from "next/navigation";
 import { useState } from "react";
 import { useTRPC } from "../trpc/client.tsx";
 import { refusalOf, vmActions, type VmAction } from "../server/vm-actions.ts";
+import { formatBytes } from "./format.ts";
 import { MigrateControl } from "./migrate-control.tsx";
 import { SerialLog } from "./serial-log.tsx";
 import { VmConsole } from "./vm-console.tsx";
@@ -210,10 +211,4 @@ export function VmDetail({ id }: { id: string }) {
       </div>
     </>
   );
-}
-
-function formatBytes(bytes: number): string {
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} KiB`;
-  if (bytes < 1024 * 1024 * 1024) return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
-  return `${(bytes / (1024 * 1024 * 1024)).toFixed(2)} GiB`;
 }

@@ -1,7 +1,10 @@
 import Link from "next/link";
-import { headers } from "next/headers";
+import { cookies, headers } from "next/headers";
 import { redirect } from "next/navigation";
 import type { ReactNode } from "react";
+import { ProjectProvider } from "../../components/project-context.tsx";
+import { projectCookie } from "../../components/project-cookie.ts";
+import { ProjectSwitcher } from "../../components/project-switcher.tsx";
 import { SignOutButton } from "../../components/sign-out-button.tsx";
 import { portalServices } from "../../server/services.ts";
 import { TRPCReactProvider } from "../../trpc/client.tsx";
@@ -12,24 +15,33 @@ export default async function SignedInLayout({ children }: { children: ReactNode
   const { auth } = await portalServices();
   const session = await auth.api.getSession({ headers: await headers() });
   if (session === null) redirect("/sign-in");
+  const clusterAdmin = (session.user as { role?: string }).role === "admin";
+  const rememberedProject = (await cookies()).get(projectCookie)?.value ?? null;
   return (
     <TRPCReactProvider>
-      <header className="topbar">
-        <Link href="/" className="brand">
-          Ferry
-        </Link>
-        <nav>
-          <Link href="/">VMs</Link>
-          <Link href="/vms/new">New VM</Link>
-          <Link href="/workers">Workers</Link>
-          <a href="/api/v1/openapi.json">API</a>
-        </nav>
-        <div className="who">
-          <span>{session.user.email}</span>
-          <SignOutButton />
-        </div>
-      </header>
-      <main className="page">{children}</main>
+      <ProjectProvider initialProjectId={rememberedProject} clusterAdmin={clusterAdmin}>
+        <header className="topbar">
+          <Link href="/" className="brand">
+            Ferry
+          </Link>
+          <nav>
+            <Link href="/">VMs</Link>
+            <Link href="/vms/new">New VM</Link>
+            {clusterAdmin && (
+              <Link href="/workers" data-testid="nav-workers">
+                Workers
+              </Link>
+            )}
+            <a href="/api/v1/openapi.json">API</a>
+          </nav>
+          <ProjectSwitcher />
+          <div className="who">
+            <span>{session.user.email}</span>
+            <SignOutButton />
+          </div>
+        </header>
+        <main className="page">{children}</main>
+      </ProjectProvider>
     </TRPCReactProvider>
   );
 }
