@@ -1,8 +1,10 @@
 import { auditRouter } from "./routers/audit.ts";
+import { labRouter } from "./routers/lab.ts";
 import { migrationRouter } from "./routers/migration.ts";
 import { tenancyRouter } from "./routers/tenancy.ts";
 import { tokenRouter } from "./routers/token.ts";
 import { vmRouter } from "./routers/vm.ts";
+import { webhookRouter } from "./routers/webhook.ts";
 import { workerRouter } from "./routers/worker.ts";
 import { createCallerFactory, createTRPCRouter } from "./trpc.ts";
 
@@ -14,6 +16,8 @@ export const appRouter = createTRPCRouter({
   tenancy: tenancyRouter,
   token: tokenRouter,
   audit: auditRouter,
+  webhook: webhookRouter,
+  lab: labRouter,
 });
 
 export type AppRouter = typeof appRouter;

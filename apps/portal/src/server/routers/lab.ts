@@ -1,0 +1,287 @@
+// Hosted labs: lab templates published from a vm, and vms cloned from them. Like the vm
+// procedures, these only write what is wanted and ask the controller to reconcile:
+//
+// - publish: the template's next version, `publishing`, and the vm asked to suspend; the
+//   controller has a worker copy the guest state as the version's golden point (ready).
+// - instances: a vm with the version's spec, suspended at the golden point and wanted running,
+//   so it is placed like a resume on any compatible worker and continues from there.
+// - reset: the clone's own guest state forgotten, so it continues from the golden point again.
+import { checkCompatibility } from "@ferry/engine";
+import { type Db, Prisma } from "@ferry/db";
+import { z } from "zod";
+import { findProject } from "../access.ts";
+import { PortalError } from "../errors.ts";
+import { checkQuota, lockProject } from "../quota.ts";
+import { auditedProcedure, authedProcedure, createTRPCRouter, type PortalContext, type Viewer } from "../trpc.ts";
+import { findVm, toView, vmView } from "./vm.ts";
+
+const id = z.string().min(1).max(100);
+const controlCharacters = /[\u0000-\u001f\u007f-\u009f]/;
+const name = z
+  .string()
+  .min(1, { error: "must be 1-63 characters" })
+  .max(63, { error: "must be 1-63 characters" })
+  .refine((value) => !controlCharacters.test(value), { error: "must not contain control characters (newline, tab, escape...)" });
+
+const versionView = z.object({
+  id: z.string(),
+  version: z.number().int(),
+  /** publishing | ready | failed */
+  status: z.string(),
+  statusReason: z.string().nullable(),
+  sourceVmId: z.string(),
+  image: z.string(),
+  vcpus: z.number().int(),
+  memoryMiB: z.number().int(),
+  profile: z.string(),
+  cpuModel: z.string(),
+  accelerator: z.string().nullable(),
+  storedBytes: z.number().nullable(),
+  createdAt: z.string(),
+  publishedAt: z.string().nullable(),
+});
+
+/** The lab template object every endpoint returns: its versions newest first. */
+const templateView = z.object({ id: z.string(), name: z.string(), ownerId: z.string(), createdAt: z.string(), versions: z.array(versionView) });
+type TemplateView = z.infer<typeof templateView>;
+
+type TemplateRow = Prisma.LabTemplateGetPayload<{ include: { versions: true } }>;
+
+function toTemplateView(template: TemplateRow): TemplateView {
+  return {
+    id: template.id,
+    name: template.name,
+    ownerId: template.ownerId,
+    createdAt: template.createdAt.toISOString(),
+    versions: [...template.versions]
+      .sort((a, b) => b.version - a.version)
+      .map((v) => ({
+        id: v.id,
+        version: v.version,
+        status: v.status,
+        statusReason: v.statusReason,
+        sourceVmId: v.sourceVmId,
+        image: v.image,
+        vcpus: v.vcpus,
+        memoryMiB: v.memoryMiB,
+        profile: v.profile,
+        cpuModel: v.cpuModel,
+        accelerator: v.accelerator,
+        storedBytes: v.storedBytes === null ? null : Number(v.storedBytes),
+        createdAt: v.createdAt.toISOString(),
+        publishedAt: v.publishedAt?.toISOString() ?? null,
+      })),
+  };
+}
+
+/** The viewer's template with this id; not_found for anyone else's, so ids cannot be probed. */
+async function findTemplate(db: Db, viewer: Viewer, templateId: string): Promise<TemplateRow> {
+  const template = await db.labTemplate.findUnique({ where: { id: templateId }, include: { versions: true } });
+  if (template === null || template.ownerId !== viewer.id) {
+    throw new PortalError("not_found", `no lab template with id "${templateId}" is yours; list your templates with GET /api/v1/templates`, { id: templateId });
+  }
+  return template;
+}
+
+async function requestReconcile(ctx: PortalContext, vm: { id: string; generation: number }): Promise<void> {
+  try {
+    await ctx.services.controllerQueue.add("vm.reconcile", { vmId: vm.id }, { jobId: `vm.reconcile.${vm.id}.${vm.generation}`, removeOnComplete: true, removeOnFail: 1000 });
+  } catch (error) {
+    // What is wanted is saved; the controller's periodic loop finds it, the job only hurries it.
+    ctx.services.log.warn({ err: error, vmId: vm.id }, "could not queue vm.reconcile; the controller's next loop will pick the vm up");
+  }
+}
+
+/** Refuse a golden point no online worker can load (CPU model, accelerator); with no worker online, placement waits. */
+async function assertSomeWorkerCanRun(db: Db, version: { version: number; cpuModel: string; accelerator: string | null; vcpus: number; memoryMiB: number }): Promise<void> {
+  const workers = await db.worker.findMany({ where: { status: "online" }, orderBy: { id: "asc" } });
+  if (workers.length === 0) return;
+  const refusals: string[] = [];
+  for (const worker of workers) {
+    const accelerator = worker.accelerator === "kvm" ? "kvm" : "tcg";
+    const verdict = checkCompatibility(
+      { cpuModel: version.cpuModel, accelerator: version.accelerator === "kvm" ? "kvm" : "tcg", vcpus: 0, memoryMiB: 0, machineType: "" },
+      { accelerator, cpuFlags: worker.cpuFlags, freeVcpus: 0, freeMemoryMiB: 0 },
+    );
+    if (verdict.ok) return;
+    refusals.push(`${worker.id}: ${verdict.reasons.join(" ")}`);
+  }
+  throw new PortalError(
+    "incompatible_worker",
+    `no worker can run version ${version.version}'s golden point (CPU model ${version.cpuModel}, accelerator ${version.accelerator}): ${refusals.join("; ")}. Publish the template again from a vm on a compatible worker, or add one`,
+    { reasons: refusals },
+  );
+}
+
+export const labRouter = createTRPCRouter({
+  publish: auditedProcedure("template.publish")
+    .meta({
+      openapi: {
+        method: "POST",
+        path: "/templates",
+        protect: true,
+        tags: ["labs"],
+        summary: "Publish a running or suspended vm as the next version of your lab template of that name (suspends the vm)",
+      },
+    })
+    .input(z.strictObject({ vmId: id, name }))
+    .output(templateView)
+    .mutation(async ({ ctx, input }) => {
+      const { db } = ctx.services;
+      const vm = await findVm(db, ctx.viewer, input.vmId, "write", ctx.audit);
+      if (!(vm.state === "running" && vm.desiredState === "running") && vm.state !== "suspended") {
+        throw new PortalError("action_refused", `cannot publish vm ${vm.name}: it is ${vm.state}; publish a running or suspended vm`, { id: vm.id, state: vm.state });
+      }
+      const templateId = await db.$transaction(async (tx) => {
+        if (vm.state === "running") {
+          await lockProject(tx, vm.projectId);
+          await checkQuota(tx, await tx.project.findUniqueOrThrow({ where: { id: vm.projectId } }), { storesState: true }, vm.id);
+          const { count } = await tx.vm.updateMany({
+            where: { id: vm.id, generation: vm.generation },
+            data: { desiredState: "suspended", generation: vm.generation + 1, operation: "suspend", progress: Prisma.DbNull },
+          });
+          if (count === 0) throw new PortalError("action_refused", `cannot publish vm ${vm.name}: it changed while the request was handled; look at its state and try again`, { id: vm.id });
+        }
+        const template =
+          (await tx.labTemplate.findFirst({ where: { ownerId: ctx.viewer.id, name: input.name } })) ??
+          (await tx.labTemplate.create({ data: { name: input.name, ownerId: ctx.viewer.id } }));
+        const last = await tx.labTemplateVersion.aggregate({ where: { templateId: template.id }, _max: { version: true } });
+        await tx.labTemplateVersion.create({
+          data: {
+            templateId: template.id,
+            version: (last._max.version ?? 0) + 1,
+            sourceVmId: vm.id,
+            image: vm.image,
+            vcpus: vm.vcpus,
+            memoryMiB: vm.memoryMiB,
+            profile: vm.profile,
+            cpuModel: vm.cpuModel,
+          },
+        });
+        await tx.vmEvent.create({ data: { vmId: vm.id, kind: "action.publish", message: `published as lab template ${input.name} by ${ctx.viewer.email}` } });
+        return template.id;
+      });
+      await requestReconcile(ctx, { id: vm.id, generation: vm.generation + 1 });
+      return toTemplateView(await findTemplate(db, ctx.viewer, templateId));
+    }),
+
+  list: authedProcedure
+    .meta({ openapi: { method: "GET", path: "/templates", protect: true, tags: ["labs"], summary: "Your lab templates and their versions" } })
+    .input(z.strictObject({}).default({}))
+    .output(z.object({ items: z.array(templateView) }))
+    .query(async ({ ctx }) => {
+      const rows = await ctx.services.db.labTemplate.findMany({ where: { ownerId: ctx.viewer.id }, include: { versions: true }, orderBy: { createdAt: "desc" } });
+      return { items: rows.map(toTemplateView) };
+    }),
+
+  createInstance: auditedProcedure("template.instance")
+    .meta({
+      openapi: {
+        method: "POST",
+        path: "/templates/{id}/instances",
+        protect: true,
+        tags: ["labs"],
+        summary: "Clone a vm from a template version (the newest ready one by default): it continues from the golden point",
+      },
+    })
+    .input(z.strictObject({ id, name, version: z.number().int().min(1).optional(), projectId: id.optional() }))
+    .output(vmView)
+    .mutation(async ({ ctx, input }) => {
+      const { db } = ctx.services;
+      const template = await findTemplate(db, ctx.viewer, input.id);
+      const ready = template.versions.filter((v) => v.status === "ready").sort((a, b) => b.version - a.version);
+      const version = input.version === undefined ? ready[0] : template.versions.find((v) => v.version === input.version);
+      if (version === undefined) {
+        throw new PortalError(
+          "not_found",
+          input.version === undefined
+            ? `lab template ${template.name} has no published version yet; wait for its version to be ready, or publish it`
+            : `lab template ${template.name} has no version ${input.version}; it has ${template.versions.map((v) => v.version).join(", ") || "none"}`,
+          { id: template.id },
+        );
+      }
+      if (version.status !== "ready" || version.goldenStateId === null) {
+        throw new PortalError("action_refused", `version ${version.version} of lab template ${template.name} is ${version.status}${version.statusReason ? ` (${version.statusReason})` : ""}; clone a ready version`, {
+          id: template.id,
+          version: version.version,
+        });
+      }
+      await assertSomeWorkerCanRun(db, version);
+      // The clone goes to the project asked for, else the source vm's (it stays after the vm is deleted).
+      const source = await db.vm.findUnique({ where: { id: version.sourceVmId }, select: { projectId: true } });
+      const projectId = input.projectId ?? source?.projectId;
+      if (projectId === undefined) throw new PortalError("project_required", `say which project the clone goes to with "projectId"`);
+      const project = await findProject(db, ctx.viewer, projectId, "write");
+      ctx.audit.projectId = project.id;
+      const vm = await db.$transaction(async (tx) => {
+        await lockProject(tx, project.id);
+        await checkQuota(tx, project, { vms: 1, vcpus: version.vcpus, memoryMiB: version.memoryMiB });
+        const created = await tx.vm.create({
+          data: {
+            name: input.name,
+            ownerId: ctx.viewer.id,
+            projectId: project.id,
+            image: version.image,
+            vcpus: version.vcpus,
+            memoryMiB: version.memoryMiB,
+            profile: version.profile,
+            cpuModel: version.cpuModel,
+            accelerator: version.accelerator,
+            state: "suspended",
+            stateReason: `at the golden point of lab template ${template.name} version ${version.version}`,
+            desiredState: "running",
+            operation: "resume",
+            sourceTemplateVersionId: version.id,
+          },
+        });
+        await tx.vmEvent.create({
+          data: { vmId: created.id, kind: "action.create", message: `cloned from lab template ${template.name} version ${version.version} by ${ctx.viewer.email}` },
+        });
+        return created;
+      });
+      ctx.audit.targetId = vm.id;
+      await requestReconcile(ctx, vm);
+      return toView(vm);
+    }),
+
+  reset: auditedProcedure("vm.reset")
+    .meta({ openapi: { method: "POST", path: "/vms/{id}/reset", protect: true, tags: ["labs"], summary: "Take a lab clone back to its template version's golden point (its changes are lost)" } })
+    .input(z.strictObject({ id }))
+    .output(vmView)
+    .mutation(async ({ ctx, input }) => {
+      const { db } = ctx.services;
+      const vm = await findVm(db, ctx.viewer, input.id, "write", ctx.audit);
+      const version = vm.sourceTemplateVersionId ? await db.labTemplateVersion.findUnique({ where: { id: vm.sourceTemplateVersionId } }) : null;
+      if (version === null || version.goldenStateId === null) {
+        throw new PortalError("action_refused", `cannot reset vm ${vm.name}: it was not cloned from a lab template (or its version is gone); only lab clones have a golden point to go back to`, { id: vm.id });
+      }
+      const runs = vm.state === "running" && vm.workerId !== null;
+      if (!runs && !["suspended", "stopped", "failed"].includes(vm.state)) {
+        throw new PortalError("action_refused", `cannot reset vm ${vm.name} while it is ${vm.state}; try again when it is running, suspended or stopped`, { id: vm.id, state: vm.state });
+      }
+      const updated = await db.$transaction(async (tx) => {
+        if (vm.desiredState !== "running") {
+          await lockProject(tx, vm.projectId);
+          await checkQuota(tx, await tx.project.findUniqueOrThrow({ where: { id: vm.projectId } }), { vcpus: vm.vcpus, memoryMiB: vm.memoryMiB }, vm.id);
+        }
+        // A running clone is reset by its worker (the controller sends vm.reset); any other is
+        // suspended at the golden point again, and resumes from there wherever it fits.
+        const { count } = await tx.vm.updateMany({
+          where: { id: vm.id, generation: vm.generation, state: vm.state },
+          data: {
+            guestStateId: null,
+            desiredState: "running",
+            generation: vm.generation + 1,
+            operation: "reset",
+            progress: Prisma.DbNull,
+            ...(runs ? {} : { state: "suspended", stateReason: `reset to the golden point of version ${version.version}`, workerId: null, stateChangedAt: new Date() }),
+          },
+        });
+        if (count === 0) throw new PortalError("action_refused", `cannot reset vm ${vm.name}: it changed while the request was handled; look at its state and try again`, { id: vm.id });
+        await tx.vmEvent.create({ data: { vmId: vm.id, kind: "action.reset", message: `reset to the golden point of version ${version.version} by ${ctx.viewer.email}` } });
+        return tx.vm.findUniqueOrThrow({ where: { id: vm.id } });
+      });
+      await requestReconcile(ctx, updated);
+      return toView(updated);
+    }),
+});
