@@ -32,7 +32,15 @@ export function VmConsole({ vmId, running }: { vmId: string; running: boolean })
     try {
       const [{ url }, { default: RFBClass }] = await Promise.all([issueToken({ id: vmId }), import("@novnc/novnc")]);
       target.replaceChildren();
-      const client = new RFBClass(target, url);
+      // Our own websocket: noVNC's disconnect event drops the gateway's close reason (e.g.
+      // "access revoked: ..."), which the person should read. Listening before noVNC attaches
+      // means the reason is known when its disconnect event fires.
+      const socket = new WebSocket(url);
+      let closedBecause: string | null = null;
+      socket.addEventListener("close", (event) => {
+        if (event.reason) closedBecause = `Console closed: ${event.reason}`;
+      });
+      const client = new RFBClass(target, socket);
       client.scaleViewport = true;
       client.background = "#000";
       typeAsUsKeyboard(client);
@@ -41,7 +49,8 @@ export function VmConsole({ vmId, running }: { vmId: string; running: boolean })
         if (rfb.current !== client) return;
         rfb.current = null;
         setStatus("disconnected");
-        if (!(event as CustomEvent<{ clean: boolean }>).detail.clean) setProblem("The console connection was lost.");
+        if (closedBecause !== null) setProblem(closedBecause);
+        else if (!(event as CustomEvent<{ clean: boolean }>).detail.clean) setProblem("The console connection was lost.");
       });
       // QEMU's VNC asks for no password; answer an unexpected prompt with none rather than hang.
       client.addEventListener("credentialsrequired", () => client.sendCredentials({ password: "" }));
