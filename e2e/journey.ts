@@ -6,10 +6,10 @@ import { expect, type Page, type TestInfo } from "@playwright/test";
 const email = process.env.FERRY_ADMIN_EMAIL ?? "admin@ferry.local";
 const password = process.env.FERRY_ADMIN_PASSWORD ?? "ferry-admin-password";
 
-/** Signs in as the admin on the sign-in page the browser is on; resolves once the vm list shows. */
-export async function signIn(page: Page): Promise<void> {
-  await page.getByTestId("sign-in-email").fill(email);
-  await page.getByTestId("sign-in-password").fill(password);
+/** Signs in (as the admin unless told) on the sign-in page the browser is on; resolves once the vm list shows. */
+export async function signIn(page: Page, account: { email: string; password: string } = { email, password }): Promise<void> {
+  await page.getByTestId("sign-in-email").fill(account.email);
+  await page.getByTestId("sign-in-password").fill(account.password);
   await page.getByTestId("sign-in-submit").click();
   await expect(page.getByTestId("create-vm")).toBeVisible();
 }
