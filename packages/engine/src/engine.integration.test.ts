@@ -2,6 +2,7 @@
 // and directory under one suite directory; afterAll checks that no QEMU whose command line
 // mentions that directory is still alive.
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { once } from "node:events";
 import {
   createReadStream,
@@ -18,7 +19,7 @@ import {
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { Readable } from "node:stream";
+import { Readable, Writable } from "node:stream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { probeAccelerator } from "./accel-probe.ts";
 import { Engine } from "./engine.ts";
@@ -216,6 +217,42 @@ describe("Engine with real QEMU", () => {
     expect(Number(after[2])).toBeGreaterThan(Number(before[2]));
     await typeInto(restored, "cat /data/f > /dev/ttyS0\n");
     await restored.waitForSerial(/^kept-across-restore$/, { timeoutMs: 30_000 });
+  });
+
+  it("a slow sink gets the whole guest state; a failing sink fails the save and the guest keeps running", async () => {
+    const spec = newSpec();
+    const vm = await bootedVm(spec);
+    await vm.waitForSerial(/ferry-tick 1 /, { timeoutMs: 30_000 });
+    const received: Buffer[] = [];
+    // One small write at a time, each a timer tick late: zstd finishes long before this sink.
+    const slowSink = new Writable({
+      highWaterMark: 1,
+      write(chunk: Buffer, _encoding, callback) {
+        received.push(chunk);
+        setTimeout(callback, 1);
+      },
+    });
+    const manifest = await vm.saveState(slowSink);
+    const state = Buffer.concat(received);
+    expect(state.length).toBe(manifest.streamBytes);
+    expect(createHash("sha256").update(new Uint8Array(state)).digest("hex")).toBe(manifest.sha256);
+    await vm.stop({ graceMs: 0 });
+
+    const restored = await engine.restore(spec, Readable.from([state]), manifest);
+    await restored.waitForSerial(tickLine, { timeoutMs: 10_000 });
+    let written = 0;
+    const failingSink = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        written += chunk.length;
+        callback(written > 1024 * 1024 ? new Error("no space left on the sink") : null);
+      },
+    });
+    const error = await expectEngineError(restored.saveState(failingSink), "save_failed");
+    expect(error.message).toContain("no space left on the sink");
+    expect(restored.state).toBe("running");
+    await restored.waitForSerial(tickLine, { timeoutMs: 10_000, fromOffset: statSync(spec.serial.logFile).size });
+    const runDir = path.join(suiteDir, "run");
+    expect(readdirSync(runDir, { recursive: true }).filter((entry) => String(entry).endsWith(".zst"))).toEqual([]);
   });
 
   it("live-migrates between two QEMU processes; the counter continues on the destination", async () => {
