@@ -26,6 +26,9 @@ export function TokenPanel({ project }: { project: ProjectView }) {
   const queryClient = useQueryClient();
   const { clusterAdmin } = useProject();
   const tokens = useQuery(trpc.token.list.queryOptions({ projectId: project.id, limit: 100 }, { refetchInterval: 10_000 }));
+  // Owners and admins see everyone's tokens: name who made each.
+  const members = useQuery(trpc.tenancy.members.queryOptions({ id: project.organizationId, limit: 100 }));
+  const madeBy = (userId: string) => members.data?.items.find((m) => m.userId === userId)?.email ?? userId;
   const create = useMutation(trpc.token.create.mutationOptions());
   const revoke = useMutation(trpc.token.revoke.mutationOptions());
   const [problem, setProblem] = useState<string | null>(null);
@@ -111,6 +114,7 @@ export function TokenPanel({ project }: { project: ProjectView }) {
             <tr>
               <th>Name</th>
               <th>Scopes</th>
+              <th>Made by</th>
               <th>Created</th>
               <th>Last used</th>
               <th>Expires</th>
@@ -123,6 +127,7 @@ export function TokenPanel({ project }: { project: ProjectView }) {
               <tr key={t.id} data-testid={`token-${t.name}`}>
                 <td>{t.name}</td>
                 <td className="mono">{t.scopes.join(" ")}</td>
+                <td>{madeBy(t.userId)}</td>
                 <td>{new Date(t.createdAt).toLocaleString()}</td>
                 <td>{t.lastUsedAt ? new Date(t.lastUsedAt).toLocaleString() : "never"}</td>
                 <td>{t.expiresAt ? new Date(t.expiresAt).toLocaleDateString() : "never"}</td>
