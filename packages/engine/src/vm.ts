@@ -222,6 +222,9 @@ export class Vm extends EventEmitter {
         );
       }
     }
+    // Hashing starts before the spawns: QEMU may read only once it is done, and a spawn
+    // blocks Node's thread for a few ms while the first blocks are read.
+    const fileDigest = launch.restore && isGuestStateFile(launch.restore) ? handled(digestFile(launch.restore.file)) : undefined;
 
     const child = spawn(host.setprivBinary, ["--pdeathsig", "SIGKILL", "--", host.qemuBinary, ...argv, ...migrationDefaults], {
       // fd 3 (a socket pair) carries a restore's migration stream into QEMU.
@@ -241,7 +244,7 @@ export class Vm extends EventEmitter {
     if (launch.restore) {
       // zstd starts while QEMU initialises and writes into QEMU's end of the pair (QEMU reads
       // it once loadState says so), so the uncompressed stream never passes through Node. A
-      // file is hashed meanwhile: by the time QMP is up it is usually verified.
+      // file is being hashed meanwhile: by the time QMP is up it is usually verified.
       const stateInput = child.stdio[stateInputFd] as net.Socket;
       const zstd = spawn(host.zstdBinary, ["-d", "-q", "-c"], { stdio: [stateFileFd ?? "pipe", stateInput, "ignore"] });
       zstd.once("error", () => undefined);
@@ -250,7 +253,7 @@ export class Vm extends EventEmitter {
       vm.#restore = {
         source: launch.restore,
         zstd,
-        ...(isGuestStateFile(launch.restore) ? { fileDigest: handled(digestFile(launch.restore.file)) } : {}),
+        ...(fileDigest ? { fileDigest } : {}),
       };
     }
     try {
