@@ -7,6 +7,8 @@ export interface RfbSession {
   height: number;
   /** Resolves with the time (performance.now()) the next FramebufferUpdate header arrives. */
   nextUpdate(incremental: boolean): Promise<number>;
+  /** Pixels the last FramebufferUpdate covered (width × height for a whole screen). */
+  lastUpdatePixels: number;
   /** Send a client message as is (e.g. QEMU extended key events). */
   send(message: Buffer): void;
   close(): void;
@@ -83,9 +85,10 @@ export async function openRfbOverWebSocket(url: string, origin: string): Promise
   const bytesPerPixel = init.readUInt8(4) / 8;
 
   let reading: Promise<void> = Promise.resolve();
-  return {
+  const session: RfbSession = {
     width,
     height,
+    lastUpdatePixels: 0,
     nextUpdate(incremental: boolean): Promise<number> {
       const request = Buffer.alloc(10);
       request.writeUInt8(3, 0);
@@ -100,11 +103,15 @@ export async function openRfbOverWebSocket(url: string, origin: string): Promise
             const at = performance.now();
             const header = await bytes.read(3);
             const rects = header.readUInt16BE(1);
+            let pixels = 0;
             for (let i = 0; i < rects; i += 1) {
               const rect = await bytes.read(12);
               const encoding = rect.readInt32BE(8);
-              if (encoding === 0) await bytes.read(rect.readUInt16BE(4) * rect.readUInt16BE(6) * bytesPerPixel);
+              if (encoding !== 0) continue;
+              pixels += rect.readUInt16BE(4) * rect.readUInt16BE(6);
+              await bytes.read(rect.readUInt16BE(4) * rect.readUInt16BE(6) * bytesPerPixel);
             }
+            session.lastUpdatePixels = pixels;
             return at;
           }
           if (type === 2) continue; // Bell
@@ -134,4 +141,5 @@ export async function openRfbOverWebSocket(url: string, origin: string): Promise
       socket.close();
     },
   };
+  return session;
 }

@@ -7,9 +7,12 @@
 // - downtime as QEMU reports it (the vm's migration event; raw: query-migrate),
 // - downtime as the guest counter shows it: the largest gap between `ferry-tick` lines
 //   arriving in the serial stream around the move, minus the usual one-second interval,
-// - the console's frame gap: a websocket RFB client keeps asking the gateway for frames
-//   (incremental, as noVNC does; BENCH_FRAMES=full for whole frames) during the move; the
-//   largest gap between two frames, beside the largest gap in the 2 s before the move,
+// - the console's frame gap: the guest draws a counter on its screen ten times a second, and a
+//   websocket RFB client keeps asking the gateway for frames (incremental, as noVNC does, so
+//   each frame is a change; BENCH_FRAMES=full for whole frames) during the move; the largest
+//   gap between two frames (the longest the screen froze for the person watching), beside
+//   the largest gap in the 2 s before the move, and the gap the gateway's re-attach to the
+//   destination closed (ended by the whole screen the destination sends),
 // - total time: POST /vms/{id}/migrate → the vm reported running on the other worker.
 //
 // Prints one JSON document with medians of BENCH_RUNS (default 5) runs per case.
@@ -28,6 +31,12 @@ const frameMode = process.env.BENCH_FRAMES === "full" ? "full" : "incremental";
 const imagesDir = process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images";
 /** Rewrites 16 MiB of the guest's RAM-backed root file system over and over. */
 const dirtyCommand = "while true; do dd if=/dev/urandom of=/tmp/dirty bs=1M count=16 2>/dev/null; done &\n";
+/**
+ * Draws a counter in place on the VGA console ten times a second: what a person watching the
+ * console sees change. Every frame the console sends then carries a change, so the longest gap
+ * between frames is the longest time the screen froze for the person watching.
+ */
+const drawCommand = 'i=0; while true; do i=$((i+1)); echo -ne "\\r$i "; sleep 0.1; done\n';
 
 interface ApiVm {
   id: string;
@@ -42,6 +51,11 @@ interface Sample {
   consoleFrameGapMs: number;
   /** the largest frame gap in the 2 s before the move: what the console does without one */
   consoleFrameGapBeforeMs: number;
+  /**
+   * the gap the gateway's re-attach closed: from the last frame before the whole screen the
+   * destination sends on re-attach to that screen (incremental frames only)
+   */
+  consoleSwitchGapMs: number;
   /** frames and ticks that arrived in the window the gaps are taken from (too few: no figure) */
   framesInWindow: number;
   ticksInWindow: number;
@@ -50,10 +64,11 @@ interface Sample {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// XT scancodes (US layout) of what dirtyCommand needs; [code, shift].
+// XT scancodes (US layout) of what dirtyCommand and drawCommand need; [code, shift].
 const scancodes: Record<string, [number, boolean]> = {
   " ": [0x39, false], ";": [0x27, false], "=": [0x0d, false], "/": [0x35, false], ".": [0x34, false], "&": [0x08, true],
   ">": [0x34, true], "\n": [0x1c, false], M: [0x32, true], "0": [0x0b, false], "1": [0x02, false], "2": [0x03, false], "6": [0x07, false],
+  "-": [0x0c, false], "+": [0x0d, true], "$": [0x05, true], "(": [0x0a, true], ")": [0x0b, true], '"': [0x28, true], "\\": [0x2b, false],
   ...Object.fromEntries(
     Object.entries({
       a: 0x1e, b: 0x30, c: 0x2e, d: 0x20, e: 0x12, f: 0x21, g: 0x22, h: 0x23, i: 0x17, j: 0x24, k: 0x25, l: 0x26, m: 0x32,
@@ -65,7 +80,7 @@ const scancodes: Record<string, [number, boolean]> = {
 };
 
 /** QEMU extended key events: QEMU types by key code, so Shift works as on a US keyboard. */
-function typeThroughConsole(rfb: RfbSession, text: string): void {
+async function typeThroughConsole(rfb: RfbSession, text: string): Promise<void> {
   const key = (code: number, down: boolean) => {
     const message = Buffer.alloc(12);
     message[0] = 255;
@@ -87,6 +102,8 @@ function typeThroughConsole(rfb: RfbSession, text: string): void {
     key(code, true);
     key(code, false);
     if (shift) key(0x2a, false);
+    // The guest's USB keyboard is polled; a short gap keeps every key.
+    await sleep(15);
   }
 }
 
@@ -122,16 +139,23 @@ function followTicks(redis: Redis, vmId: string) {
   };
 }
 
-/** Frames requested back to back; their arrival times. */
+/** Frames requested back to back; their arrival times, and those of whole-screen frames. */
 function followFrames(rfb: RfbSession) {
   const arrivals: number[] = [];
+  const wholeScreens: number[] = [];
   let stopped = false;
+  const next = async (incremental: boolean) => {
+    const at = await rfb.nextUpdate(incremental);
+    arrivals.push(at);
+    if (rfb.lastUpdatePixels >= rfb.width * rfb.height) wholeScreens.push(at);
+  };
   const done = (async () => {
-    arrivals.push(await rfb.nextUpdate(false));
-    while (!stopped) arrivals.push(await rfb.nextUpdate(frameMode === "incremental"));
+    await next(false);
+    while (!stopped) await next(frameMode === "incremental");
   })();
   return {
     arrivals,
+    wholeScreens,
     async stop() {
       stopped = true;
       await done;
@@ -145,6 +169,15 @@ const largestGap = (times: readonly number[], from: number, to: number): number 
   for (let i = 1; i < inside.length; i += 1) gap = Math.max(gap, inside[i]! - inside[i - 1]!);
   return gap;
 };
+
+/** Arrival of the first whole screen after `from` minus that of the frame before it. */
+function switchGap(arrivals: readonly number[], wholeScreens: readonly number[], from: number): number {
+  if (frameMode !== "incremental") return Number.NaN;
+  const screen = wholeScreens.find((t) => t > from);
+  const index = screen === undefined ? -1 : arrivals.indexOf(screen);
+  if (index < 1) throw new Error("no whole-screen frame after the move: the console was not re-attached (or never changed)");
+  return arrivals[index]! - arrivals[index - 1]!;
+}
 
 async function waitVm(cluster: FerryCluster, id: string, test: (vm: ApiVm) => boolean, what: string, timeoutMs = 120_000): Promise<ApiVm> {
   const deadline = performance.now() + timeoutMs;
@@ -190,10 +223,9 @@ async function platformRuns(cluster: FerryCluster, redis: Redis, dirty: boolean)
   while (ticks.arrivals.length < 2) await sleep(100);
   const grant = await cluster.api<{ url: string }>("POST", `/vms/${id}/console`);
   const rfb = await openRfbOverWebSocket(grant.body.url, cluster.baseUrl);
-  if (dirty) {
-    typeThroughConsole(rfb, dirtyCommand);
-    await sleep(3000);
-  }
+  if (dirty) await typeThroughConsole(rfb, dirtyCommand);
+  await typeThroughConsole(rfb, drawCommand);
+  await sleep(3000);
   const frames = followFrames(rfb);
   const samples: Sample[] = [];
   try {
@@ -215,6 +247,7 @@ async function platformRuns(cluster: FerryCluster, redis: Redis, dirty: boolean)
         counterGapMs: Math.max(0, tickGap - 1000),
         consoleFrameGapMs: largestGap(frames.arrivals, ...window),
         consoleFrameGapBeforeMs: largestGap(frames.arrivals, started - 2000, started),
+        consoleSwitchGapMs: switchGap(frames.arrivals, frames.wholeScreens, started),
         framesInWindow: frames.arrivals.filter((t) => t >= window[0] && t <= window[1]).length,
         ticksInWindow: ticks.arrivals.filter((t) => t >= window[0] && t <= window[1]).length,
         totalMs: finished - started,
@@ -294,14 +327,16 @@ async function main(): Promise<void> {
     const result = {
       bench: "migrate",
       runs,
-      guest: "tiny, 1 vCPU, 256 MiB, TCG; FERRY_MIGRATION_DOWNTIME_MS=50, auto-converge",
+      guest: "tiny, 1 vCPU, 256 MiB, TCG, drawing a counter on its console every 100 ms; FERRY_MIGRATION_DOWNTIME_MS=50, auto-converge",
       consoleFrames: frameMode,
       dirtying: dirtyCommand.trim(),
+      drawing: drawCommand.trim(),
       platform: { idle: summary(idle as unknown as Record<string, number>[]), dirty: summary(dirty as unknown as Record<string, number>[]) },
       rawQemu: { idle: summary(rawIdle), dirty: summary(rawDirty) },
       targets: {
         idleDowntimeMs: { target: 50, median: round(median(idle.map((s) => s.qemuDowntimeMs))) },
         consoleFrameGapMs: { target: 300, medianIdle: round(median(idle.map((s) => s.consoleFrameGapMs))), medianDirty: round(median(dirty.map((s) => s.consoleFrameGapMs))) },
+        consoleSwitchGapMs: { medianIdle: round(median(idle.map((s) => s.consoleSwitchGapMs))), medianDirty: round(median(dirty.map((s) => s.consoleSwitchGapMs))) },
       },
     };
     console.log(JSON.stringify(result, null, 2));
