@@ -6,11 +6,22 @@
 // guest-states/<vmId>/, so the golden point outlives both. The copy is read through the
 // verifying reader (signature, every part's sha256) and signed afresh, so a damaged state is
 // never published; its streams keep their bytes, so the engine manifest inside still holds.
+//
+// Each worker keeps the golden points its clones started from (GoldenPointCache): fetched and
+// verified once, then every further clone copies its streams from local files. The engine
+// still checks the memory stream against the signed manifest before QEMU reads it.
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+
 import type { Db } from "@ferry/db";
 import type { RestoreOptions } from "@ferry/engine";
 import type { PublishRequest } from "@ferry/jobs";
-import { type GuestStateRef, type GuestStateStore, isStorageError } from "@ferry/storage";
+import { type GuestStateReader, type GuestStateRef, type GuestStateStore, isStorageError } from "@ferry/storage";
 
+import type { WorkerContext } from "./context.ts";
 import { type GuestStateMetadata, guestStateMetadata } from "./guest-state-store.ts";
 
 /** The name a template version's golden point is stored under in place of a vm id. */
@@ -63,6 +74,8 @@ function goldenPoint(ref: GuestStateRef, metadata: unknown, storedBytes: number)
 /** Where a resume continues from, and how the engine is to check it. */
 export interface ResumeSource {
   ref: GuestStateRef;
+  /** a template version's golden point (read through the worker's GoldenPointCache) */
+  golden: boolean;
   restore: RestoreOptions;
 }
 
@@ -76,11 +89,92 @@ export async function resumeSource(db: Db, store: GuestStateStore, vmId: string)
     where: { id: vmId },
     select: { guestStateId: true, sourceTemplateVersion: { select: { id: true, goldenStateId: true, sourceVmId: true } } },
   });
-  if (row?.guestStateId) return { ref: { vmId, stateId: row.guestStateId }, restore: {} };
+  if (row?.guestStateId) return { ref: { vmId, stateId: row.guestStateId }, golden: false, restore: {} };
   const version = row?.sourceTemplateVersion;
   if (version?.goldenStateId) {
-    return { ref: { vmId: goldenPointOwner(version.id), stateId: version.goldenStateId }, restore: { cloneOf: version.sourceVmId } };
+    return { ref: { vmId: goldenPointOwner(version.id), stateId: version.goldenStateId }, golden: true, restore: { cloneOf: version.sourceVmId } };
   }
   const latest = await store.latest(vmId);
-  return latest ? { ref: { vmId, stateId: latest.stateId }, restore: {} } : undefined;
+  return latest ? { ref: { vmId, stateId: latest.stateId }, golden: false, restore: {} } : undefined;
+}
+
+/** What a resume reads a guest state through: the store's verifying reader, or a cached golden point. */
+export type GuestStateSourceReader = Pick<GuestStateReader, "metadata" | "streams" | "stream">;
+
+/**
+ * The golden points this worker has fetched, as verified local files (one folder per state,
+ * renamed into place only once every stream passed its checks), so that 30 clones of a lab on
+ * one worker read storage once. The newest `keep` stay; a fetch that fails is not kept.
+ */
+export class GoldenPointCache {
+  readonly #fetches = new Map<string, Promise<GuestStateSourceReader>>();
+  // What a previous run of the worker cached is not known to this one: start empty.
+  readonly #emptied: Promise<void>;
+
+  constructor(
+    private readonly dir: string,
+    private readonly store: GuestStateStore,
+    private readonly keep = 4,
+  ) {
+    this.#emptied = rm(dir, { recursive: true, force: true });
+  }
+
+  /** The golden point's streams and metadata, fetched and verified on first use. */
+  open(ref: GuestStateRef): Promise<GuestStateSourceReader> {
+    const key = `${ref.vmId}-${ref.stateId}`;
+    let fetch = this.#fetches.get(key);
+    if (!fetch) {
+      fetch = this.#fetch(ref, join(this.dir, key));
+      fetch.catch(() => this.#fetches.delete(key));
+      this.#fetches.set(key, fetch);
+    } else {
+      // Most recently used last: the first key is the one to evict.
+      this.#fetches.delete(key);
+      this.#fetches.set(key, fetch);
+    }
+    void this.#evict();
+    return fetch;
+  }
+
+  async #fetch(ref: GuestStateRef, folder: string): Promise<GuestStateSourceReader> {
+    await this.#emptied;
+    const reader = await this.store.open(ref);
+    const partial = `${folder}.partial`;
+    await rm(partial, { recursive: true, force: true });
+    await mkdir(partial, { recursive: true });
+    try {
+      await Promise.all(reader.streams.map((stream) => pipeline(reader.stream(stream.name), createWriteStream(join(partial, stream.name)))));
+      await writeFile(join(partial, "reader.json"), JSON.stringify({ metadata: reader.metadata, streams: reader.streams }));
+      await rm(folder, { recursive: true, force: true });
+      await rename(partial, folder);
+    } catch (error) {
+      await rm(partial, { recursive: true, force: true });
+      throw error;
+    }
+    const saved = JSON.parse(await readFile(join(folder, "reader.json"), "utf8")) as Pick<GuestStateReader, "metadata" | "streams">;
+    return { ...saved, stream: (name: string): Readable => createReadStream(join(folder, name)) };
+  }
+
+  // Removing a folder a restore still reads is safe: open files outlive their names.
+  async #evict(): Promise<void> {
+    await this.#emptied;
+    while (this.#fetches.size > this.keep) {
+      const [oldest] = this.#fetches.keys();
+      if (oldest === undefined) return;
+      this.#fetches.delete(oldest);
+      await rm(join(this.dir, oldest), { recursive: true, force: true });
+    }
+  }
+}
+
+const caches = new WeakMap<WorkerContext, GoldenPointCache>();
+
+/** The worker's golden point cache, in its state folder. */
+export function goldenPoints(ctx: WorkerContext): GoldenPointCache {
+  let cache = caches.get(ctx);
+  if (!cache) {
+    cache = new GoldenPointCache(join(ctx.options.stateDir, "golden-points"), ctx.options.guestStates.store);
+    caches.set(ctx, cache);
+  }
+  return cache;
 }

@@ -12,10 +12,8 @@ import { dirname, join } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
-import type { GuestStateReader } from "@ferry/storage";
-
 import { type HostedVm, WorkerContext } from "../context.ts";
-import { resumeSource } from "../golden-point.ts";
+import { type GuestStateSourceReader, goldenPoints, resumeSource } from "../golden-point.ts";
 import { type GuestStateMetadata, discardStaging, guestStateMetadata, progressReporter, stagingDir } from "../guest-state-store.ts";
 
 /** Handle vm.resume: fetch and verify the guest state, restore it in a new QEMU, report running. */
@@ -40,7 +38,7 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
   try {
     await discardStaging(hosted.dir);
     await mkdir(staging, { recursive: true });
-    const reader = await guestStates.store.open(source.ref);
+    const reader = source.golden ? await goldenPoints(ctx).open(source.ref) : await guestStates.store.open(source.ref);
     const parsed = guestStateMetadata.safeParse(reader.metadata);
     if (!parsed.success) {
       throw new Error(`guest state ${source.ref.vmId}/${source.ref.stateId} was not written by a Ferry worker (its metadata has no engine manifest and disk list)`);
@@ -80,7 +78,7 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
 }
 
 /** Copy streams of a verified guest state into files (side by side), reporting bytes done of the total. */
-async function fetchVerified(ctx: WorkerContext, hosted: HostedVm, reader: GuestStateReader, wanted: Array<{ stream: string; file: string }>): Promise<void> {
+async function fetchVerified(ctx: WorkerContext, hosted: HostedVm, reader: GuestStateSourceReader, wanted: Array<{ stream: string; file: string }>): Promise<void> {
   const total = wanted.reduce((sum, want) => sum + (reader.streams.find((s) => s.name === want.stream)?.bytes ?? 0), 0);
   let done = 0;
   const report = progressReporter((progress) => void ctx.report(hosted, "resuming", { progress }));
