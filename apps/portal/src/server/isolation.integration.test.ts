@@ -26,6 +26,7 @@ const a = {
   vmName: "isolated-vm-7f3a",
   tokenId: "",
   viewerId: "",
+  webhookId: "",
 };
 
 interface Principal {
@@ -69,6 +70,7 @@ beforeAll(async () => {
   const sideProject = await portal.as(owner.viewer).tenancy.createProject({ id: organization.id, name: "tenant-a-side" });
   const vm = await portal.vmRow(project.id, owner.viewer.id, { name: a.vmName, state: "running", desiredState: "running", workerId: "w1", accelerator: "tcg" });
   const token = await portal.token(owner.viewer, project.id);
+  const webhook = await portal.as(owner.viewer).webhook.create({ projectId: project.id, url: "https://tenant-a.example.com/hooks" });
   Object.assign(a, {
     organizationId: organization.id,
     organizationName: organization.name,
@@ -79,6 +81,7 @@ beforeAll(async () => {
     vmId: vm.id,
     tokenId: token.id,
     viewerId: viewer.viewer.id,
+    webhookId: webhook.id,
   });
   const revoked = await portal.token(owner.viewer, project.id, { revokedAt: new Date() });
   const expired = await portal.token(owner.viewer, project.id, { expiresAt: new Date(Date.now() - 1000) });
@@ -107,7 +110,9 @@ function fillPath(path: string): string {
           ? a.tokenId
           : path.startsWith("/workers/")
             ? "w1"
-            : "";
+            : path.startsWith("/webhooks/")
+              ? a.webhookId
+              : "";
   return path.replace("{id}", id).replace("{projectId}", a.projectId).replace("{userId}", a.viewerId);
 }
 
@@ -128,6 +133,7 @@ const bodyValues: Record<string, unknown> = {
   expiresInDays: 1,
   vms: 1000,
   stateBytes: 0,
+  url: "https://intruder.example.com/hooks",
 };
 
 function validBody(schema: { properties?: Record<string, unknown>; required?: string[] } | undefined): Record<string, unknown> {
@@ -137,7 +143,7 @@ function validBody(schema: { properties?: Record<string, unknown>; required?: st
 
 /** Tenant A's strings that the request did not carry and the principal does not know: none may come back. */
 function leaks(body: string, request: string, principal: Principal): string[] {
-  const secrets = [a.organizationId, a.organizationName, a.projectId, a.projectName, a.ownerId, a.ownerEmail, a.vmId, a.vmName, a.tokenId, a.viewerId];
+  const secrets = [a.organizationId, a.organizationName, a.projectId, a.projectName, a.ownerId, a.ownerEmail, a.vmId, a.vmName, a.tokenId, a.viewerId, a.webhookId];
   return secrets.filter((secret) => secret !== "" && body.includes(secret) && !request.includes(secret) && !principal.knows.includes(secret));
 }
 
@@ -177,6 +183,10 @@ function procedureInput(path: string): unknown {
     "token.list": { projectId: a.projectId, limit: 50 },
     "token.revoke": { id: a.tokenId },
     "audit.list": { projectId: a.projectId, limit: 50 },
+    "webhook.create": { projectId: a.projectId, url: "https://intruder.example.com/hooks" },
+    "webhook.list": { projectId: a.projectId, limit: 50 },
+    "webhook.delete": { id: a.webhookId },
+    "webhook.deliveries": { id: a.webhookId, limit: 50 },
   };
   if (!(path in inputs)) throw new Error(`procedure ${path} has no input in the isolation suite: add one aimed at tenant A`);
   return inputs[path];
@@ -197,6 +207,7 @@ async function tenantAState() {
     users: await db.user.count(),
     organizations: await db.organization.count(),
     workers: await db.worker.findMany({ orderBy: { id: "asc" }, select: { id: true, status: true } }),
+    webhooks: await db.webhook.findMany({ where: { projectId: a.projectId }, orderBy: { id: "asc" }, select: { id: true, url: true, disabledAt: true } }),
   };
 }
 
@@ -264,5 +275,6 @@ describe("tenant isolation", () => {
     expect((await as.tenancy.members({ id: a.organizationId, limit: 50 })).items).toHaveLength(2);
     expect((await as.token.list({ projectId: a.projectId, limit: 50 })).items.map((t) => t.id)).toContain(a.tokenId);
     expect((await as.audit.list({ projectId: a.projectId, limit: 50 })).items.length).toBeGreaterThan(0);
+    expect((await as.webhook.list({ projectId: a.projectId, limit: 50 })).items.map((w) => w.id)).toEqual([a.webhookId]);
   });
 });

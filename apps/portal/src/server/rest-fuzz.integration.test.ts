@@ -118,6 +118,7 @@ const validValues: Record<string, unknown> = {
   role: "member",
   scopes: ["vms:read"],
   expiresInDays: 1,
+  url: "https://hooks.example.com/fuzz",
 };
 
 const controlStrings = ["a\u0000b", "\u001b[2J", "line\nbreak", "tab\there", "\u007f", "\u0085", "bell\u0007"];
@@ -280,6 +281,7 @@ async function storedCounts() {
     projects: await db.project.findMany({ select: { id: true, name: true, quotaVcpus: true, quotaMemoryMiB: true, quotaVms: true, quotaStateBytes: true } }),
     memberships: await db.membership.findMany({ select: { organizationId: true, userId: true, role: true } }),
     revokedTokens: await db.apiToken.count({ where: { revokedAt: { not: null } } }),
+    webhooks: await db.webhook.findMany({ select: { id: true, disabledAt: true } }),
   };
   return { vms: await db.vm.count(), vmEvents: await db.vmEvent.count(), apiTokens: await db.apiToken.count(), jobs: Object.values(jobs).reduce((a, b) => a + b, 0), vm, workers, tenancy };
 }

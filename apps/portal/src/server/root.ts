@@ -4,6 +4,7 @@ import { migrationRouter } from "./routers/migration.ts";
 import { tenancyRouter } from "./routers/tenancy.ts";
 import { tokenRouter } from "./routers/token.ts";
 import { vmRouter } from "./routers/vm.ts";
+import { webhookRouter } from "./routers/webhook.ts";
 import { workerRouter } from "./routers/worker.ts";
 import { createCallerFactory, createTRPCRouter } from "./trpc.ts";
 
@@ -15,6 +16,7 @@ export const appRouter = createTRPCRouter({
   tenancy: tenancyRouter,
   token: tokenRouter,
   audit: auditRouter,
+  webhook: webhookRouter,
   lab: labRouter,
 });
 
