@@ -574,6 +574,8 @@ export class Vm extends EventEmitter {
 
   /**
    * Pauses the guest and streams its state through `zstd -1` into `sink` (which is ended).
+   * zstd writes a file in runDir that the sink is fed from as it grows (up to the compressed
+   * state's size, removed afterwards), so a slow sink does not hold QEMU's save back.
    * The vm is `suspended` afterwards: QEMU is alive and paused; stop it or keep it.
    */
   async saveState(sink: Writable, options: { timeoutMs?: number } = {}): Promise<GuestStateManifest> {
