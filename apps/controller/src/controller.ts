@@ -66,6 +66,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     workerTimeoutMs: options.workerTimeoutMs,
     cpuCheck: options.cpuCheck,
     migrations,
+    webhooks,
     log,
   });
   const labs = new Labs({ db, redis, prefix, workerTimeoutMs: options.workerTimeoutMs, log });

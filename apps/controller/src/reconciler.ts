@@ -3,7 +3,7 @@
 // generation, state and reboot counter it decided on, so a concurrent API update or a second
 // controller makes it a no-op instead of a wrong action; the next pass sees the new row.
 import { type Db, Prisma, type Vm, type Worker } from "@ferry/db";
-import { type VmJob, type WorkerJobName, queueNames, workerJobId } from "@ferry/jobs";
+import { type VmJob, type VmState, type WorkerJobName, queueNames, workerJobId } from "@ferry/jobs";
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
@@ -12,6 +12,7 @@ import type { MigrationRunner } from "./migration.ts";
 import { type CpuCheck, type PromisedCapacity, placeVm } from "./placement.ts";
 import { type Decision, type VmSnapshot, type WorkerLiveness, decide, guestStates, transitionDeadlineMs } from "./reconcile.ts";
 import { vmDefinitionOf } from "./vm-definition.ts";
+import type { Webhooks } from "./webhooks.ts";
 
 export interface ReconcilerOptions {
   db: Db;
@@ -20,6 +21,8 @@ export interface ReconcilerOptions {
   workerTimeoutMs: number;
   cpuCheck: CpuCheck;
   migrations: MigrationRunner;
+  /** told of the states the controller sets itself (a vm deleted without a worker, lost with its worker) */
+  webhooks: Webhooks;
   log: Logger;
 }
 
@@ -261,6 +264,7 @@ export class Reconciler {
     });
     if (updated.count !== 1) return;
     await this.#event(vm.id, "state", `${vm.state} → ${decision.state}${decision.reason ? `: ${decision.reason}` : ""}`, now);
+    await this.#options.webhooks.vmChanged(vm, { previousState: vm.state as VmState, state: decision.state, reason: decision.reason, at: now });
     log.info({ vmId: vm.id, from: vm.state, to: decision.state, reason: decision.reason }, "vm state marked by the controller");
   }
 

@@ -36,6 +36,7 @@ let database: TestDatabase;
 let db: Db;
 let redis: Redis;
 let events: Queue;
+let inbox: Queue;
 let controller: Controller;
 let receiver: Server;
 let receiverUrl: string;
@@ -47,10 +48,11 @@ beforeAll(async () => {
   ownerId = randomUUID();
   await db.user.create({ data: { id: ownerId, name: "Test", email: `${ownerId}@ferry.test` } });
   const now = new Date();
-  for (const id of ["w1", "w2"]) {
+  for (const id of ["w1", "w2", "w-gone"]) {
     await db.worker.create({
       data: {
         id,
+        status: id === "w-gone" ? "offline" : "online",
         hostname: "test",
         consoleAddress: "127.0.0.1:1",
         vcpusTotal: 8,
@@ -83,6 +85,7 @@ beforeAll(async () => {
   receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
   redis = new Redis(testServices.redisUrl);
   events = new Queue(queueNames.vmEvents, { connection: redis, prefix });
+  inbox = new Queue(queueNames.controller, { connection: redis, prefix });
   controller = await startController({
     db,
     redisUrl: testServices.redisUrl,
@@ -100,6 +103,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await controller?.close();
   await events?.close();
+  await inbox?.close();
   receiver?.closeAllConnections();
   await new Promise((resolve) => receiver?.close(resolve));
   if (redis) {
@@ -131,7 +135,7 @@ async function project(): Promise<string> {
   return (await createTestProject(db, ownerId)).projectId;
 }
 
-async function vmIn(projectId: string, state: string, more: { targetWorkerId?: string } = {}) {
+async function vmIn(projectId: string, state: string, more: { targetWorkerId?: string; workerId?: string | null; desiredState?: string } = {}) {
   return db.vm.create({
     data: { name: `vm-${randomUUID().slice(0, 6)}`, ownerId, projectId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", state, workerId: "w1", generation: 1, ...more },
   });
@@ -272,6 +276,24 @@ describe("vm lifecycle webhooks", () => {
     expect(JSON.parse(request?.body ?? "{}")).toMatchObject({ kind: "vm.migrated", vm: { id: vm.id }, state: "running", previousState: "migrating" });
     expect(verifies(request?.headers["ferry-signature"], request?.body ?? "", hook.secret)).toBe(true);
     expect((await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).workerId).toBe("w2");
+  });
+
+  it("states the controller sets itself are sent too: a suspended vm deleted, a vm lost with its worker", async () => {
+    const projectId = await project();
+    await webhook(projectId, "/marked", ["vm.deleted", "vm.failed"]);
+    const suspended = await vmIn(projectId, "suspended", { workerId: null, desiredState: "deleted" });
+    const lost = await vmIn(projectId, "running", { workerId: "w-gone", desiredState: "suspended" });
+    await inbox.add("vm.reconcile", { vmId: suspended.id });
+    await inbox.add("vm.reconcile", { vmId: lost.id });
+
+    const requests = await until("both deliveries", async () => (received.get("/marked")?.length === 2 ? received.get("/marked") : undefined));
+    const bodies = requests.map((request) => JSON.parse(request.body) as { vm: { id: string } });
+    expect(bodies.find((body) => body.vm.id === suspended.id)).toMatchObject({ kind: "vm.deleted", state: "deleted", previousState: "suspended" });
+    expect(bodies.find((body) => body.vm.id === lost.id)).toMatchObject({
+      kind: "vm.failed",
+      previousState: "running",
+      reason: "worker w-gone stopped responding while the vm was running; the guest was lost",
+    });
   });
 
   it("a pending delivery whose job was lost (the controller died in between) is queued again and sent", async () => {

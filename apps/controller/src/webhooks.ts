@@ -1,7 +1,8 @@
 // Vm lifecycle events as signed webhooks. Read in order:
-// 1. fan-out: a vm's state change becomes one WebhookDelivery row per subscribed webhook of
-//    its project, and one job per row on the shared `webhooks` queue (job id = row id, so
-//    adding a job twice sends it once)
+// 1. fan-out: a vm's state change (a worker's report applied in events.ts, a state the
+//    reconciler sets itself, a committed live migration) becomes one WebhookDelivery row per
+//    subscribed webhook of its project, and one job per row on the shared `webhooks` queue
+//    (job id = row id, so adding a job twice sends it once)
 // 2. delivery: any controller takes the job and POSTs the event, signed; BullMQ's attempts and
 //    exponential backoff retry a non-2xx answer, a redirect or a timeout; every attempt is
 //    written to the row, so the project can list what happened
