@@ -1,0 +1,142 @@
+// bench/labs: hosted labs on a whole Ferry (two workers on this machine, tiny guests, TCG).
+// An instructor's vm is published as a lab template; then, for each size N, N clones are asked
+// for at once and timed until every clone's console shows its first frame (running, console
+// opened through the gateway), and the same N vms booted cold from the image are timed the
+// same way. QEMU's resident memory (VmRSS) per instance is read while all N run.
+//
+// BENCH_LAB_SIZES: comma-separated sizes (default 10,30). Prints JSON.
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+
+import { type FerryCluster, median, round, startFerryCluster } from "../lib/ferry-cluster.ts";
+import { openRfbOverWebSocket } from "../lib/rfb-ws-client.ts";
+
+interface ApiVm {
+  id: string;
+  state: string;
+  stateReason: string | null;
+  workerId: string | null;
+}
+
+interface ApiTemplate {
+  id: string;
+  versions: Array<{ version: number; status: string; statusReason: string | null; storedBytes: number | null }>;
+}
+
+interface Run {
+  /** from the first request to the last console's first frame */
+  allReadyMs: number;
+  /** each instance: from the first request to its console's first frame */
+  medianReadyMs: number;
+  medianRssMiB: number;
+  workers: Record<string, number>;
+}
+
+const sizes = (process.env.BENCH_LAB_SIZES ?? "10,30").split(",").map(Number);
+const memoryMiB = 256;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function api<T>(cluster: FerryCluster, method: string, path: string, body?: unknown, expected = [200, 201]): Promise<T> {
+  const response = await cluster.api<T>(method, path, body);
+  if (!expected.includes(response.status)) throw new Error(`${method} ${path} answered ${response.status}: ${JSON.stringify(response.body)}`);
+  return response.body;
+}
+
+async function waitRunning(cluster: FerryCluster, id: string, timeoutMs = 600_000): Promise<ApiVm> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const vm = await api<ApiVm>(cluster, "GET", `/vms/${id}`);
+    if (vm.state === "running") return vm;
+    if (vm.state === "failed" || (vm.state === "suspended" && vm.stateReason?.startsWith("resume refused"))) throw new Error(`vm ${id} is ${vm.state}: ${vm.stateReason}`);
+    if (performance.now() > deadline) throw new Error(`vm ${id} not running after ${timeoutMs} ms: ${JSON.stringify(vm)}`);
+    await sleep(100);
+  }
+}
+
+/** Running, then its console through the gateway until the first whole frame: what a student waits for. */
+async function consoleReady(cluster: FerryCluster, id: string): Promise<{ at: number; workerId: string }> {
+  const vm = await waitRunning(cluster, id);
+  const grant = await api<{ url: string }>(cluster, "POST", `/vms/${id}/console`);
+  const rfb = await openRfbOverWebSocket(grant.url, cluster.baseUrl);
+  try {
+    return { at: await rfb.nextUpdate(false), workerId: vm.workerId ?? "?" };
+  } finally {
+    rfb.close();
+  }
+}
+
+function rssMiB(vmId: string): number {
+  const line = execFileSync("ps", ["-eo", "pid=,args="], { encoding: "utf8" })
+    .split("\n")
+    .find((l) => l.includes("qemu-system") && l.includes(vmId) && !l.includes("setpriv"));
+  if (!line) throw new Error(`no QEMU process for vm ${vmId}`);
+  const status = readFileSync(`/proc/${line.trim().split(/\s+/)[0]}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
+}
+
+/** Ask for `n` vms at once with `create`, time every console, read memory, then delete them. */
+async function measure(cluster: FerryCluster, n: number, create: (i: number) => Promise<ApiVm>): Promise<Run> {
+  const started = performance.now();
+  const vms = await Promise.all(Array.from({ length: n }, (_, i) => create(i)));
+  const ready = await Promise.all(vms.map((vm) => consoleReady(cluster, vm.id)));
+  const rss = vms.map((vm) => rssMiB(vm.id));
+  const workers: Record<string, number> = {};
+  for (const { workerId } of ready) workers[workerId] = (workers[workerId] ?? 0) + 1;
+  await Promise.all(vms.map((vm) => api(cluster, "DELETE", `/vms/${vm.id}`)));
+  for (const vm of vms) {
+    while ((await cluster.api<ApiVm>("GET", `/vms/${vm.id}`)).body.state !== "deleted") await sleep(200);
+  }
+  return {
+    allReadyMs: round(Math.max(...ready.map((r) => r.at)) - started),
+    medianReadyMs: round(median(ready.map((r) => r.at - started))),
+    medianRssMiB: round(median(rss)),
+    workers,
+  };
+}
+
+async function main(): Promise<void> {
+  const largest = Math.max(...sizes);
+  // Room for every instance on either worker: placement, not capacity, decides where they go.
+  const cluster = await startFerryCluster({ FERRY_WORKER_VCPUS: String(largest + 2), FERRY_WORKER_MEMORY_MIB: String((largest + 2) * memoryMiB) });
+  try {
+    const instructor = await api<ApiVm>(cluster, "POST", "/vms", { name: "instructor", image: "tiny", vcpus: 1, memoryMiB });
+    await waitRunning(cluster, instructor.id);
+    await sleep(3000);
+    const template = await api<ApiTemplate>(cluster, "POST", "/templates", { vmId: instructor.id, name: "bench-lab" });
+    const publishStarted = performance.now();
+    let published: ApiTemplate["versions"][number] | undefined;
+    while (!published) {
+      const { items } = await api<{ items: ApiTemplate[] }>(cluster, "GET", "/templates");
+      const version = items.find((t) => t.id === template.id)?.versions[0];
+      if (version?.status === "failed") throw new Error(`publishing failed: ${version.statusReason}`);
+      if (version?.status === "ready") published = version;
+      else await sleep(200);
+    }
+    const publishMs = round(performance.now() - publishStarted);
+    const results: Record<string, { clones: Run; coldBoots: Run }> = {};
+    for (const n of sizes) {
+      const clones = await measure(cluster, n, (i) => api<ApiVm>(cluster, "POST", `/templates/${template.id}/instances`, { name: `student-${n}-${i}` }));
+      console.error(JSON.stringify({ n, clones }));
+      const coldBoots = await measure(cluster, n, (i) => api<ApiVm>(cluster, "POST", "/vms", { name: `cold-${n}-${i}`, image: "tiny", vcpus: 1, memoryMiB }));
+      console.error(JSON.stringify({ n, coldBoots }));
+      results[String(n)] = { clones, coldBoots };
+    }
+    console.log(
+      JSON.stringify(
+        {
+          benchmark: "labs",
+          guest: `tiny, 1 vCPU, ${memoryMiB} MiB, TCG; two workers on this machine; folder object storage`,
+          publish: { ms: publishMs, goldenPointStoredBytes: published.storedBytes },
+          target: { students: 30, allReadyMs: 30_000, fasterThanColdBoot: true },
+          results,
+        },
+        null,
+        2,
+      ),
+    );
+  } finally {
+    await cluster.stop();
+  }
+}
+
+await main();
