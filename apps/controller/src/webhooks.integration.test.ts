@@ -244,12 +244,14 @@ describe("vm lifecycle webhooks", () => {
     expect(received.get("/silent")).toHaveLength(1);
   });
 
-  it("sends only the kinds a webhook subscribed to, and nothing of another project's vms", async () => {
+  it("sends only the kinds a webhook subscribed to, no transitional states, and nothing of another project's vms", async () => {
     const projectId = await project();
     const stoppedOnly = await webhook(projectId, "/stopped-only", ["vm.stopped"]);
+    const everyKind = await webhook(projectId, "/every-kind");
     const elsewhere = await webhook(await project(), "/elsewhere");
     const vm = await vmIn(projectId, "booting");
     await report(vm.id, "running");
+    await report(vm.id, "stopping");
     await report(vm.id, "stopped", { byGuest: true, reason: "the guest powered itself off" });
 
     const [delivery] = await until("the vm.stopped delivery", async () => {
@@ -261,7 +263,12 @@ describe("vm lifecycle webhooks", () => {
     expect(delivery).toMatchObject({ kind: "vm.stopped" });
     const requests = received.get("/stopped-only") ?? [];
     expect(requests).toHaveLength(1);
-    expect(JSON.parse(requests[0]?.body ?? "{}")).toMatchObject({ kind: "vm.stopped", state: "stopped", previousState: "running", reason: "the guest powered itself off" });
+    expect(JSON.parse(requests[0]?.body ?? "{}")).toMatchObject({ kind: "vm.stopped", state: "stopped", previousState: "stopping", reason: "the guest powered itself off" });
+    const every = await until("both settled states", async () => {
+      const rows = await deliveriesOf(everyKind.id);
+      return rows.every((row) => row.status === "delivered") && rows.length === 2 && rows;
+    });
+    expect(every.map((row) => row.kind)).toEqual(["vm.running", "vm.stopped"]);
     expect(received.get("/elsewhere")).toBeUndefined();
     expect(await deliveriesOf(elsewhere.id)).toEqual([]);
   });

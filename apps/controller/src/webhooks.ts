@@ -11,7 +11,7 @@
 import { randomUUID } from "node:crypto";
 
 import { type Db, Prisma } from "@ferry/db";
-import { type VmState, type WebhookEventKind, queueNames, webhookDeliveryJob } from "@ferry/jobs";
+import { type VmState, type WebhookEventKind, isWebhookEventKind, queueNames, webhookDeliveryJob } from "@ferry/jobs";
 import { webhookSignature, webhookSignatureHeader, webhookSigningSecret } from "@ferry/tokens";
 import { type Job, type JobsOptions, Queue, UnrecoverableError, Worker as QueueWorker } from "bullmq";
 import type { Redis } from "ioredis";
@@ -80,9 +80,10 @@ export class Webhooks {
   // -------------------------------------------------------------------------------------
   // 1. fan-out
 
-  /** The vm entered `state` (its row already says so). Never throws: the state change stands whatever happens here. */
+  /** The vm entered `state` (its row already says so); only settled states are sent. Never throws: the state change stands whatever happens here. */
   async vmChanged(vm: VmOfChange, change: { previousState: VmState; state: VmState; reason: string | null; at: Date }): Promise<void> {
-    await this.#emit(vm, { kind: `vm.${change.state}`, ...change });
+    const kind = `vm.${change.state}`;
+    if (isWebhookEventKind(kind)) await this.#emit(vm, { kind, ...change });
   }
 
   /** A live migration moved the vm to another worker (committed); it runs there. */

@@ -144,9 +144,17 @@ export type VmStateEvent = z.infer<typeof vmStateEvent>;
 export const webhookDeliveryJob = z.object({ deliveryId: z.string().regex(/^\d+$/) });
 export type WebhookDeliveryJob = z.infer<typeof webhookDeliveryJob>;
 
-/** What a webhook may subscribe to: a vm entering each state, and a vm moved by a live migration. */
-export const webhookEventKinds = [...vmStates.map((state) => `vm.${state}` as const), "vm.migrated"] as const;
+/**
+ * What a webhook may subscribe to: a vm settling in a state, and a vm moved by a live migration.
+ * Transitional states (booting, stopping, ...) are not sent: the controller sets most of them
+ * itself when it sends the job, so they would arrive for some actions and not others.
+ */
+export const webhookEventKinds = ["vm.running", "vm.stopped", "vm.suspended", "vm.failed", "vm.deleted", "vm.migrated"] as const;
 export type WebhookEventKind = (typeof webhookEventKinds)[number];
+
+export function isWebhookEventKind(kind: string): kind is WebhookEventKind {
+  return (webhookEventKinds as readonly string[]).includes(kind);
+}
 
 /** Redis keys shared across processes. */
 export const redisKeys = {

@@ -60,9 +60,11 @@ describe("webhooks API", () => {
       expect(response.status, String(url)).toBe(400);
       expect(((await response.json()) as { error: { message: string } }).error.message).toMatch(message);
     }
-    const kind = await create({ events: ["vm.exploded"] });
-    expect(kind.status).toBe(400);
-    expect(((await kind.json()) as { error: { message: string } }).error.message).toMatch(/events\.0/);
+    for (const events of [["vm.exploded"], ["vm.running", "vm.booting"]]) {
+      const kind = await create({ events });
+      expect(kind.status).toBe(400);
+      expect(((await kind.json()) as { error: { message: string } }).error.message).toMatch(/events\.\d/);
+    }
     const none = await create({ events: [] });
     expect(((await none.json()) as { error: { message: string } }).error.message).toMatch(/events: name at least one kind, or leave events out/);
     const unknown = await create({ secret: "mine" });
