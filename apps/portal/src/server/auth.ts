@@ -10,7 +10,14 @@ import { apiTokenHash } from "./api-token.ts";
 import { type ProjectQuota, quotaColumns } from "./quota.ts";
 
 /** Build the better-auth instance for a database; its routes are mounted at /api/auth. */
-export function createAuth(options: { db: Db; clusterSecret: string; publicUrl: string }) {
+export function createAuth(options: {
+  db: Db;
+  clusterSecret: string;
+  publicUrl: string;
+  /** called when a session ends (sign-out), so consoles opened from it close at once */
+  onSessionEnded?: (session: { id: string; userId: string }) => Promise<void>;
+}) {
+  const { onSessionEnded } = options;
   return betterAuth({
     appName: "Ferry",
     baseURL: options.publicUrl,
@@ -23,6 +30,7 @@ export function createAuth(options: { db: Db; clusterSecret: string; publicUrl: 
     user: { additionalFields: { role: { type: "string", defaultValue: "member", input: false } } },
     telemetry: { enabled: false },
     plugins: [nextCookies()],
+    ...(onSessionEnded ? { databaseHooks: { session: { delete: { after: (session: { id: string; userId: string }) => onSessionEnded(session) } } } } : {}),
   });
 }
 

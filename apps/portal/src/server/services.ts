@@ -6,6 +6,7 @@ import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { RateLimiterRedis } from "rate-limiter-flexible";
 import { pino, type Logger } from "pino";
+import { revokeAccess } from "./access-revocation.ts";
 import { createAuth, ensureAdmin, type PortalAuth } from "./auth.ts";
 import type { ProjectQuota } from "./quota.ts";
 import { env } from "../env.ts";
@@ -43,8 +44,13 @@ export async function createPortalServices(settings: PortalSettings): Promise<Po
   const db = createDb(settings.databaseUrl);
   const redis = new Redis(settings.redisUrl, { lazyConnect: false });
   const controllerQueue = new Queue(queueNames.controller, { prefix: settings.queuePrefix, connection: new Redis(settings.redisUrl, { maxRetriesPerRequest: null }) });
-  const auth = createAuth({ db, clusterSecret: settings.clusterSecret, publicUrl: settings.publicUrl });
   const log = pino({ level: settings.logLevel, base: { service: "portal" } });
+  const auth = createAuth({
+    db,
+    clusterSecret: settings.clusterSecret,
+    publicUrl: settings.publicUrl,
+    onSessionEnded: (session) => revokeAccess({ redis, settings, log }, { userId: session.userId }),
+  });
   await ensureAdmin(auth, db, { ...settings.admin, defaultQuota: settings.defaultQuota });
   const rateLimiter = new RateLimiterRedis({
     storeClient: redis,

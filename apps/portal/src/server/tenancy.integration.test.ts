@@ -60,6 +60,25 @@ describe("roles", () => {
   });
 });
 
+describe("signing out", () => {
+  it("announces the ended session, so consoles opened from it close at once", async () => {
+    const person = await portal.as(portal.admin).tenancy.createUser({ email: "leaver@ferry.test", name: "Leaver", password: "leaver-password-1" });
+    const signedIn = await portal.services.auth.api.signInEmail({ body: { email: "leaver@ferry.test", password: "leaver-password-1" }, asResponse: true });
+    const cookie = signedIn.headers
+      .getSetCookie()
+      .map((c) => c.split(";")[0])
+      .join("; ");
+    const subscriber = portal.services.redis.duplicate();
+    const heard = new Promise<string>((resolve) => subscriber.on("message", (_channel, message: string) => resolve(message)));
+    await subscriber.subscribe(`${portal.services.settings.queuePrefix}:access-revoked`);
+    const signedOut = await portal.services.auth.api.signOut({ headers: new Headers({ cookie }), asResponse: true });
+    expect(signedOut.status).toBe(200);
+    expect(JSON.parse(await heard)).toEqual({ userId: person.id });
+    expect(await portal.services.db.session.count({ where: { userId: person.id } })).toBe(0);
+    subscriber.disconnect();
+  });
+});
+
 describe("quotas", () => {
   it("lets exactly 10 of 50 concurrent creates through a quota of 10 vms", async () => {
     const tenant = await portal.tenant("race", { vms: 10 });
