@@ -15,6 +15,7 @@ const schema = z.object({
   FERRY_WEBHOOK_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(8),
   FERRY_WEBHOOK_BACKOFF_MS: z.coerce.number().int().min(1).default(10_000),
   FERRY_WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5_000),
+  FERRY_WEBHOOK_PRIVATE_ADDRESSES: z.enum(["refuse", "allow"]).default("refuse"),
 });
 
 export type ControllerEnv = z.infer<typeof schema>;

@@ -17,7 +17,12 @@ const controller = await startController({
   workerTimeoutMs: env.FERRY_WORKER_TIMEOUT_MS,
   cpuCheck: engineCpuCheck,
   clusterSecret: env.FERRY_CLUSTER_SECRET,
-  webhooks: { attempts: env.FERRY_WEBHOOK_ATTEMPTS, backoffMs: env.FERRY_WEBHOOK_BACKOFF_MS, timeoutMs: env.FERRY_WEBHOOK_TIMEOUT_MS },
+  webhooks: {
+    attempts: env.FERRY_WEBHOOK_ATTEMPTS,
+    backoffMs: env.FERRY_WEBHOOK_BACKOFF_MS,
+    timeoutMs: env.FERRY_WEBHOOK_TIMEOUT_MS,
+    allowPrivateAddresses: env.FERRY_WEBHOOK_PRIVATE_ADDRESSES === "allow",
+  },
   migration: {
     downtimeLimitMs: env.FERRY_MIGRATION_DOWNTIME_MS,
     timeoutMs: env.FERRY_MIGRATION_TIMEOUT_MS,

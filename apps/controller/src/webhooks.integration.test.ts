@@ -19,7 +19,8 @@ import { engineCpuCheck } from "./placement.ts";
 import { testServices } from "./test-cluster.ts";
 
 const clusterSecret = "webhooks-test-cluster-secret-0123456789abcdef";
-const settings = { attempts: 4, backoffMs: 200, timeoutMs: 1000, sweepIntervalMs: 500 };
+// The receiver is on 127.0.0.1: this controller may send there (webhook-request.test.ts shows the default refusing).
+const settings = { attempts: 4, backoffMs: 200, timeoutMs: 1000, sweepIntervalMs: 500, allowPrivateAddresses: true };
 const prefix = `ferry-test-${randomUUID()}`;
 
 /** What the receiver got: one entry per request, by path. */
@@ -78,7 +79,7 @@ beforeAll(async () => {
       list.push({ at: Date.now(), headers: request.headers, body: Buffer.concat(chunks).toString("utf8") });
       received.set(path, list);
       const answer = answers.get(path)?.(list.length - 1) ?? 200;
-      if (answer !== "never") response.writeHead(answer).end();
+      if (answer !== "never") response.writeHead(answer, answer >= 300 && answer < 400 ? { location: `${path}-here` } : {}).end();
     });
   });
   await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
@@ -283,6 +284,21 @@ describe("vm lifecycle webhooks", () => {
     expect(JSON.parse(request?.body ?? "{}")).toMatchObject({ kind: "vm.migrated", vm: { id: vm.id }, state: "running", previousState: "migrating" });
     expect(verifies(request?.headers["ferry-signature"], request?.body ?? "", hook.secret)).toBe(true);
     expect((await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).workerId).toBe("w2");
+  });
+
+  it("a redirect is not followed: the attempt is recorded failed with where it pointed", async () => {
+    const projectId = await project();
+    answers.set("/moved", () => 302);
+    const hook = await webhook(projectId, "/moved");
+    await report((await vmIn(projectId, "booting")).id, "running");
+
+    const [attempted] = await until("the redirected attempt", async () => {
+      const rows = await deliveriesOf(hook.id);
+      return (rows[0]?.attempts ?? 0) >= 1 && rows;
+    });
+    await db.webhook.update({ where: { id: hook.id }, data: { disabledAt: new Date() } });
+    expect(attempted).toMatchObject({ lastStatusCode: 302, lastError: expect.stringContaining("a redirect to /moved-here; redirects are not followed") });
+    expect(received.get("/moved-here")).toBeUndefined();
   });
 
   it("states the controller sets itself are sent too: a suspended vm deleted, a vm lost with its worker", async () => {

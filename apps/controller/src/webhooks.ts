@@ -4,8 +4,9 @@
 //    subscribed webhook of its project, and one job per row on the shared `webhooks` queue
 //    (job id = row id, so adding a job twice sends it once)
 // 2. delivery: any controller takes the job and POSTs the event, signed; BullMQ's attempts and
-//    exponential backoff retry a non-2xx answer, a redirect or a timeout; every attempt is
-//    written to the row, so the project can list what happened
+//    exponential backoff retry a non-2xx answer, a redirect, a timeout or a private address
+//    (webhook-request.ts); every attempt is written to the row, so the project can list what
+//    happened
 // 3. sweep: rows still pending long after they were made lost their job (the controller died
 //    between the row and the job): they are queued again
 import { randomUUID } from "node:crypto";
@@ -17,6 +18,8 @@ import { type Job, type JobsOptions, Queue, UnrecoverableError, Worker as QueueW
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 
+import { postWebhook } from "./webhook-request.ts";
+
 export interface WebhookSettings {
   /** attempts per delivery before it is recorded failed (FERRY_WEBHOOK_ATTEMPTS) */
   attempts: number;
@@ -26,10 +29,12 @@ export interface WebhookSettings {
   timeoutMs: number;
   /** how often pending deliveries without a job are looked for, and how old they must be */
   sweepIntervalMs: number;
+  /** send to private, loopback and link-local addresses too (FERRY_WEBHOOK_PRIVATE_ADDRESSES=allow) */
+  allowPrivateAddresses: boolean;
 }
 
 /** 8 attempts 10 s apart, doubling: the last one about 21 minutes after the event. */
-export const defaultWebhookSettings: WebhookSettings = { attempts: 8, backoffMs: 10_000, timeoutMs: 5_000, sweepIntervalMs: 60_000 };
+export const defaultWebhookSettings: WebhookSettings = { attempts: 8, backoffMs: 10_000, timeoutMs: 5_000, sweepIntervalMs: 60_000, allowPrivateAddresses: false };
 
 /** The JSON body of every delivery. */
 export interface VmLifecycleEvent {
@@ -155,13 +160,14 @@ export class Webhooks {
 
     const body = JSON.stringify(delivery.payload);
     const secret = webhookSigningSecret(clusterSecret, webhook.id, webhook.secretSalt);
-    const answer = await post(webhook.url, body, {
+    const headers = {
       "content-type": "application/json",
       "user-agent": "Ferry-Webhooks/1",
       "ferry-event": delivery.kind,
       "ferry-delivery": id.toString(),
       [webhookSignatureHeader]: webhookSignature(secret, Math.floor(Date.now() / 1000), body),
-    }, settings.timeoutMs);
+    };
+    const answer = await postWebhook(webhook.url, body, headers, settings);
 
     const attempt = job.attemptsMade + 1;
     const last = attempt >= (job.opts.attempts ?? 1);
@@ -206,23 +212,5 @@ export class Webhooks {
     clearInterval(this.#sweep);
     await this.#consumer.close();
     await this.#queue.close();
-  }
-}
-
-/** POST `body` once: `error` is null for a 2xx answer, else what went wrong, for the delivery's record. */
-async function post(url: string, body: string, headers: Record<string, string>, timeoutMs: number): Promise<{ status: number | null; error: string | null }> {
-  try {
-    // Redirects are not followed: a receiver that moved must be subscribed again at its new URL.
-    const response = await fetch(url, { method: "POST", body, headers, redirect: "manual", signal: AbortSignal.timeout(timeoutMs) });
-    await response.body?.cancel();
-    if (response.status >= 200 && response.status < 300) return { status: response.status, error: null };
-    if (response.status >= 300 && response.status < 400) {
-      return { status: response.status, error: `the receiver answered ${response.status}, a redirect to ${response.headers.get("location") ?? "(no location)"}; redirects are not followed: subscribe the final URL` };
-    }
-    return { status: response.status, error: `the receiver answered ${response.status}` };
-  } catch (error) {
-    if (error instanceof Error && error.name === "TimeoutError") return { status: null, error: `no answer within ${timeoutMs} ms` };
-    const cause = error instanceof Error && error.cause instanceof Error ? `: ${error.cause.message}` : "";
-    return { status: null, error: `could not reach the receiver (${(error as Error).message}${cause})` };
   }
 }
