@@ -24,7 +24,10 @@ interface ApiTemplate {
 }
 
 interface Run {
-  /** from the first request to the last console's first frame */
+  /** instances whose console showed a frame; the others failed (their reasons below) */
+  ready: number;
+  failed: string[];
+  /** from the first request to the last console's first frame (of those ready) */
   allReadyMs: number;
   /** each instance: from the first request to its console's first frame */
   medianReadyMs: number;
@@ -78,8 +81,12 @@ function rssMiB(vmId: string): number {
 async function measure(cluster: FerryCluster, n: number, create: (i: number) => Promise<ApiVm>): Promise<Run> {
   const started = performance.now();
   const vms = await Promise.all(Array.from({ length: n }, (_, i) => create(i)));
-  const ready = await Promise.all(vms.map((vm) => consoleReady(cluster, vm.id)));
-  const rss = vms.map((vm) => rssMiB(vm.id));
+  // An instance that fails (a cold boot past the engine's boot deadline on a loaded host) is
+  // counted, not fatal: how many made it is part of the answer.
+  const outcomes = await Promise.allSettled(vms.map((vm) => consoleReady(cluster, vm.id)));
+  const ready = outcomes.flatMap((outcome) => (outcome.status === "fulfilled" ? [outcome.value] : []));
+  const failed = outcomes.flatMap((outcome) => (outcome.status === "rejected" ? [(outcome.reason as Error).message.replace(/^vm \S+ /, "")] : []));
+  const rss = vms.flatMap((vm, i) => (outcomes[i]!.status === "fulfilled" ? [rssMiB(vm.id)] : []));
   const workers: Record<string, number> = {};
   for (const { workerId } of ready) workers[workerId] = (workers[workerId] ?? 0) + 1;
   await Promise.all(vms.map((vm) => api(cluster, "DELETE", `/vms/${vm.id}`)));
@@ -87,6 +94,8 @@ async function measure(cluster: FerryCluster, n: number, create: (i: number) => 
     while ((await cluster.api<ApiVm>("GET", `/vms/${vm.id}`)).body.state !== "deleted") await sleep(200);
   }
   return {
+    ready: ready.length,
+    failed: [...new Set(failed)],
     allReadyMs: round(Math.max(...ready.map((r) => r.at)) - started),
     medianReadyMs: round(median(ready.map((r) => r.at - started))),
     medianRssMiB: round(median(rss)),

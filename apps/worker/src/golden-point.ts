@@ -143,7 +143,10 @@ export class GoldenPointCache {
     await rm(partial, { recursive: true, force: true });
     await mkdir(partial, { recursive: true });
     try {
-      await Promise.all(reader.streams.map((stream) => pipeline(reader.stream(stream.name), createWriteStream(join(partial, stream.name)))));
+      // Settled, not raced: the folder is removed on failure only after every copy stopped.
+      const copies = await Promise.allSettled(reader.streams.map((stream) => pipeline(reader.stream(stream.name), createWriteStream(join(partial, stream.name)))));
+      const failed = copies.find((copy) => copy.status === "rejected");
+      if (failed) throw failed.reason;
       await writeFile(join(partial, "reader.json"), JSON.stringify({ metadata: reader.metadata, streams: reader.streams }));
       await rm(folder, { recursive: true, force: true });
       await rename(partial, folder);
