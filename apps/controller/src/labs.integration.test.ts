@@ -132,9 +132,10 @@ beforeAll(async () => {
   await cluster.start({ redisUrl: testServices.redisUrl, controller: { reconcileIntervalMs: 300, workerTimeoutMs: 6000 } });
   ({ db } = cluster);
   // Each vm keeps only its newest guest state: pruning must never reach a golden point. Four
-  // 1-vCPU clones fit on each worker (idle tiny guests share the host's cores).
-  for (const id of ["la", "lb"]) {
-    cluster.startWorkerProcess(id, { FERRY_STORAGE_PATH: storage, FERRY_GUEST_STATES_KEEP: "1", FERRY_GUEST_STATE_SWEEP_MS: "1000", FERRY_WORKER_VCPUS: "4" });
+  // 1-vCPU clones fit on each worker (idle tiny guests share the host's cores). lb bounds each
+  // guest's TCG translation cache, as a host of many lab clones would.
+  for (const [id, more] of [["la", {}], ["lb", { FERRY_TCG_TB_SIZE_MIB: "16" }]] as const) {
+    cluster.startWorkerProcess(id, { FERRY_STORAGE_PATH: storage, FERRY_GUEST_STATES_KEEP: "1", FERRY_GUEST_STATE_SWEEP_MS: "1000", FERRY_WORKER_VCPUS: "4", ...more });
   }
   await until("both workers", async () => (await db.worker.count({ where: { status: "online" } })) === 2);
 });
@@ -200,8 +201,10 @@ describe("lab templates and clones", () => {
     expect(second).toMatch(/can't open '\/data\/mine': No such file/);
     expect(second).not.toContain("only-first");
 
-    const rss = clones.map(rssMiB);
-    console.log(JSON.stringify({ clones: clones.length, readyMs, rssMiB: rss.map(Math.round) }));
+    for (const vm of running) {
+      expect(qemuProcesses(vm.id)[0]).toContain(vm.workerId === "lb" ? "-accel tcg,tb-size=16" : "-accel tcg ");
+    }
+    console.log(JSON.stringify({ clones: clones.length, readyMs, rssMiB: running.map((vm) => `${vm.workerId}:${Math.round(rssMiB(vm.id))}`) }));
   }, 300_000);
 
   it("resets a running clone to the golden point: counter back, its own file gone, the marker file there", async () => {

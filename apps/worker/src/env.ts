@@ -19,6 +19,8 @@ const schema = z.object({
   FERRY_IMAGES_DIR: z.string().startsWith("/", { error: "must be an absolute path" }).default("/var/lib/ferry/images"),
   FERRY_QEMU_BINARY: z.string().min(1).default("qemu-system-x86_64"),
   FERRY_ACCELERATOR: z.enum(["auto", "kvm", "tcg"]).default("auto"),
+  /** MiB of TCG translation cache per guest (QEMU's tb-size); unset: QEMU's default. Bounds each guest's memory on hosts of many small guests. */
+  FERRY_TCG_TB_SIZE_MIB: z.coerce.number().int().min(1).optional(),
   /** A folder every worker that may live-migrate with this one mounts at the same path: vm disks live there. */
   FERRY_WORKER_SHARED_STORAGE: z.string().startsWith("/", { error: "must be an absolute path" }).optional(),
   /** Where this worker's QEMUs listen for incoming live migrations; defaults to FERRY_WORKER_CONSOLE_HOST. */

@@ -20,6 +20,7 @@ const worker = await startWorker({
   imagesDir: env.FERRY_IMAGES_DIR,
   qemuBinary: env.FERRY_QEMU_BINARY,
   accelerator: env.FERRY_ACCELERATOR,
+  ...(env.FERRY_TCG_TB_SIZE_MIB === undefined ? {} : { tcgTranslationCacheMiB: env.FERRY_TCG_TB_SIZE_MIB }),
   storage: storageConfigOf(env),
   clusterId: env.FERRY_CLUSTER_ID,
   guestStatesKeep: env.FERRY_GUEST_STATES_KEEP,

@@ -48,6 +48,8 @@ export interface WorkerOptions {
   imagesDir: string;
   qemuBinary: string;
   accelerator: "auto" | "kvm" | "tcg";
+  /** FERRY_TCG_TB_SIZE_MIB: each guest's TCG translation cache; unset: QEMU's default */
+  tcgTranslationCacheMiB?: number;
   /** object storage for guest states, shared by every worker of the cluster */
   storage: StoreConfig;
   /** names the cluster in guest state manifests (a state from another cluster is refused) */
@@ -106,6 +108,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     runDir: join(stateDir, "run"),
     qemuBinary: options.qemuBinary,
     accelerator,
+    ...(options.tcgTranslationCacheMiB === undefined ? {} : { tcgTranslationCacheMiB: options.tcgTranslationCacheMiB }),
     log,
   });
   const db = createDb(options.databaseUrl);
