@@ -99,6 +99,36 @@ export function guestStateStoreContract(open: () => Promise<ObjectStore>): void 
     expect(await streamDigest(reader.stream("memory"))).toEqual({ bytes: total, sha256: source.sha256() });
   });
 
+  it("takes a stream's digest from its producer, refusing one whose length differs from what flowed", async () => {
+    const store = await open();
+    const states = guestStates(store);
+    const vmId = randomUUID();
+    const data = randomBytes(3 * mebibyte + 5);
+    // A digest that is not the data's: what the store records is the producer's, not its own.
+    const claimed = { bytes: data.length, sha256: sha256(Buffer.from("not the data")) };
+    const writer = states.beginWrite({ vmId, stateId: "s1" });
+    const stream = await writer.addStream("memory", Readable.from([data]), { compress: false, digest: Promise.resolve(claimed) });
+    expect(stream).toMatchObject({ bytes: data.length, sha256: claimed.sha256, parts: 4 });
+    await writer.commit({ engine: engineManifest });
+    const reader = await states.open({ vmId, stateId: "s1" });
+    // A consumer that checks the whole stream itself gets the verified parts as they are...
+    expect(sha256(await readAll(reader.stream("memory", { wholeChecksum: false })))).toBe(sha256(data));
+    // ...and by default the store checks the whole stream against the manifest at its end.
+    const { emitted, error } = await drainUntilError(reader.stream("memory"));
+    expect(sha256(emitted)).toBe(sha256(data));
+    expect((error as Error).message).toContain("failed its whole-stream checksum");
+
+    const short = states.beginWrite({ vmId, stateId: "s2" });
+    const refused = await storageError(
+      short.addStream("memory", Readable.from([data]), { compress: false, digest: Promise.resolve({ ...claimed, bytes: data.length + 1 }) }),
+      "incomplete",
+    );
+    expect(refused.message).toContain(`counted ${data.length + 1} bytes but ${data.length} were stored`);
+    await short.abort();
+    // A producer that failed while the store refused the stream is not left unhandled (vitest fails on one).
+    await storageError(short.addStream("memory", Readable.from([data]), { compress: false, digest: Promise.reject(new Error("save failed")) }), "closed");
+  });
+
   it("compresses a disk stream with zstd and gives back the original bytes", async () => {
     const store = await open();
     const states = guestStates(store);

@@ -92,6 +92,12 @@ export interface AddStreamOptions {
   totalBytes?: number;
   /** Called after each part is stored. */
   onProgress?: (progress: GuestStateProgress) => void;
+  /**
+   * The stream's length and sha256 as its producer computed them (the engine does, for its
+   * own manifest), for a stream stored as given: the store then does not hash it a second
+   * time. Each part is still hashed, and a length that differs from what flowed is refused.
+   */
+  digest?: Promise<{ bytes: number; sha256: string }>;
 }
 
 /** Where a guest state lives. */
@@ -404,6 +410,8 @@ export class GuestStateWriter {
    * with the source's own error if the source fails; the parts stay until abort().
    */
   async addStream(name: string, source: Readable | AsyncIterable<Buffer>, options: AddStreamOptions): Promise<GuestStateStream> {
+    // Awaited only once the stream has flowed, if ever: a producer that fails is the caller's to report.
+    if (options.digest !== undefined) handled(options.digest);
     this.checkOpen(`add stream ${name} to`);
     if (!streamNamePattern.test(name)) {
       throw new StorageError(
@@ -495,12 +503,15 @@ export class GuestStateWriter {
   private async writeStream(name: string, source: Readable | AsyncIterable<Buffer>, options: AddStreamOptions): Promise<StreamEntry> {
     await this.ensureFresh();
     const partSize = this.owner.partSizeBytes;
-    const logicalHash = createHash("sha256");
+    if (options.digest !== undefined && options.compress) {
+      throw new StorageError("invalid_config", `Stream ${name}: a producer's digest describes the bytes as given; pass it only with compress: false.`);
+    }
+    const logicalHash = options.digest === undefined ? createHash("sha256") : undefined;
     let logicalBytes = 0;
     async function* counted(): AsyncGenerator<Buffer> {
       for await (const chunk of source) {
         const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array);
-        logicalHash.update(bytes);
+        logicalHash?.update(bytes);
         logicalBytes += bytes.length;
         yield bytes;
       }
@@ -531,7 +542,7 @@ export class GuestStateWriter {
       filled = 0;
       partHash = createHash("sha256");
       const upload: Promise<void> = this.owner.store
-        .put(`${statePrefix(this)}${name}/${part.index}`, body, { contentLength: part.bytes })
+        .put(`${statePrefix(this)}${name}/${part.index}`, body, { contentLength: part.bytes, sha256: part.sha256 })
         .then(
           () => {
             const progress: GuestStateProgress = { doneBytes: logicalBytes };
@@ -565,11 +576,18 @@ export class GuestStateWriter {
       // Never return while a part is still landing: abort() would miss it.
       await Promise.allSettled(uploading);
     }
+    const digest = logicalHash === undefined ? await options.digest! : { bytes: logicalBytes, sha256: logicalHash.digest("hex") };
+    if (digest.bytes !== logicalBytes) {
+      throw new StorageError(
+        "incomplete",
+        `Stream ${name} of guest state ${label(this)}: its producer counted ${digest.bytes} bytes but ${logicalBytes} were stored. Abort this guest state and suspend again.`,
+      );
+    }
     return {
       name,
       compressed: options.compress,
       bytes: logicalBytes,
-      sha256: logicalHash.digest("hex"),
+      sha256: digest.sha256,
       storedBytes: parts.reduce((sum, part) => sum + part.bytes, 0),
       parts,
     };
@@ -603,9 +621,11 @@ export class GuestStateReader {
   /**
    * The stream's original bytes. Each part is checked against its sha256 before any of its
    * bytes are emitted; a damaged part errors the stream with `corrupt`, a missing one with
-   * `incomplete`.
+   * `incomplete`. The whole stream's sha256 is checked at its end too, unless
+   * `wholeChecksum: false`: for a consumer that checks the whole stream itself (the engine
+   * checks a memory stream against its own manifest), which spares a second hash of it.
    */
-  stream(name: string): Readable {
+  stream(name: string, options: { wholeChecksum?: boolean } = {}): Readable {
     const entry = this.manifest.streams.find((stream) => stream.name === name);
     if (entry === undefined) {
       throw new StorageError(
@@ -617,10 +637,10 @@ export class GuestStateReader {
     const original = entry.compressed
       ? zstd(this.zstdBinary, decompressArgs, verified, `decompressing stream ${name} of guest state ${label(this)}`)
       : verified;
-    return Readable.from(this.checkedWhole(entry, original), { objectMode: false });
+    return Readable.from(options.wholeChecksum === false ? original : this.checkedWhole(entry, original), { objectMode: false });
   }
 
-  private async *verifiedParts(entry: StreamEntry): AsyncGenerator<Buffer> {
+  private verifiedParts(entry: StreamEntry): AsyncGenerator<Buffer> {
     const { parts } = entry;
     // A few parts are fetched ahead while the first is consumed: object stores answer each
     // request slowly but serve several at once. Memory stays under prefetchParts + 1 parts.
@@ -629,12 +649,16 @@ export class GuestStateReader {
     const fill = () => {
       while (requested < parts.length && fetching.length < prefetchParts) fetching.push(handled(this.fetchPart(entry, parts[requested++]!)));
     };
+    // The first parts are asked for now, not at the first read: a consumer that takes a
+    // moment to start (a QEMU launching) finds them fetched and verified.
     fill();
-    while (fetching.length > 0) {
-      const chunks = await fetching.shift()!;
-      fill();
-      yield* chunks;
-    }
+    return (async function* () {
+      while (fetching.length > 0) {
+        const chunks = await fetching.shift()!;
+        fill();
+        yield* chunks;
+      }
+    })();
   }
 
   private async fetchPart(entry: StreamEntry, part: z.infer<typeof partSchema>): Promise<Buffer[]> {

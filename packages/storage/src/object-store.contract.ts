@@ -63,6 +63,16 @@ export function objectStoreContract(open: () => Promise<ObjectStore>): void {
     expect(await store.head("short")).toBeNull();
   });
 
+  it("stores a body given with its sha256, and refuses one shorter than announced", async () => {
+    const store = await open();
+    const body = Buffer.from("12345");
+    expect(await store.put("hashed", Readable.from([body]), { contentLength: 5, sha256: sha256(body) })).toEqual({ bytes: 5 });
+    expect((await readAll(await store.get("hashed"))).toString()).toBe("12345");
+    const error = await storageError(store.put("short", Readable.from([body]), { contentLength: 6, sha256: sha256(body) }), "incomplete");
+    expect(error.message).toContain("5 bytes but 6");
+    expect(await store.head("short")).toBeNull();
+  });
+
   it("lists by prefix with sizes and times, not by folder", async () => {
     const store = await open();
     const before = Date.now() - 2_000;

@@ -11,6 +11,16 @@ export interface ObjectInfo {
   lastModified: Date;
 }
 
+/** What a caller knows about a body it stores. */
+export interface PutOptions {
+  contentLength?: number;
+  /**
+   * The body's sha256 (hex), when the caller computed it anyway: the S3 driver sends it as the
+   * request's payload hash, so the body is not hashed again and the server checks it.
+   */
+  sha256?: string;
+}
+
 /** Streaming object storage: a local folder or an S3-protocol bucket. */
 export interface ObjectStore {
   /** Where the objects live, for messages: "folder /srv/ferry", "s3://ferry at http://…". */
@@ -19,7 +29,7 @@ export interface ObjectStore {
    * Stores `body` under `key`, replacing any object there. The object appears complete or not
    * at all. With `contentLength`, a body of another length is refused with `incomplete`.
    */
-  put(key: string, body: Readable, options?: { contentLength?: number }): Promise<{ bytes: number }>;
+  put(key: string, body: Readable, options?: PutOptions): Promise<{ bytes: number }>;
   /** Streams the object; rejects with `not_found` when there is none. */
   get(key: string): Promise<Readable>;
   /** The object's size, or null when there is none. */

@@ -7,13 +7,14 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { PassThrough, type Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { StorageError } from "./errors.ts";
-import { checkKey, checkPrefix, type ObjectInfo, type ObjectStore } from "./object-store.ts";
+import { checkKey, checkPrefix, type ObjectInfo, type ObjectStore, type PutOptions } from "./object-store.ts";
 
 /** How to reach one bucket; `endpoint` is omitted for AWS S3 itself. */
 export interface S3StoreOptions {
@@ -102,8 +103,10 @@ export class S3Store implements ObjectStore {
     });
   }
 
-  async put(key: string, body: Readable, options: { contentLength?: number } = {}): Promise<{ bytes: number }> {
+  async put(key: string, body: Readable, options: PutOptions = {}): Promise<{ bytes: number }> {
     checkKey(key);
+    const { contentLength, sha256 } = options;
+    if (sha256 !== undefined && contentLength !== undefined && contentLength <= this.partSizeBytes) return this.putHashed(key, body, contentLength, sha256);
     let bytes = 0;
     let uploadFailed = false;
     let sourceError: unknown;
@@ -144,6 +147,34 @@ export class S3Store implements ObjectStore {
       );
     }
     return { bytes };
+  }
+
+  // One PutObject whose payload hash is the caller's sha256: the SDK would otherwise hash
+  // the body itself to sign the request (a guest state's parts are already hashed once).
+  private async putHashed(key: string, body: Readable, contentLength: number, sha256: string): Promise<{ bytes: number }> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of body) chunks.push(chunk as Buffer);
+    const data = Buffer.concat(chunks);
+    if (data.length !== contentLength) {
+      throw new StorageError(
+        "incomplete",
+        `Object ${key} received ${data.length} bytes but ${contentLength} were announced; nothing was stored. Retry the upload with the whole stream.`,
+      );
+    }
+    const command = new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: data, ContentLength: contentLength });
+    command.middlewareStack.add(
+      (next) => (args) => {
+        (args.request as { headers: Record<string, string> }).headers["x-amz-content-sha256"] = sha256;
+        return next(args);
+      },
+      { step: "build", name: "ferryPayloadSha256" },
+    );
+    try {
+      await this.client.send(command);
+    } catch (error) {
+      throw this.translate(error, `writing object ${key}`, key);
+    }
+    return { bytes: data.length };
   }
 
   async get(key: string): Promise<Readable> {
