@@ -2,15 +2,19 @@
 // restore its disk overlays and load its memory into a new QEMU; the guest carries on where
 // it stopped.
 //
-// QEMU's loader is not built for untrusted input, so the whole state is fetched and checked
-// (manifest signature, every part's sha256, every stream's sha256) into a staging folder
-// BEFORE QEMU starts. A state that fails any check is refused: the vm stays `suspended`,
-// with the reason naming the part, and the state is left in storage for a person to look at.
+// QEMU's loader is not built for untrusted input: the manifest's signature is checked first,
+// then every part's sha256 before QEMU sees a byte of it. The memory stream flows into QEMU
+// part by part as each is verified (its first parts are fetched while the disk overlays land
+// and QEMU starts), and the guest runs only once the whole stream matched its sha256 too.
+// A state that fails any check is refused: the vm stays `suspended`, with the reason naming
+// the part, and the state is left in storage for a person to look at.
 import { createWriteStream } from "node:fs";
 import { mkdir, rename } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { Transform } from "node:stream";
+import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
+
+import { isStorageError } from "@ferry/storage";
 
 import { type HostedVm, WorkerContext } from "../context.ts";
 import { type GuestStateSourceReader, goldenPoints, resumeSource } from "../golden-point.ts";
@@ -33,8 +37,9 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
   await ctx.report(hosted, "resuming");
   const { spec } = await ctx.spec(hosted);
   const staging = stagingDir(hosted.dir);
-  const memoryFile = join(staging, "memory.zst");
   let metadata: GuestStateMetadata;
+  let memory: Readable;
+  let progress: (bytes: number) => void;
   try {
     await discardStaging(hosted.dir);
     await mkdir(staging, { recursive: true });
@@ -46,11 +51,18 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
     metadata = parsed.data;
     const missing = spec.disks.filter((disk) => metadata.disks[disk.id] === undefined).map((disk) => disk.id);
     if (missing.length > 0) throw new Error(`guest state ${source.ref.vmId}/${source.ref.stateId} has no overlay for disk(s) ${missing.join(", ")}`);
-    await fetchVerified(ctx, hosted, reader, [
-      { stream: "memory", file: memoryFile },
-      ...spec.disks.map((disk) => ({ stream: metadata.disks[disk.id]!, file: join(staging, `${disk.id}.qcow2`) })),
-    ]);
-    // Every byte checked: only now do the overlays replace whatever disk this worker had.
+    const disks = spec.disks.map((disk) => ({ stream: metadata.disks[disk.id]!, file: join(staging, `${disk.id}.qcow2`) }));
+    progress = progressOf(ctx, hosted, reader, ["memory", ...disks.map((disk) => disk.stream)]);
+    // Asked for now, so its first parts are fetched while the overlays land and QEMU starts.
+    // The engine checks the whole stream against its manifest: the store checks each part.
+    memory = reader.stream("memory", { wholeChecksum: false });
+    try {
+      await fetchVerified(reader, disks, progress);
+    } catch (error) {
+      memory.destroy();
+      throw error;
+    }
+    // Every byte of the overlays checked: only now do they replace whatever disk this worker had.
     for (const disk of spec.disks) {
       await mkdir(dirname(disk.overlay), { recursive: true });
       await rename(join(staging, `${disk.id}.qcow2`), disk.overlay);
@@ -61,15 +73,30 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
     return;
   }
   await ctx.options.serial.follow(hosted.vmId, spec.serial.logFile);
+  // A part that fails its check ends the stream with the storage's error, which names it.
+  let refusal: Error | undefined;
+  async function* verifiedMemory(): AsyncGenerator<Buffer> {
+    try {
+      for await (const chunk of memory) {
+        progress((chunk as Buffer).length);
+        yield chunk as Buffer;
+      }
+    } catch (error) {
+      if (isStorageError(error)) refusal = error;
+      throw error;
+    }
+  }
   let vm;
   try {
-    // The engine compares the manifest with the spec and this host before QEMU starts.
-    // From the file: QEMU reads it itself once the engine has checked it against the manifest.
-    vm = await engine.restore(spec, { file: memoryFile }, metadata.engine, source.restore);
+    // The engine compares the manifest with the spec and this host before QEMU starts, then
+    // feeds QEMU the verified parts and runs the guest only if the whole stream matched.
+    vm = await engine.restore(spec, Readable.from(verifiedMemory(), { objectMode: false }), metadata.engine, source.restore);
   } catch (error) {
+    memory.destroy();
     await ctx.options.serial.unfollow(hosted.vmId);
     await discardStaging(hosted.dir);
-    await ctx.report(hosted, "suspended", { reason: `resume failed on worker ${ctx.workerId}: ${(error as Error).message}`, refused: true });
+    const reason = refusal ? `resume refused: ${refusal.message}` : `resume failed on worker ${ctx.workerId}: ${(error as Error).message}`;
+    await ctx.report(hosted, "suspended", { reason, refused: true });
     return;
   }
   ctx.supervise(hosted, vm);
@@ -77,22 +104,29 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
   await ctx.report(hosted, vm.state === "running" ? "running" : "resuming");
 }
 
-/** Copy streams of a verified guest state into files (side by side), reporting bytes done of the total. */
-async function fetchVerified(ctx: WorkerContext, hosted: HostedVm, reader: GuestStateSourceReader, wanted: Array<{ stream: string; file: string }>): Promise<void> {
-  const total = wanted.reduce((sum, want) => sum + (reader.streams.find((s) => s.name === want.stream)?.bytes ?? 0), 0);
+/** Counts bytes of a resume's streams as they arrive, reported as `resuming` progress (done of total). */
+function progressOf(ctx: WorkerContext, hosted: HostedVm, reader: GuestStateSourceReader, streams: string[]): (bytes: number) => void {
+  const total = streams.reduce((sum, name) => sum + (reader.streams.find((s) => s.name === name)?.bytes ?? 0), 0);
   let done = 0;
   const report = progressReporter((progress) => void ctx.report(hosted, "resuming", { progress }));
+  return (bytes) => {
+    done += bytes;
+    report(done, total);
+  };
+}
+
+/** Copy streams of a verified guest state into files (side by side). */
+async function fetchVerified(reader: GuestStateSourceReader, wanted: Array<{ stream: string; file: string }>, progress: (bytes: number) => void): Promise<void> {
   // Settled, not raced: the staging folder is removed on failure only after every copy stopped.
   const copies = await Promise.allSettled(
-    wanted.map(async (want) => {
+    wanted.map((want) => {
       const counter = new Transform({
         transform(chunk: Buffer, _encoding, callback) {
-          done += chunk.length;
-          report(done, total);
+          progress(chunk.length);
           callback(null, chunk);
         },
       });
-      await pipeline(reader.stream(want.stream), counter, createWriteStream(want.file));
+      return pipeline(reader.stream(want.stream), counter, createWriteStream(want.file));
     }),
   );
   const failed = copies.find((copy) => copy.status === "rejected");

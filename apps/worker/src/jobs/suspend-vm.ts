@@ -2,7 +2,8 @@
 //
 // 1. The engine pauses the guest and streams its memory (zstd); the stream goes to storage
 //    and, in the same pass, to a local copy beside the vm.
-// 2. With the guest paused, each disk overlay is stored (zstd, in parts).
+// 2. From QEMU's first byte on (the guest is paused, its disks flushed), each disk overlay is
+//    stored beside the memory (zstd, in parts).
 // 3. The manifest is committed last; the GuestState row and Vm.guestStateId follow. Only then
 //    is the vm reported suspended, and QEMU stopped and the vm's folder removed.
 //
@@ -14,7 +15,7 @@ import { randomUUID } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
+import { PassThrough, Writable } from "node:stream";
 import { finished } from "node:stream/promises";
 
 import type { GuestStateManifest, Vm } from "@ferry/engine";
@@ -33,6 +34,7 @@ import {
 } from "../guest-state-store.ts";
 
 const mebibyte = 1024 * 1024;
+const noop = () => undefined;
 
 /** Handle vm.suspend: store the guest state, stop QEMU, free the slot, report suspended. */
 export async function suspendVm(ctx: WorkerContext, hosted: HostedVm): Promise<void> {
@@ -66,9 +68,14 @@ async function suspend(ctx: WorkerContext, hosted: HostedVm, vm: Vm): Promise<vo
   const overlays = await Promise.all(spec.disks.map(async (disk) => ({ ...disk, bytes: (await stat(disk.overlay)).size })));
   // The memory stream's size is known only at the end (zero pages are skipped, then zstd):
   // until then the guest's memory is its upper bound.
-  let total = hosted.definition.memoryMiB * mebibyte + overlays.reduce((sum, disk) => sum + disk.bytes, 0);
+  const diskBytes = overlays.reduce((sum, disk) => sum + disk.bytes, 0);
+  let total = hosted.definition.memoryMiB * mebibyte + diskBytes;
   const report = progressReporter((progress) => void ctx.report(hosted, "suspending", { progress }));
-  const progress = (base: number) => (update: GuestStateProgress) => report(base + update.doneBytes, total);
+  const done = new Map<string, number>();
+  const progress = (stream: string) => (update: GuestStateProgress) => {
+    done.set(stream, update.doneBytes);
+    report([...done.values()].reduce((sum, bytes) => sum + bytes, 0), total);
+  };
   const staging = stagingDir(hosted.dir);
   await mkdir(staging, { recursive: true });
   const localCopy = join(staging, "memory.zst");
@@ -77,44 +84,62 @@ async function suspend(ctx: WorkerContext, hosted: HostedVm, vm: Vm): Promise<vo
   // Its failures reach us through `upload`; once the store has stopped reading, nobody else listens.
   toStore.on("error", () => undefined);
   const toFile = createWriteStream(localCopy);
-  const sink = tee([toStore, toFile]);
+  // QEMU sends its first byte only after `stop` returned: the guest is paused and its disks
+  // flushed, so from then on the overlays can be stored beside the memory.
+  let paused = false;
+  let onPaused!: () => void;
+  const pause = new Promise<void>((resolve) => (onPaused = resolve));
+  const pauseSignal = new Writable({
+    write(_chunk, _encoding, callback) {
+      paused = true;
+      onPaused();
+      callback();
+    },
+  });
+  // The tee passes a failed save's error to every target; the save's outcome is reported from `saving`.
+  pauseSignal.on("error", noop);
+  const sink = tee([toStore, toFile, pauseSignal]);
   // Destroyed when the store fails, maybe before the engine pipes into it: the engine sees
   // the destroyed sink and resumes the guest; the error itself is reported from `upload`.
   sink.on("error", () => undefined);
-  const upload = writer.addStream("memory", toStore, { compress: false, onProgress: progress(0) });
+  const saving = vm.saveState(sink);
+  // The engine hashes the stream for its manifest; the store takes that digest rather than hashing it again.
+  const digest = saving.then((manifest) => ({ bytes: manifest.streamBytes, sha256: manifest.sha256 }));
+  const upload = writer.addStream("memory", toStore, { compress: false, onProgress: progress("memory"), digest });
   // A store that fails stops reading: end the save too, or it would wait on a full pipe.
   upload.catch((error: unknown) => sink.destroy(error as Error));
-  const [saved, memory, copied] = await Promise.allSettled([vm.saveState(sink), upload, finished(toFile)]);
-  if (saved.status === "rejected" || memory.status === "rejected" || copied.status === "rejected") {
+
+  // 2.
+  const storingDisks = (async () => {
+    await Promise.race([pause, saving.then(noop, noop)]);
+    if (!paused) throw new Error(`vm ${hosted.vmId}'s guest was never paused, so its disks were not stored`);
+    const disks: GuestStateMetadata["disks"] = {};
+    for (const disk of overlays) {
+      const name = diskStreamName(disk.id);
+      await writer.addStream(name, createReadStream(disk.overlay), { compress: true, totalBytes: disk.bytes, onProgress: progress(name) });
+      disks[disk.id] = name;
+    }
+    return disks;
+  })();
+  const [saved, memory, copied, disks] = await Promise.allSettled([saving, upload, finished(toFile), storingDisks]);
+  if (saved.status === "rejected" || memory.status === "rejected" || copied.status === "rejected" || disks.status === "rejected") {
     await writer.abort().catch((error: unknown) => log.warn({ err: error, vmId: hosted.vmId }, "removing the parts of a failed suspend failed"));
-    const cause = memory.status === "rejected" ? memory.reason : saved.status === "rejected" ? saved.reason : (copied as PromiseRejectedResult).reason;
+    const cause = [memory, saved, copied, disks].find((outcome): outcome is PromiseRejectedResult => outcome.status === "rejected")!.reason as Error;
     if (saved.status === "fulfilled") {
-      await carryOn(ctx, hosted, localCopy, saved.value, `suspend failed: ${(cause as Error).message}`);
+      await carryOn(ctx, hosted, localCopy, saved.value, `suspend failed: ${cause.message}`);
     } else {
       await discardStaging(hosted.dir);
       // The engine resumed the guest: it keeps running and the suspend can be asked again.
-      await ctx.report(hosted, vm.state === "running" ? "running" : "failed", {
-        reason: `suspend failed: ${(cause as Error).message}`,
-        refused: true,
-      });
+      await ctx.report(hosted, vm.state === "running" ? "running" : "failed", { reason: `suspend failed: ${cause.message}`, refused: true });
     }
     return;
   }
   const engineManifest = saved.value;
+  total = memory.value.bytes + diskBytes;
 
-  // 2. and 3.
+  // 3.
   try {
-    const disks: GuestStateMetadata["disks"] = {};
-    let base = memory.value.bytes;
-    total = base + overlays.reduce((sum, disk) => sum + disk.bytes, 0);
-    for (const disk of overlays) {
-      const name = diskStreamName(disk.id);
-      await writer.addStream(name, createReadStream(disk.overlay), { compress: true, totalBytes: disk.bytes, onProgress: progress(base) });
-      base += disk.bytes;
-      disks[disk.id] = name;
-    }
-    const metadata: GuestStateMetadata = { engine: engineManifest, disks };
-    const summary = await writer.commit(metadata);
+    const summary = await writer.commit({ engine: engineManifest, disks: disks.value } satisfies GuestStateMetadata);
     await recordGuestState(db, summary, engineManifest, ctx.workerId);
   } catch (error) {
     await writer.abort().catch((abortError: unknown) => log.warn({ err: abortError, vmId: hosted.vmId }, "removing the parts of a failed suspend failed"));
