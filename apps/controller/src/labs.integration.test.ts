@@ -52,7 +52,7 @@ async function run(vmId: string, command: string, done: string): Promise<string>
 async function publish(vm: VmRow, name: string): Promise<VersionRow> {
   const version = await db.$transaction(async (tx) => {
     const template =
-      (await tx.labTemplate.findFirst({ where: { ownerId: vm.ownerId, name } })) ?? (await tx.labTemplate.create({ data: { name, ownerId: vm.ownerId } }));
+      (await tx.labTemplate.findFirst({ where: { projectId: vm.projectId, name } })) ?? (await tx.labTemplate.create({ data: { name, ownerId: vm.ownerId, projectId: vm.projectId } }));
     const last = await tx.labTemplateVersion.aggregate({ where: { templateId: template.id }, _max: { version: true } });
     const created = await tx.labTemplateVersion.create({
       data: {

@@ -27,6 +27,8 @@ const a = {
   tokenId: "",
   viewerId: "",
   webhookId: "",
+  templateId: "",
+  templateName: "",
 };
 
 interface Principal {
@@ -71,6 +73,7 @@ beforeAll(async () => {
   const vm = await portal.vmRow(project.id, owner.viewer.id, { name: a.vmName, state: "running", desiredState: "running", workerId: "w1", accelerator: "tcg" });
   const token = await portal.token(owner.viewer, project.id);
   const webhook = await portal.as(owner.viewer).webhook.create({ projectId: project.id, url: "https://tenant-a.example.com/hooks" });
+  const template = await portal.services.db.labTemplate.create({ data: { name: "tenant-a-template", ownerId: owner.viewer.id, projectId: project.id } });
   Object.assign(a, {
     organizationId: organization.id,
     organizationName: organization.name,
@@ -82,6 +85,8 @@ beforeAll(async () => {
     tokenId: token.id,
     viewerId: viewer.viewer.id,
     webhookId: webhook.id,
+    templateId: template.id,
+    templateName: template.name,
   });
   const revoked = await portal.token(owner.viewer, project.id, { revokedAt: new Date() });
   const expired = await portal.token(owner.viewer, project.id, { expiresAt: new Date(Date.now() - 1000) });
@@ -112,7 +117,9 @@ function fillPath(path: string): string {
             ? "w1"
             : path.startsWith("/webhooks/")
               ? a.webhookId
-              : "";
+              : path.startsWith("/templates/")
+                ? a.templateId
+                : "";
   return path.replace("{id}", id).replace("{projectId}", a.projectId).replace("{userId}", a.viewerId);
 }
 
@@ -125,6 +132,7 @@ const bodyValues: Record<string, unknown> = {
   profile: "standard",
   projectId: "",
   workerId: "w2",
+  vmId: "",
   email: "",
   ownerEmail: "",
   password: "long-enough-password",
@@ -137,13 +145,13 @@ const bodyValues: Record<string, unknown> = {
 };
 
 function validBody(schema: { properties?: Record<string, unknown>; required?: string[] } | undefined): Record<string, unknown> {
-  const values: Record<string, unknown> = { ...bodyValues, projectId: a.projectId, email: a.ownerEmail, ownerEmail: a.ownerEmail };
+  const values: Record<string, unknown> = { ...bodyValues, vmId: a.vmId, projectId: a.projectId, email: a.ownerEmail, ownerEmail: a.ownerEmail };
   return Object.fromEntries(Object.keys(schema?.properties ?? {}).filter((key) => key in values).map((key) => [key, values[key]]));
 }
 
 /** Tenant A's strings that the request did not carry and the principal does not know: none may come back. */
 function leaks(body: string, request: string, principal: Principal): string[] {
-  const secrets = [a.organizationId, a.organizationName, a.projectId, a.projectName, a.ownerId, a.ownerEmail, a.vmId, a.vmName, a.tokenId, a.viewerId, a.webhookId];
+  const secrets = [a.organizationId, a.organizationName, a.projectId, a.projectName, a.ownerId, a.ownerEmail, a.vmId, a.vmName, a.tokenId, a.viewerId, a.webhookId, a.templateId, a.templateName];
   return secrets.filter((secret) => secret !== "" && body.includes(secret) && !request.includes(secret) && !principal.knows.includes(secret));
 }
 
@@ -186,6 +194,10 @@ function procedureInput(path: string): unknown {
     "webhook.create": { projectId: a.projectId, url: "https://intruder.example.com/hooks" },
     "webhook.list": { projectId: a.projectId, limit: 50 },
     "webhook.delete": { id: a.webhookId },
+    "lab.publish": { vmId: a.vmId, name: "intruder-template" },
+    "lab.list": { projectId: a.projectId, limit: 50 },
+    "lab.createInstance": { id: a.templateId, name: "intruder-clone", projectId: a.projectId },
+    "lab.reset": vm,
     "webhook.deliveries": { id: a.webhookId, limit: 50 },
   };
   if (!(path in inputs)) throw new Error(`procedure ${path} has no input in the isolation suite: add one aimed at tenant A`);
@@ -193,7 +205,7 @@ function procedureInput(path: string): unknown {
 }
 
 /** Lists of one's own things may answer 200, so long as nothing of tenant A is in them. */
-const ownLists = new Set(["GET /vms", "GET /projects", "GET /organizations", "vm.list", "tenancy.projects", "tenancy.organizations"]);
+const ownLists = new Set(["GET /vms", "GET /projects", "GET /organizations", "GET /templates", "vm.list", "tenancy.projects", "tenancy.organizations", "lab.list"]);
 
 /** What must not have changed, whoever called. */
 async function tenantAState() {
@@ -223,7 +235,7 @@ describe("tenant isolation", () => {
       for (const [method, operation] of Object.entries(methods)) {
         const route = `${method.toUpperCase()} ${path}`;
         const body = method === "post" || method === "put" ? JSON.stringify(validBody(operation.requestBody?.content["application/json"]?.schema)) : undefined;
-        const query = method === "get" && (path === "/vms" || path === "/tokens") ? `?projectId=${a.projectId}` : "";
+        const query = method === "get" && (path === "/vms" || path === "/tokens" || path === "/templates") ? `?projectId=${a.projectId}` : "";
         const url = `${fillPath(path)}${query}`;
         for (const principal of principals) {
           if (principal.mutationsOnly && method === "get") continue;

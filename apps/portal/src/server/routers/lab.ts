@@ -9,7 +9,7 @@
 import { checkCompatibility } from "@ferry/engine";
 import { type Db, Prisma } from "@ferry/db";
 import { z } from "zod";
-import { findProject } from "../access.ts";
+import { type Need, authorize, findProject, visibleProjects } from "../access.ts";
 import { PortalError } from "../errors.ts";
 import { checkQuota, lockProject } from "../quota.ts";
 import { auditedProcedure, authedProcedure, createTRPCRouter, type PortalContext, type Viewer } from "../trpc.ts";
@@ -42,7 +42,7 @@ const versionView = z.object({
 });
 
 /** The lab template object every endpoint returns: its versions newest first. */
-const templateView = z.object({ id: z.string(), name: z.string(), ownerId: z.string(), createdAt: z.string(), versions: z.array(versionView) });
+const templateView = z.object({ id: z.string(), name: z.string(), ownerId: z.string(), projectId: z.string(), createdAt: z.string(), versions: z.array(versionView) });
 type TemplateView = z.infer<typeof templateView>;
 
 type TemplateRow = Prisma.LabTemplateGetPayload<{ include: { versions: true } }>;
@@ -52,6 +52,7 @@ function toTemplateView(template: TemplateRow): TemplateView {
     id: template.id,
     name: template.name,
     ownerId: template.ownerId,
+    projectId: template.projectId,
     createdAt: template.createdAt.toISOString(),
     versions: [...template.versions]
       .sort((a, b) => b.version - a.version)
@@ -74,13 +75,14 @@ function toTemplateView(template: TemplateRow): TemplateView {
   };
 }
 
-/** The viewer's template with this id; not_found for anyone else's, so ids cannot be probed. */
-async function findTemplate(db: Db, viewer: Viewer, templateId: string): Promise<TemplateRow> {
-  const template = await db.labTemplate.findUnique({ where: { id: templateId }, include: { versions: true } });
-  if (template === null || template.ownerId !== viewer.id) {
-    throw new PortalError("not_found", `no lab template with id "${templateId}" is yours; list your templates with GET /api/v1/templates`, { id: templateId });
-  }
-  return template;
+/** The template with this id if the viewer may do `need` in its project; not_found when they cannot see it, so ids cannot be probed. */
+async function findTemplate(db: Db, viewer: Viewer, templateId: string, need: Need): Promise<TemplateRow> {
+  const notFound = () => new PortalError("not_found", `no lab template with id "${templateId}" is visible to you; list them with GET /api/v1/templates`, { id: templateId });
+  const template = await db.labTemplate.findUnique({ where: { id: templateId }, include: { versions: true, project: { select: { id: true, organizationId: true } } } });
+  if (template === null) throw notFound();
+  await authorize(db, viewer, template.project, need, notFound);
+  const { project: _project, ...row } = template;
+  return row;
 }
 
 async function requestReconcile(ctx: PortalContext, vm: { id: string; generation: number }): Promise<void> {
@@ -143,8 +145,8 @@ export const labRouter = createTRPCRouter({
           if (count === 0) throw new PortalError("action_refused", `cannot publish vm ${vm.name}: it changed while the request was handled; look at its state and try again`, { id: vm.id });
         }
         const template =
-          (await tx.labTemplate.findFirst({ where: { ownerId: ctx.viewer.id, name: input.name } })) ??
-          (await tx.labTemplate.create({ data: { name: input.name, ownerId: ctx.viewer.id } }));
+          (await tx.labTemplate.findUnique({ where: { projectId_name: { projectId: vm.projectId, name: input.name } } })) ??
+          (await tx.labTemplate.create({ data: { name: input.name, ownerId: ctx.viewer.id, projectId: vm.projectId } }));
         const last = await tx.labTemplateVersion.aggregate({ where: { templateId: template.id }, _max: { version: true } });
         await tx.labTemplateVersion.create({
           data: {
@@ -162,16 +164,25 @@ export const labRouter = createTRPCRouter({
         return template.id;
       });
       await requestReconcile(ctx, { id: vm.id, generation: vm.generation + 1 });
-      return toTemplateView(await findTemplate(db, ctx.viewer, templateId));
+      return toTemplateView(await findTemplate(db, ctx.viewer, templateId, "read"));
     }),
 
   list: authedProcedure
-    .meta({ openapi: { method: "GET", path: "/templates", protect: true, tags: ["labs"], summary: "Your lab templates and their versions" } })
-    .input(z.strictObject({}).default({}))
-    .output(z.object({ items: z.array(templateView) }))
-    .query(async ({ ctx }) => {
-      const rows = await ctx.services.db.labTemplate.findMany({ where: { ownerId: ctx.viewer.id }, include: { versions: true }, orderBy: { createdAt: "desc" } });
-      return { items: rows.map(toTemplateView) };
+    .meta({ openapi: { method: "GET", path: "/templates", protect: true, tags: ["labs"], summary: "The lab templates of your projects (or of one) and their versions, newest first" } })
+    .input(z.strictObject({ projectId: id.optional(), limit: z.number().int().min(1).max(100).default(50), cursor: id.optional() }).default({ limit: 50 }))
+    .output(z.object({ items: z.array(templateView), nextCursor: z.string().nullable() }))
+    .query(async ({ ctx, input }) => {
+      const { db } = ctx.services;
+      if (input.projectId !== undefined) await findProject(db, ctx.viewer, input.projectId, "read");
+      const rows = await db.labTemplate.findMany({
+        where: { project: visibleProjects(ctx.viewer), ...(input.projectId ? { projectId: input.projectId } : {}) },
+        include: { versions: true },
+        orderBy: [{ createdAt: "desc" }, { id: "desc" }],
+        take: input.limit + 1,
+        ...(input.cursor ? { cursor: { id: input.cursor }, skip: 1 } : {}),
+      });
+      const items = rows.slice(0, input.limit).map(toTemplateView);
+      return { items, nextCursor: rows.length > input.limit ? (items.at(-1)?.id ?? null) : null };
     }),
 
   createInstance: auditedProcedure("template.instance")
@@ -188,7 +199,10 @@ export const labRouter = createTRPCRouter({
     .output(vmView)
     .mutation(async ({ ctx, input }) => {
       const { db } = ctx.services;
-      const template = await findTemplate(db, ctx.viewer, input.id);
+      const template = await findTemplate(db, ctx.viewer, input.id, "read");
+      // The clone goes to the project asked for (one the viewer may create vms in), else the template's.
+      const project = await findProject(db, ctx.viewer, input.projectId ?? template.projectId, "write");
+      ctx.audit.projectId = project.id;
       const ready = template.versions.filter((v) => v.status === "ready").sort((a, b) => b.version - a.version);
       const version = input.version === undefined ? ready[0] : template.versions.find((v) => v.version === input.version);
       if (version === undefined) {
@@ -207,12 +221,6 @@ export const labRouter = createTRPCRouter({
         });
       }
       await assertSomeWorkerCanRun(db, version);
-      // The clone goes to the project asked for, else the source vm's (it stays after the vm is deleted).
-      const source = await db.vm.findUnique({ where: { id: version.sourceVmId }, select: { projectId: true } });
-      const projectId = input.projectId ?? source?.projectId;
-      if (projectId === undefined) throw new PortalError("project_required", `say which project the clone goes to with "projectId"`);
-      const project = await findProject(db, ctx.viewer, projectId, "write");
-      ctx.audit.projectId = project.id;
       const vm = await db.$transaction(async (tx) => {
         await lockProject(tx, project.id);
         await checkQuota(tx, project, { vms: 1, vcpus: version.vcpus, memoryMiB: version.memoryMiB });
