@@ -43,8 +43,9 @@ export class Reconciler {
   /** Reconcile one vm now (a vm.reconcile job, or after one of its events). */
   reconcileVm(vmId: string): Promise<void> {
     return this.#serial(async () => {
-      const vm = await this.#options.db.vm.findUnique({ where: { id: vmId } });
-      if (vm) await this.#reconcile(vm, await this.#options.db.worker.findMany());
+      const { db } = this.#options;
+      const [vm, workers] = await Promise.all([db.vm.findUnique({ where: { id: vmId } }), db.worker.findMany()]);
+      if (vm) await this.#reconcile(vm, workers);
     });
   }
 
@@ -165,15 +166,17 @@ export class Reconciler {
       },
     });
     if (updated.count !== 1) return;
-    await this.#event(vm.id, "placement", `placed on worker ${placement.workerId}`, now);
     log.info({ vmId: vm.id, workerId: placement.workerId, generation: vm.generation }, "vm placed");
-    await this.#sendJob(placement.workerId, "vm.start", vm);
+    await Promise.all([this.#sendJob(placement.workerId, "vm.start", vm), this.#event(vm.id, "placement", `placed on worker ${placement.workerId}`, now)]);
   }
 
   /** A suspended vm: any compatible worker can fetch its guest state; the asked-for one if any. */
   async #placeResume(vm: Vm, workers: Worker[], now: Date): Promise<void> {
     const { db, log, workerTimeoutMs, cpuCheck } = this.#options;
-    const saved = vm.guestStateId ? await db.guestState.findUnique({ where: { id: vm.guestStateId }, select: { accelerator: true } }) : null;
+    const [saved, promised] = await Promise.all([
+      vm.guestStateId ? db.guestState.findUnique({ where: { id: vm.guestStateId }, select: { accelerator: true } }) : null,
+      this.#promised(workers),
+    ]);
     const placement = placeVm({
       vm: {
         vcpus: vm.vcpus,
@@ -184,7 +187,7 @@ export class Reconciler {
         accelerator: saved?.accelerator ?? vm.accelerator,
       },
       workers,
-      promised: await this.#promised(workers),
+      promised,
       now,
       workerTimeoutMs,
       cpuCheck,
@@ -213,9 +216,11 @@ export class Reconciler {
       },
     });
     if (updated.count !== 1) return;
-    await this.#event(vm.id, "placement", `resume placed on worker ${placement.workerId}`, now);
     log.info({ vmId: vm.id, workerId: placement.workerId, generation: vm.generation }, "vm resume placed");
-    await this.#sendJob(placement.workerId, "vm.resume", vm);
+    await Promise.all([
+      this.#sendJob(placement.workerId, "vm.resume", vm),
+      this.#event(vm.id, "placement", `resume placed on worker ${placement.workerId}`, now),
+    ]);
   }
 
   /** A running vm on a draining worker: live-migrate it to wherever fits (retried after a failure). */
@@ -245,9 +250,9 @@ export class Reconciler {
       },
     });
     if (updated.count !== 1 || vm.workerId === null) return;
+    const sent = this.#sendJob(vm.workerId, decision.job, vm);
     if (decision.resend) log.warn({ vmId: vm.id, state: vm.state, job: decision.job }, "transitional state outlived its deadline; job sent again");
-    else await this.#event(vm.id, "state", `${vm.state} → ${decision.state}: ${decision.job} sent to worker ${vm.workerId}`, now);
-    await this.#sendJob(vm.workerId, decision.job, vm);
+    await Promise.all([sent, decision.resend ? undefined : this.#event(vm.id, "state", `${vm.state} → ${decision.state}: ${decision.job} sent to worker ${vm.workerId}`, now)]);
   }
 
   async #mark(vm: Vm, decision: Extract<Decision, { kind: "mark" }>, now: Date): Promise<void> {
@@ -283,6 +288,8 @@ export class Reconciler {
     });
   }
 
+  // Sent side by side with the VmEvent that records it (its time is taken before): the worker
+  // starts a round trip sooner, and the log keeps its order.
   async #sendJob(workerId: string, name: WorkerJobName, vm: Vm): Promise<void> {
     const payload: VmJob = {
       vm: vmDefinitionOf(vm),
