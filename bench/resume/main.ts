@@ -10,6 +10,10 @@
 // - raw: `stop` + `migrate exec:zstd -1 > file` until zstd exits; QEMU started with
 //   `-incoming exec:zstd -dc file` until `cont`.
 //
+// The host is shared and its load moves: run i of raw QEMU and run i through the API go back
+// to back, so each ratio is also given as the median of the per-run ratios (pairedRatio)
+// beside the ratio of the medians. The state is polled every 5 ms (a GET, then a 5 ms pause).
+//
 // Targets for 256 MiB with S3: suspend ≤ 1 s and resume ≤ 1 s, each ≤ 3× raw. Prints JSON.
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
@@ -55,39 +59,34 @@ async function call(cluster: FerryCluster, method: string, route: string, body?:
   if (status >= 300) throw new Error(`${method} ${route} answered ${status}: ${JSON.stringify(answer)}`);
 }
 
-async function platformSeries(cluster: FerryCluster, memoryMiB: number) {
+/** A vm through the API, booted and settled; each cycle suspends and resumes it once. */
+async function platformGuest(cluster: FerryCluster, memoryMiB: number) {
   const created = await cluster.api<ApiVm>("POST", "/vms", { name: `bench-resume-${memoryMiB}`, image: "tiny", vcpus: 1, memoryMiB });
   if (created.status !== 201) throw new Error(`create answered ${created.status}: ${JSON.stringify(created.body)}`);
   const id = created.body.id;
   await waitFor(cluster, id, "running");
-  // Let the guest settle past its boot (its disk mounted, the ticks going).
-  await new Promise((resolve) => setTimeout(resolve, 3000));
-  const suspendMs: number[] = [];
-  const resumeMs: number[] = [];
-  const storedBytes: number[] = [];
-  const workers: string[] = [];
-  // One cycle first, not counted: the first calls after a start warm the portal, the
-  // controller and both workers (connections, compiled code paths), which a boot does not.
-  for (let i = -1; i < runs; i += 1) {
-    let t = now();
-    await call(cluster, "POST", `/vms/${id}/suspend`);
-    await waitFor(cluster, id, "suspended");
-    const suspendTook = now() - t;
-    const states = await cluster.api<{ items: Array<{ storedBytes: number; current: boolean }> }>("GET", `/vms/${id}/guest-states`);
-    t = now();
-    await call(cluster, "POST", `/vms/${id}/resume`);
-    const running = await waitFor(cluster, id, "running");
-    if (i >= 0) {
-      suspendMs.push(suspendTook);
-      resumeMs.push(now() - t);
-      storedBytes.push(states.body.items.find((s) => s.current)?.storedBytes ?? 0);
-      workers.push(running.workerId ?? "?");
-    }
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-  }
-  await call(cluster, "DELETE", `/vms/${id}`);
-  await waitFor(cluster, id, "deleted").catch(() => undefined);
-  return { suspendMs, resumeMs, storedBytes, resumedOn: workers };
+  return {
+    async cycle() {
+      let t = now();
+      await call(cluster, "POST", `/vms/${id}/suspend`);
+      await waitFor(cluster, id, "suspended");
+      const suspendMs = now() - t;
+      const states = await cluster.api<{ items: Array<{ storedBytes: number; current: boolean }> }>("GET", `/vms/${id}/guest-states`);
+      t = now();
+      await call(cluster, "POST", `/vms/${id}/resume`);
+      const running = await waitFor(cluster, id, "running");
+      return {
+        suspendMs,
+        resumeMs: now() - t,
+        storedBytes: states.body.items.find((s) => s.current)?.storedBytes ?? 0,
+        worker: running.workerId ?? "?",
+      };
+    },
+    async close() {
+      await call(cluster, "DELETE", `/vms/${id}`);
+      await waitFor(cluster, id, "deleted").catch(() => undefined);
+    },
+  };
 }
 
 // ── Raw QEMU to a local file ────────────────────────────────────────────────────────────
@@ -169,7 +168,8 @@ async function gone(pid: number): Promise<void> {
   }
 }
 
-async function rawSeries(memoryMiB: number) {
+/** The same guest under raw QEMU; each cycle saves it to a local file and restores it once. */
+async function rawGuest(memoryMiB: number) {
   const spec: VmSpec = {
     ...specForVm({ id: `bench-raw-${memoryMiB}`, vcpus: 1, memoryMiB, profile: "standard", cpuModel: "qemu64", image, vmDir: path.join(root, `raw-${memoryMiB}`) }),
     nics: [],
@@ -179,40 +179,81 @@ async function rawSeries(memoryMiB: number) {
   const { execFileSync } = await import("node:child_process");
   execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", spec.disks[0]!.base, "-F", "qcow2", spec.disks[0]!.overlay]);
   let q = await rawQemu(spec);
-  // Boot and settle like the platform's guest.
-  await new Promise((resolve) => setTimeout(resolve, 6000));
-  const saveMs: number[] = [];
-  const restoreMs: number[] = [];
-  const bytes: number[] = [];
-  for (let i = 0; i < runs; i += 1) {
-    const file = path.join(root, `raw-${memoryMiB}-${i}.zst`);
-    let t = now();
-    await q.cmd("stop");
-    const done = q.event("MIGRATION", (d) => d.status === "completed" || d.status === "failed");
-    await q.cmd("migrate", { uri: `exec:zstd -1 -T2 -q > ${file}` });
-    const compressor = childrenOf(q.child.pid!);
-    await done;
-    await Promise.all(compressor.map(gone));
-    saveMs.push(now() - t);
-    bytes.push(statSync(file).size);
-    await q.close();
-    t = now();
-    q = await rawQemu(spec, `exec:zstd -dc ${file}`);
-    const loaded = q.event("MIGRATION", (d) => d.status === "completed");
-    if (((await q.cmd("query-migrate")) as { status?: string }).status !== "completed") await loaded;
-    await q.cmd("cont");
-    restoreMs.push(now() - t);
-    rmSync(file);
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-  }
-  await q.close();
-  return { saveMs, restoreMs, bytes };
+  let i = 0;
+  return {
+    async cycle() {
+      const file = path.join(root, `raw-${memoryMiB}-${i++}.zst`);
+      let t = now();
+      await q.cmd("stop");
+      const done = q.event("MIGRATION", (d) => d.status === "completed" || d.status === "failed");
+      await q.cmd("migrate", { uri: `exec:zstd -1 -T2 -q > ${file}` });
+      const compressor = childrenOf(q.child.pid!);
+      await done;
+      await Promise.all(compressor.map(gone));
+      const saveMs = now() - t;
+      const bytes = statSync(file).size;
+      await q.close();
+      t = now();
+      q = await rawQemu(spec, `exec:zstd -dc ${file}`);
+      const loaded = q.event("MIGRATION", (d) => d.status === "completed");
+      if (((await q.cmd("query-migrate")) as { status?: string }).status !== "completed") await loaded;
+      await q.cmd("cont");
+      const restoreMs = now() - t;
+      rmSync(file);
+      return { saveMs, restoreMs, bytes };
+    },
+    close: () => q.close(),
+  };
 }
 
 // ── Run ─────────────────────────────────────────────────────────────────────────────────
 
 const summary = (xs: number[]) => ({ median: round(median(xs)), samples: xs.map((x) => round(x)) });
 const ratio = (a: number, b: number) => (b > 0 ? round(a / b, 2) : null);
+const pairedRatio = (platform: number[], raw: number[]) => ratio(median(platform.map((x, i) => x / raw[i]!)), 1);
+
+/** Raw QEMU and the platform, one cycle each in turn, after both guests booted and settled. */
+async function series(cluster: FerryCluster, memoryMiB: number) {
+  const raw = await rawGuest(memoryMiB);
+  const platform = await platformGuest(cluster, memoryMiB);
+  try {
+    // Let both guests settle past their boot (the disk mounted, the ticks going).
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    // One cycle first, not counted: the first calls after a start warm the portal, the
+    // controller and both workers (connections, compiled code paths), which a boot does not.
+    await platform.cycle();
+    const runsOf = { saveMs: [] as number[], restoreMs: [] as number[], bytes: [] as number[], suspendMs: [] as number[], resumeMs: [] as number[], storedBytes: [] as number[], resumedOn: [] as string[] };
+    for (let i = 0; i < runs; i += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const r = await raw.cycle();
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const p = await platform.cycle();
+      runsOf.saveMs.push(r.saveMs);
+      runsOf.restoreMs.push(r.restoreMs);
+      runsOf.bytes.push(r.bytes);
+      runsOf.suspendMs.push(p.suspendMs);
+      runsOf.resumeMs.push(p.resumeMs);
+      runsOf.storedBytes.push(p.storedBytes);
+      runsOf.resumedOn.push(p.worker);
+    }
+    return {
+      suspendMs: summary(runsOf.suspendMs),
+      resumeMs: summary(runsOf.resumeMs),
+      storedBytes: median(runsOf.storedBytes),
+      resumedOn: runsOf.resumedOn,
+      raw: { saveMs: summary(runsOf.saveMs), restoreMs: summary(runsOf.restoreMs), bytes: median(runsOf.bytes) },
+      vsRaw: {
+        suspend: ratio(median(runsOf.suspendMs), median(runsOf.saveMs)),
+        resume: ratio(median(runsOf.resumeMs), median(runsOf.restoreMs)),
+        suspendPaired: pairedRatio(runsOf.suspendMs, runsOf.saveMs),
+        resumePaired: pairedRatio(runsOf.resumeMs, runsOf.restoreMs),
+      },
+    };
+  } finally {
+    await platform.close();
+    await raw.close();
+  }
+}
 
 async function driverRun(driver: "folder" | "s3") {
   const s3 = driver === "s3" ? await startS3TestServer() : undefined;
@@ -229,21 +270,7 @@ async function driverRun(driver: "folder" | "s3") {
   const cluster = await startFerryCluster(env);
   const results: Record<string, unknown> = {};
   try {
-    for (const memoryMiB of sizes) {
-      const raw = await rawSeries(memoryMiB);
-      const platform = await platformSeries(cluster, memoryMiB);
-      results[`${memoryMiB}MiB`] = {
-        suspendMs: summary(platform.suspendMs),
-        resumeMs: summary(platform.resumeMs),
-        storedBytes: median(platform.storedBytes),
-        resumedOn: platform.resumedOn,
-        raw: { saveMs: summary(raw.saveMs), restoreMs: summary(raw.restoreMs), bytes: median(raw.bytes) },
-        vsRaw: {
-          suspend: ratio(median(platform.suspendMs), median(raw.saveMs)),
-          resume: ratio(median(platform.resumeMs), median(raw.restoreMs)),
-        },
-      };
-    }
+    for (const memoryMiB of sizes) results[`${memoryMiB}MiB`] = await series(cluster, memoryMiB);
   } finally {
     await cluster.stop();
     await s3?.close();
