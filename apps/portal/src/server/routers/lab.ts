@@ -11,17 +11,13 @@ import { type Db, Prisma } from "@ferry/db";
 import { z } from "zod";
 import { type Need, authorize, findProject, visibleProjects } from "../access.ts";
 import { PortalError } from "../errors.ts";
+import { displayName, recordId } from "../fields.ts";
 import { checkQuota, lockProject } from "../quota.ts";
-import { auditedProcedure, authedProcedure, createTRPCRouter, type PortalContext, type Viewer } from "../trpc.ts";
-import { findVm, toView, vmView } from "./vm.ts";
+import { auditedProcedure, authedProcedure, createTRPCRouter, type Viewer } from "../trpc.ts";
+import { findVm, requestReconcile, toView, vmView } from "./vm.ts";
 
-const id = z.string().min(1).max(100);
-const controlCharacters = /[\u0000-\u001f\u007f-\u009f]/;
-const name = z
-  .string()
-  .min(1, { error: "must be 1-63 characters" })
-  .max(63, { error: "must be 1-63 characters" })
-  .refine((value) => !controlCharacters.test(value), { error: "must not contain control characters (newline, tab, escape...)" });
+const id = recordId;
+const name = displayName;
 
 const versionView = z.object({
   id: z.string(),
@@ -83,15 +79,6 @@ async function findTemplate(db: Db, viewer: Viewer, templateId: string, need: Ne
   await authorize(db, viewer, template.project, need, notFound);
   const { project: _project, ...row } = template;
   return row;
-}
-
-async function requestReconcile(ctx: PortalContext, vm: { id: string; generation: number }): Promise<void> {
-  try {
-    await ctx.services.controllerQueue.add("vm.reconcile", { vmId: vm.id }, { jobId: `vm.reconcile.${vm.id}.${vm.generation}`, removeOnComplete: true, removeOnFail: 1000 });
-  } catch (error) {
-    // What is wanted is saved; the controller's periodic loop finds it, the job only hurries it.
-    ctx.services.log.warn({ err: error, vmId: vm.id }, "could not queue vm.reconcile; the controller's next loop will pick the vm up");
-  }
 }
 
 /** Refuse a golden point no online worker can load (CPU model, accelerator); with no worker online, placement waits. */

@@ -6,16 +6,12 @@ import { z } from "zod";
 import { type OrgRole, findProject, isOperator, orgRoles, requireOperator, roleAtLeast, roleIn, visibleProjects } from "../access.ts";
 import { revokeAccess } from "../access-revocation.ts";
 import { PortalError } from "../errors.ts";
+import { displayName, recordId } from "../fields.ts";
 import { quotaColumns, usageOf } from "../quota.ts";
 import { auditedProcedure, authedProcedure, createTRPCRouter, type PortalContext, type Viewer } from "../trpc.ts";
 
-const controlCharacters = /[\u0000-\u001f\u007f-\u009f]/;
-const name = z
-  .string()
-  .min(1, { error: "must be 1-63 characters" })
-  .max(63, { error: "must be 1-63 characters" })
-  .refine((value) => !controlCharacters.test(value), { error: "must not contain control characters (newline, tab, escape...)" });
-const id = z.string().min(1).max(100);
+const name = displayName;
+const id = recordId;
 const role = z.enum(orgRoles);
 const page = { limit: z.number().int().min(1).max(100).default(50), cursor: id.optional() };
 

@@ -6,10 +6,10 @@ import { type TokenScope, findProject, isOperator, roleAtLeast, scopesAllowed, t
 import { revokeAccess } from "../access-revocation.ts";
 import { apiTokenHash } from "../api-token.ts";
 import { PortalError } from "../errors.ts";
+import { displayName, recordId } from "../fields.ts";
 import { auditedProcedure, authedProcedure, createTRPCRouter } from "../trpc.ts";
 
-const controlCharacters = /[\u0000-\u001f\u007f-\u009f]/;
-const id = z.string().min(1).max(100);
+const id = recordId;
 
 const tokenView = z.object({
   id: z.string(),
@@ -45,11 +45,7 @@ export const tokenRouter = createTRPCRouter({
     .input(
       z.strictObject({
         projectId: id,
-        name: z
-          .string()
-          .min(1, { error: "must be 1-63 characters" })
-          .max(63, { error: "must be 1-63 characters" })
-          .refine((value) => !controlCharacters.test(value), { error: "must not contain control characters" }),
+        name: displayName,
         scopes: z.array(z.enum(tokenScopes)).min(1, { error: "name at least one scope" }).max(tokenScopes.length),
         expiresInDays: z.number().int().min(1, { error: "must be 1-365 days" }).max(365, { error: "must be 1-365 days" }).default(90),
       }),

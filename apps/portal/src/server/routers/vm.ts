@@ -8,21 +8,17 @@ import { signConsoleToken } from "@ferry/tokens";
 import { z } from "zod";
 import { guestImages, profileNames } from "../catalog.ts";
 import { PortalError } from "../errors.ts";
+import { displayName, recordId } from "../fields.ts";
 import { type Need, authorize, findProject, isOperator, visibleProjects } from "../access.ts";
 import { createOnce } from "../idempotency.ts";
 import { checkQuota, lockProject } from "../quota.ts";
 import { type AuditTarget, auditedProcedure, authedProcedure, createTRPCRouter, type PortalContext, type Viewer } from "../trpc.ts";
 import { desiredStateOf, refusalOf, type VmAction } from "../vm-actions.ts";
 
-const vmId = z.string().min(1).max(100);
-const controlCharacters = /[\u0000-\u001f\u007f-\u009f]/;
+const vmId = recordId;
 
 const createInput = z.strictObject({
-  name: z
-    .string()
-    .min(1, { error: "must be 1-63 characters" })
-    .max(63, { error: "must be 1-63 characters" })
-    .refine((name) => !controlCharacters.test(name), { error: "must not contain control characters (newline, tab, escape...)" }),
+  name: displayName,
   image: z.string().min(1).max(200),
   vcpus: z.number().int().min(1, { error: "must be between 1 and 16" }).max(16, { error: "must be between 1 and 16" }),
   memoryMiB: z.number().int().min(1).max(1_048_576),
@@ -123,7 +119,7 @@ async function projectForCreate(ctx: PortalContext & { viewer: Viewer }, asked: 
   );
 }
 
-async function requestReconcile(ctx: PortalContext, vm: { id: string; generation: number }): Promise<void> {
+export async function requestReconcile(ctx: PortalContext, vm: { id: string; generation: number }): Promise<void> {
   try {
     await ctx.services.controllerQueue.add(
       "vm.reconcile",

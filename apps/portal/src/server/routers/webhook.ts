@@ -7,10 +7,10 @@ import { newWebhookSalt, webhookSigningSecret } from "@ferry/tokens";
 import { z } from "zod";
 import { type Viewer, findProject } from "../access.ts";
 import { PortalError } from "../errors.ts";
+import { controlCharacters } from "../fields.ts";
 import { auditedProcedure, authedProcedure, createTRPCRouter } from "../trpc.ts";
 
 const id = z.string().min(1).max(100);
-const controlCharacters = /[\u0000-\u001f\u007f-\u009f]/;
 /** More would make every change of a vm fan out too far. */
 const maxWebhooksPerProject = 20;
 
