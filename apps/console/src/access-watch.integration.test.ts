@@ -3,25 +3,18 @@
 // behind the worker's relay, and two gateways: one that re-checks only when told (so a close
 // there proves the announcement worked) and one with the default periodic re-check and no
 // announcements at all.
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { createTestDatabase, createTestProject, type TestDatabase } from "@ferry/db/testing";
 import { type AccessRevokedMessage, redisKeys } from "@ferry/jobs";
 import { signConsoleToken } from "@ferry/tokens";
 import { Redis } from "ioredis";
-import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
-// The worker's relay is the gateway's real peer; apps don't import each other, tests may.
-import { startConsoleRelay, type ConsoleRelay } from "../../worker/src/console-relay.ts";
 import { accessRevokedCloseCode } from "./access-watch.ts";
 import type { ConsoleGateway } from "./gateway.ts";
-import { addWorkerRow, portalOrigin, RfbReader, startTestGateway, testServices, waitFor } from "./test-support.ts";
+import { addWorkerRow, portalOrigin, type RelayedGuest, RfbReader, startRelayedGuest, startTestGateway, testServices, waitFor } from "./test-support.ts";
 
-const { databaseServerUrl: serverUrl, redisUrl, imagesDir, qemuBinary } = testServices;
+const { databaseServerUrl: serverUrl, redisUrl } = testServices;
 
 const secret = "console-access-test-secret-0123456789";
 const prefix = `ferry-test-${randomUUID()}`;
@@ -31,9 +24,7 @@ const ownerId = "access-test-owner";
 
 let testDb: TestDatabase;
 let redis: Redis;
-let dir: string;
-let qemu: ChildProcess;
-let relay: ConsoleRelay;
+let relayedGuest: RelayedGuest;
 let organizationId: string;
 let projectId: string;
 /** Re-checks only on an announcement (and when a console opens): its periodic check is an hour away. */
@@ -111,39 +102,11 @@ beforeAll(async () => {
   testDb = await createTestDatabase(serverUrl);
   redis = new Redis(redisUrl);
 
-  dir = mkdtempSync(path.join(tmpdir(), "ferry-console-access-"));
-  const imageDir = path.join(imagesDir, "tiny");
-  const manifest = JSON.parse(readFileSync(path.join(imageDir, "manifest.json"), "utf8")) as Record<string, string>;
-  const vncSocket = path.join(dir, "vnc.sock");
-  qemu = spawn(
-    qemuBinary,
-    [
-      "-accel", "tcg", "-m", "256", "-nodefaults", "-vga", "std",
-      "-kernel", path.join(imageDir, manifest.kernel!),
-      "-initrd", path.join(imageDir, manifest.initrd!),
-      "-append", manifest.cmdline!,
-      "-vnc", `unix:${vncSocket}`,
-      "-serial", "null", "-monitor", "none",
-    ],
-    { stdio: ["ignore", "ignore", "pipe"] },
-  );
-  let stderr = "";
-  qemu.stderr!.on("data", (chunk) => (stderr += String(chunk)));
-  await waitFor("QEMU's VNC socket", () => existsSync(vncSocket) || qemu.exitCode !== null, 10_000);
-  expect(qemu.exitCode, stderr).toBeNull();
-
-  relay = await startConsoleRelay({
-    host: "127.0.0.1",
-    port: 0,
-    secret,
-    workerId,
-    vncSocketFor: (id) => (id === vmId ? vncSocket : undefined),
-    log: pino({ level: "silent" }),
-  });
+  relayedGuest = await startRelayedGuest({ secret, workerId, vmId });
 
   const { db } = testDb;
   await db.user.create({ data: { id: ownerId, name: "Access Owner", email: "access-owner@example.test" } });
-  await addWorkerRow(db, workerId, relay.address);
+  await addWorkerRow(db, workerId, relayedGuest.relay.address);
   ({ organizationId, projectId } = await createTestProject(db, ownerId));
   await db.vm.create({
     data: { id: vmId, name: "access-watched", ownerId, projectId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", state: "running", workerId },
@@ -163,14 +126,8 @@ afterAll(async () => {
   try {
     await announced.gateway?.close();
     await periodic.gateway?.close();
-    await relay?.close();
   } finally {
-    if (qemu && qemu.exitCode === null) {
-      const exited = new Promise((resolve) => qemu.once("exit", resolve));
-      qemu.kill("SIGKILL");
-      await exited;
-    }
-    rmSync(dir, { recursive: true, force: true });
+    await relayedGuest?.close();
     if (redis) {
       const keys = await redis.keys(`${prefix}*`);
       if (keys.length > 0) await redis.del(...keys);

@@ -1,24 +1,17 @@
 // The whole console path on real services: PostgreSQL (vm and worker rows), Redis (single
 // use), a tiny QEMU guest with its VNC on a unix socket, the worker's relay and the gateway,
 // driven by a websocket client that speaks just enough RFB to get a framebuffer update.
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { createTestDatabase, createTestProject, type TestDatabase } from "@ferry/db/testing";
 import { redisKeys } from "@ferry/jobs";
 import { signConsoleToken } from "@ferry/tokens";
 import { Redis } from "ioredis";
-import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
-// The worker's relay is the gateway's real peer; apps don't import each other, tests may.
-import { startConsoleRelay, type ConsoleRelay } from "../../worker/src/console-relay.ts";
 import type { ConsoleGateway } from "./gateway.ts";
-import { addWorkerRow, portalOrigin, RfbReader, startTestGateway, testServices, waitFor } from "./test-support.ts";
+import { addWorkerRow, portalOrigin, type RelayedGuest, RfbReader, startRelayedGuest, startTestGateway, testServices, waitFor } from "./test-support.ts";
 
-const { databaseServerUrl: serverUrl, redisUrl, imagesDir, qemuBinary } = testServices;
+const { databaseServerUrl: serverUrl, redisUrl } = testServices;
 
 const secret = "console-gateway-test-secret-0123456789";
 const prefix = `ferry-test-${randomUUID()}`;
@@ -29,9 +22,7 @@ const userId = "console-test-user";
 
 let testDb: TestDatabase;
 let redis: Redis;
-let dir: string;
-let qemu: ChildProcess;
-let relay: ConsoleRelay;
+let relayedGuest: RelayedGuest;
 let gateway: ConsoleGateway;
 let gatewayAddress: string;
 const logLines: string[] = [];
@@ -85,39 +76,11 @@ beforeAll(async () => {
   testDb = await createTestDatabase(serverUrl);
   redis = new Redis(redisUrl);
 
-  dir = mkdtempSync(path.join(tmpdir(), "ferry-console-"));
-  const imageDir = path.join(imagesDir, "tiny");
-  const manifest = JSON.parse(readFileSync(path.join(imageDir, "manifest.json"), "utf8")) as Record<string, string>;
-  const vncSocket = path.join(dir, "vnc.sock");
-  qemu = spawn(
-    qemuBinary,
-    [
-      "-accel", "tcg", "-m", "256", "-nodefaults", "-vga", "std",
-      "-kernel", path.join(imageDir, manifest.kernel!),
-      "-initrd", path.join(imageDir, manifest.initrd!),
-      "-append", manifest.cmdline!,
-      "-vnc", `unix:${vncSocket}`,
-      "-serial", "null", "-monitor", "none",
-    ],
-    { stdio: ["ignore", "ignore", "pipe"] },
-  );
-  let stderr = "";
-  qemu.stderr!.on("data", (chunk) => (stderr += String(chunk)));
-  await waitFor("QEMU's VNC socket", () => existsSync(vncSocket) || qemu.exitCode !== null, 10_000);
-  expect(qemu.exitCode, stderr).toBeNull();
-
-  relay = await startConsoleRelay({
-    host: "127.0.0.1",
-    port: 0,
-    secret,
-    workerId,
-    vncSocketFor: (vmId) => (vmId === runningVm ? vncSocket : undefined),
-    log: pino({ level: "silent" }),
-  });
+  relayedGuest = await startRelayedGuest({ secret, workerId, vmId: runningVm });
 
   const { db } = testDb;
   await db.user.create({ data: { id: userId, name: "Console Tester", email: "console@example.test" } });
-  await addWorkerRow(db, workerId, relay.address);
+  await addWorkerRow(db, workerId, relayedGuest.relay.address);
   const { projectId } = await createTestProject(db, userId);
   const vm = { ownerId: userId, projectId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64" };
   await db.vm.create({ data: { ...vm, id: runningVm, name: "console-running", state: "running", workerId } });
@@ -129,14 +92,8 @@ beforeAll(async () => {
 afterAll(async () => {
   try {
     await gateway?.close();
-    await relay?.close();
   } finally {
-    if (qemu && qemu.exitCode === null) {
-      const exited = new Promise((resolve) => qemu.once("exit", resolve));
-      qemu.kill("SIGKILL");
-      await exited;
-    }
-    rmSync(dir, { recursive: true, force: true });
+    await relayedGuest?.close();
     if (redis) {
       const keys = await redis.keys(`${prefix}:*`);
       if (keys.length > 0) await redis.del(...keys);
@@ -271,7 +228,7 @@ describe("console gateway", () => {
     if (!("ws" in opened)) throw new Error(`refused: ${JSON.stringify(opened.body)}`);
     expect((await opened.rfb.read(12)).toString("latin1")).toBe("RFB 003.008\n");
     const closed = new Promise<number>((resolve) => opened.ws.once("close", resolve));
-    await relay.close();
+    await relayedGuest.relay.close();
     expect(await closed).toBe(1000);
     expect((await health()).sessions).toBe(0);
   });

@@ -1,8 +1,13 @@
 // Support for the console integration tests: the services they run on, the gateway under test,
-// a websocket reader for the RFB stream it relays, and the worker row that points it at a relay.
+// a websocket reader for the RFB stream it relays, the worker row that points it at a relay, and
+// a tiny guest behind the worker's relay.
 import type { TestDatabase } from "@ferry/db/testing";
+import { startVncGuest } from "@ferry/engine/testing";
 import { pino } from "pino";
 import type { WebSocket } from "ws";
+
+// The worker's relay is the gateway's real peer; apps don't import each other, tests may.
+import { startConsoleRelay, type ConsoleRelay } from "../../worker/src/console-relay.ts";
 
 import { type ConsoleGateway, type ConsoleGatewayOptions, createConsoleGateway } from "./gateway.ts";
 
@@ -89,4 +94,38 @@ export async function addWorkerRow(db: TestDatabase["db"], id: string, consoleAd
       lastHeartbeatAt: now,
     },
   });
+}
+
+/** A tiny guest behind a worker's relay; `close` stops both. */
+export interface RelayedGuest {
+  relay: ConsoleRelay;
+  close(): Promise<void>;
+}
+
+/** Starts a tiny guest and worker `workerId`'s relay, which serves its display as vm `vmId`. */
+export async function startRelayedGuest(options: { secret: string; workerId: string; vmId: string }): Promise<RelayedGuest> {
+  const guest = await startVncGuest(testServices);
+  try {
+    const relay = await startConsoleRelay({
+      host: "127.0.0.1",
+      port: 0,
+      secret: options.secret,
+      workerId: options.workerId,
+      vncSocketFor: (id) => (id === options.vmId ? guest.vncSocket : undefined),
+      log: pino({ level: "silent" }),
+    });
+    return {
+      relay,
+      async close() {
+        try {
+          await relay.close();
+        } finally {
+          await guest.stop();
+        }
+      },
+    };
+  } catch (error) {
+    await guest.stop();
+    throw error;
+  }
 }

@@ -1,10 +1,7 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startVncGuest, type VncGuest } from "@ferry/engine/testing";
 import { signRelayTicket } from "@ferry/tokens";
 import { startConsoleRelay, type ConsoleRelay } from "./console-relay.ts";
 
@@ -14,17 +11,8 @@ const vmId = `vm-relay-${process.pid}`;
 const imagesDir = process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images";
 const qemuBinary = process.env.FERRY_QEMU_BINARY ?? "qemu-system-x86_64";
 
-let dir: string;
-let qemu: ChildProcess;
+let guest: VncGuest;
 let relay: ConsoleRelay;
-
-async function waitFor(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 /** Connect, send `payload`, and collect what comes back until `enough` or the relay closes. */
 function exchange(
@@ -54,32 +42,13 @@ function exchange(
 }
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), "ferry-relay-"));
-  const imageDir = path.join(imagesDir, "tiny");
-  const manifest = JSON.parse(readFileSync(path.join(imageDir, "manifest.json"), "utf8")) as Record<string, string>;
-  const vncSocket = path.join(dir, "vnc.sock");
-  qemu = spawn(
-    qemuBinary,
-    [
-      "-accel", "tcg", "-m", "256", "-nodefaults", "-vga", "std",
-      "-kernel", path.join(imageDir, manifest.kernel!),
-      "-initrd", path.join(imageDir, manifest.initrd!),
-      "-append", manifest.cmdline!,
-      "-vnc", `unix:${vncSocket}`,
-      "-serial", "null", "-monitor", "none",
-    ],
-    { stdio: ["ignore", "ignore", "pipe"] },
-  );
-  let stderr = "";
-  qemu.stderr!.on("data", (chunk) => (stderr += String(chunk)));
-  await waitFor(`QEMU's VNC socket ${vncSocket} (stderr: ${stderr})`, () => existsSync(vncSocket) || qemu.exitCode !== null, 10_000);
-  expect(qemu.exitCode, stderr).toBeNull();
+  guest = await startVncGuest({ imagesDir, qemuBinary });
   relay = await startConsoleRelay({
     host: "127.0.0.1",
     port: 0,
     secret,
     workerId,
-    vncSocketFor: (id) => (id === vmId ? vncSocket : undefined),
+    vncSocketFor: (id) => (id === vmId ? guest.vncSocket : undefined),
     log: pino({ level: "silent" }),
   });
 });
@@ -88,12 +57,7 @@ afterAll(async () => {
   try {
     await relay?.close();
   } finally {
-    if (qemu && qemu.exitCode === null) {
-      const exited = new Promise((resolve) => qemu.once("exit", resolve));
-      qemu.kill("SIGKILL");
-      await exited;
-    }
-    rmSync(dir, { recursive: true, force: true });
+    await guest?.stop();
   }
 });
 
