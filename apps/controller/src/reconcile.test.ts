@@ -6,7 +6,11 @@ import { type Decision, type WorkerLiveness, decide } from "./reconcile.ts";
 const now = new Date("2030-01-01T00:00:00Z");
 const secondsAgo = (s: number) => new Date(now.getTime() - s * 1000);
 
-function vm(desiredState: DesiredState, state: VmState, more: { workerId?: string | null; rebootSeq?: number; age?: number; operation?: string; guestStateId?: string } = {}) {
+function vm(
+  desiredState: DesiredState,
+  state: VmState,
+  more: { workerId?: string | null; rebootSeq?: number; age?: number; operation?: string; guestStateId?: string; sourceTemplateVersionId?: string } = {},
+) {
   return {
     id: "vm-1",
     desiredState,
@@ -16,6 +20,7 @@ function vm(desiredState: DesiredState, state: VmState, more: { workerId?: strin
     operation: more.operation ?? null,
     stateChangedAt: secondsAgo(more.age ?? 1),
     guestStateId: more.guestStateId ?? null,
+    sourceTemplateVersionId: more.sourceTemplateVersionId ?? null,
   };
 }
 
@@ -65,6 +70,30 @@ describe("decide", () => {
       vm("running", "booting"),
       "gone",
       mark("pending", "worker w1 stopped responding while the vm was booting; placing it again", true),
+    ],
+    [
+      "a lab clone running on a silent worker goes back to its golden point, not to a fresh boot",
+      vm("running", "running", { sourceTemplateVersionId: "v1" }),
+      "gone",
+      mark("suspended", "worker w1 stopped responding while the vm was running; it resumes from its template's golden point", true),
+    ],
+    [
+      "a lab clone resuming its golden point on a silent worker is placed from it again",
+      vm("running", "resuming", { sourceTemplateVersionId: "v1" }),
+      "gone",
+      mark("suspended", "worker w1 stopped responding while the vm was resuming; it resumes from its template's golden point", true),
+    ],
+    [
+      "a lab clone with a guest state of its own goes back to that state",
+      vm("running", "running", { sourceTemplateVersionId: "v1", guestStateId: "s2" }),
+      "gone",
+      mark("suspended", "worker w1 stopped responding while the vm was running; it resumes from its guest state s2", true),
+    ],
+    [
+      "a lab clone stopping on a silent worker is stopped",
+      vm("stopped", "stopping", { sourceTemplateVersionId: "v1" }),
+      "gone",
+      mark("stopped", "worker w1 stopped responding while the vm was stopping; the guest was lost", true),
     ],
     [
       "a vm stopping on a silent worker is stopped",

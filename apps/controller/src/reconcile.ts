@@ -15,6 +15,8 @@ export interface VmSnapshot {
   stateChangedAt: Date;
   /** the newest committed guest state (in object storage, resumable on any worker) */
   guestStateId: string | null;
+  /** set on a lab clone: the template version whose golden point it continues from */
+  sourceTemplateVersionId?: string | null;
 }
 
 /** The vm's worker: none assigned, heartbeating, or silent past the timeout (or offline). */
@@ -82,6 +84,11 @@ export function decide(vm: VmSnapshot, worker: WorkerLiveness, now: Date): Decis
     // half-written state (an upload without its manifest does not exist for a reader).
     if ((state === "suspending" || state === "resuming") && vm.guestStateId !== null) {
       return mark("suspended", `${lost}; it resumes from its guest state ${vm.guestStateId}`, true);
+    }
+    // A lab clone's disk lived on that worker, so booting it afresh would lose the point it
+    // continues from: it goes back to its newest guest state, else to its golden point.
+    if (vm.sourceTemplateVersionId && desired !== "stopped") {
+      return mark("suspended", `${lost}; it resumes from ${vm.guestStateId !== null ? `its guest state ${vm.guestStateId}` : "its template's golden point"}`, true);
     }
     if (desired === "running") return mark("pending", `${lost}; placing it again`, true);
     if (desired === "stopped") return mark("stopped", `${lost}; the guest was lost`, true);
