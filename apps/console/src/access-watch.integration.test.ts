@@ -4,7 +4,7 @@
 // there proves the announcement worked) and one with the default periodic re-check and no
 // announcements at all.
 import { randomUUID } from "node:crypto";
-import { createTestDatabase, createTestProject, type TestDatabase } from "@ferry/db/testing";
+import { createTestDatabase, createTestProject, createTestWorker, type TestDatabase } from "@ferry/db/testing";
 import { type AccessRevokedMessage, redisKeys } from "@ferry/jobs";
 import { signConsoleToken } from "@ferry/tokens";
 import { Redis } from "ioredis";
@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
 import { accessRevokedCloseCode } from "./access-watch.ts";
 import type { ConsoleGateway } from "./gateway.ts";
-import { addWorkerRow, portalOrigin, type RelayedGuest, RfbReader, startRelayedGuest, startTestGateway, testServices, waitFor } from "./test-support.ts";
+import { portalOrigin, type RelayedGuest, RfbReader, startRelayedGuest, startTestGateway, testServices, waitFor } from "./test-support.ts";
 
 const { databaseServerUrl: serverUrl, redisUrl } = testServices;
 
@@ -106,7 +106,7 @@ beforeAll(async () => {
 
   const { db } = testDb;
   await db.user.create({ data: { id: ownerId, name: "Access Owner", email: "access-owner@example.test" } });
-  await addWorkerRow(db, workerId, relayedGuest.relay.address);
+  await createTestWorker(db, workerId, { consoleAddress: relayedGuest.relay.address });
   ({ organizationId, projectId } = await createTestProject(db, ownerId));
   await db.vm.create({
     data: { id: vmId, name: "access-watched", ownerId, projectId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", state: "running", workerId },

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
-import { createTestDatabase, createTestProject, type TestDatabase } from "@ferry/db/testing";
+import { createTestDatabase, createTestProject, createTestWorker, type TestDatabase } from "@ferry/db/testing";
 import { Engine, loadImage, specForVm, type Vm, type VmSpec } from "@ferry/engine";
 import { redisKeys } from "@ferry/jobs";
 import { signConsoleToken } from "@ferry/tokens";
@@ -19,7 +19,7 @@ import { WebSocket } from "ws";
 // The worker's relay is the gateway's real peer; apps don't import each other, tests may.
 import { startConsoleRelay, type ConsoleRelay } from "../../worker/src/console-relay.ts";
 import type { ConsoleGateway } from "./gateway.ts";
-import { addWorkerRow, portalOrigin, RfbReader, startTestGateway, testServices, waitFor } from "./test-support.ts";
+import { portalOrigin, RfbReader, startTestGateway, testServices, waitFor } from "./test-support.ts";
 
 const { databaseServerUrl: serverUrl, redisUrl, imagesDir, qemuBinary } = testServices;
 
@@ -124,7 +124,7 @@ async function addWorker(db: TestDatabase["db"], workerId: string): Promise<void
     log: pino({ level: "silent" }),
   });
   relays.push(relay);
-  await addWorkerRow(db, workerId, relay.address);
+  await createTestWorker(db, workerId, { consoleAddress: relay.address });
 }
 
 beforeAll(async () => {

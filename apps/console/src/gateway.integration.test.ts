@@ -2,14 +2,14 @@
 // use), a tiny QEMU guest with its VNC on a unix socket, the worker's relay and the gateway,
 // driven by a websocket client that speaks just enough RFB to get a framebuffer update.
 import { randomUUID } from "node:crypto";
-import { createTestDatabase, createTestProject, type TestDatabase } from "@ferry/db/testing";
+import { createTestDatabase, createTestProject, createTestWorker, type TestDatabase } from "@ferry/db/testing";
 import { redisKeys } from "@ferry/jobs";
 import { signConsoleToken } from "@ferry/tokens";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
 import type { ConsoleGateway } from "./gateway.ts";
-import { addWorkerRow, portalOrigin, type RelayedGuest, RfbReader, startRelayedGuest, startTestGateway, testServices, waitFor } from "./test-support.ts";
+import { portalOrigin, type RelayedGuest, RfbReader, startRelayedGuest, startTestGateway, testServices, waitFor } from "./test-support.ts";
 
 const { databaseServerUrl: serverUrl, redisUrl } = testServices;
 
@@ -80,7 +80,7 @@ beforeAll(async () => {
 
   const { db } = testDb;
   await db.user.create({ data: { id: userId, name: "Console Tester", email: "console@example.test" } });
-  await addWorkerRow(db, workerId, relayedGuest.relay.address);
+  await createTestWorker(db, workerId, { consoleAddress: relayedGuest.relay.address });
   const { projectId } = await createTestProject(db, userId);
   const vm = { ownerId: userId, projectId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64" };
   await db.vm.create({ data: { ...vm, id: runningVm, name: "console-running", state: "running", workerId } });

@@ -1,7 +1,5 @@
 // Support for the console integration tests: the services they run on, the gateway under test,
-// a websocket reader for the RFB stream it relays, the worker row that points it at a relay, and
-// a tiny guest behind the worker's relay.
-import type { TestDatabase } from "@ferry/db/testing";
+// a websocket reader for the RFB stream it relays, and a tiny guest behind the worker's relay.
 import { startVncGuest } from "@ferry/engine/testing";
 import { pino } from "pino";
 import type { WebSocket } from "ws";
@@ -71,29 +69,6 @@ export class RfbReader {
     this.buffered = this.buffered.subarray(count);
     return out;
   }
-}
-
-/** Registers worker `id` as online with its relay at `consoleAddress`, as its heartbeat would. */
-export async function addWorkerRow(db: TestDatabase["db"], id: string, consoleAddress: string): Promise<void> {
-  const now = new Date();
-  await db.worker.create({
-    data: {
-      id,
-      hostname: "localhost",
-      consoleAddress,
-      vcpusTotal: 2,
-      memoryMiBTotal: 2048,
-      vcpusFree: 1,
-      memoryMiBFree: 1792,
-      accelerator: "tcg",
-      cpuVendor: "test",
-      cpuModelName: "test",
-      cpuFlags: [],
-      qemuVersion: "7.2.22",
-      startedAt: now,
-      lastHeartbeatAt: now,
-    },
-  });
 }
 
 /** A tiny guest behind a worker's relay; `close` stops both. */

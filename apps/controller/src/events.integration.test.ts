@@ -2,7 +2,7 @@
 import { randomUUID } from "node:crypto";
 
 import type { Db } from "@ferry/db";
-import { type TestDatabase, createTestDatabase, createTestProject } from "@ferry/db/testing";
+import { type TestDatabase, createTestDatabase, createTestProject, createTestWorker } from "@ferry/db/testing";
 import type { VmStateEvent } from "@ferry/jobs";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -23,27 +23,7 @@ beforeAll(async () => {
   ownerId = randomUUID();
   await db.user.create({ data: { id: ownerId, name: "Test", email: `${ownerId}@ferry.test` } });
   ({ projectId } = await createTestProject(db, ownerId));
-  const now = new Date();
-  for (const id of ["w1", "w2"]) {
-    await db.worker.create({
-      data: {
-        id,
-        hostname: "test",
-        consoleAddress: "127.0.0.1:1",
-        vcpusTotal: 2,
-        memoryMiBTotal: 1024,
-        vcpusFree: 2,
-        memoryMiBFree: 1024,
-        accelerator: "tcg",
-        cpuVendor: "GenuineIntel",
-        cpuModelName: "test",
-        cpuFlags: [],
-        qemuVersion: "7.2.22",
-        startedAt: new Date(now.getTime() - 60_000),
-        lastHeartbeatAt: now,
-      },
-    });
-  }
+  for (const id of ["w1", "w2"]) await createTestWorker(db, id);
 });
 
 afterAll(async () => {

@@ -6,7 +6,7 @@ import { type IncomingHttpHeaders, type Server, createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 
 import type { Db } from "@ferry/db";
-import { type TestDatabase, createTestDatabase, createTestProject } from "@ferry/db/testing";
+import { type TestDatabase, createTestDatabase, createTestProject, createTestWorker } from "@ferry/db/testing";
 import { type VmStateEvent, queueNames } from "@ferry/jobs";
 import { newWebhookSalt, webhookSigningSecret } from "@ferry/tokens";
 import { Queue } from "bullmq";
@@ -48,26 +48,13 @@ beforeAll(async () => {
   db = database.db;
   ownerId = randomUUID();
   await db.user.create({ data: { id: ownerId, name: "Test", email: `${ownerId}@ferry.test` } });
-  const now = new Date();
   for (const id of ["w1", "w2", "w-gone"]) {
-    await db.worker.create({
-      data: {
-        id,
-        status: id === "w-gone" ? "offline" : "online",
-        hostname: "test",
-        consoleAddress: "127.0.0.1:1",
-        vcpusTotal: 8,
-        memoryMiBTotal: 8192,
-        vcpusFree: 8,
-        memoryMiBFree: 8192,
-        accelerator: "tcg",
-        cpuVendor: "GenuineIntel",
-        cpuModelName: "test",
-        cpuFlags: [],
-        qemuVersion: "7.2.22",
-        startedAt: new Date(now.getTime() - 60_000),
-        lastHeartbeatAt: now,
-      },
+    await createTestWorker(db, id, {
+      status: id === "w-gone" ? "offline" : "online",
+      vcpusTotal: 8,
+      memoryMiBTotal: 8192,
+      vcpusFree: 8,
+      memoryMiBFree: 8192,
     });
   }
   receiver = createServer((request, response) => {

@@ -7,6 +7,7 @@ import { promisify } from "node:util";
 import pg from "pg";
 
 import { createDb, type Db } from "./client.ts";
+import type { Prisma } from "./generated/client.ts";
 
 const run = promisify(execFile);
 const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
@@ -95,4 +96,31 @@ export async function createTestProject(
     },
   });
   return { organizationId: organization.id, projectId: project.id };
+}
+
+/**
+ * Registers worker `id` as online, started a minute ago and heartbeating now, with a small TCG
+ * host's capacity unless `row` says otherwise; for tests that need a Worker row without a worker.
+ */
+export async function createTestWorker(db: Db, id: string, row: Partial<Omit<Prisma.WorkerUncheckedCreateInput, "id">> = {}): Promise<void> {
+  const now = new Date();
+  await db.worker.create({
+    data: {
+      id,
+      hostname: "test",
+      consoleAddress: "127.0.0.1:1",
+      vcpusTotal: 2,
+      memoryMiBTotal: 1024,
+      vcpusFree: 2,
+      memoryMiBFree: 1024,
+      accelerator: "tcg",
+      cpuVendor: "GenuineIntel",
+      cpuModelName: "test",
+      cpuFlags: [],
+      qemuVersion: "7.2.22",
+      startedAt: new Date(now.getTime() - 60_000),
+      lastHeartbeatAt: now,
+      ...row,
+    },
+  });
 }
