@@ -590,6 +590,7 @@ export class Vm extends EventEmitter {
     const digest = new DigestStream();
     let zstd: ChildProcess | undefined;
     let migrating = false;
+    let migrationEnded: Promise<unknown> | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
         server.once("error", reject);
@@ -601,6 +602,7 @@ export class Vm extends EventEmitter {
       await qmp.execute("stop");
       await this.#setMaxBandwidth(unlimitedBandwidth);
       const finished = handled(qmp.waitForEvent("MIGRATION", { timeoutMs, filter: terminalMigrationStatus }));
+      migrationEnded = finished;
       await qmp.execute("migrate", { uri: `unix:${socketPath}` });
       migrating = true;
       const [socket] = await connection;
@@ -623,7 +625,12 @@ export class Vm extends EventEmitter {
     } catch (error) {
       server.close();
       zstd?.kill("SIGKILL");
-      if (migrating) await qmp.execute("migrate_cancel").catch(() => undefined);
+      if (migrating) {
+        await qmp.execute("migrate_cancel").catch(() => undefined);
+        // A `cont` while QEMU is still finishing the save is refused ("Migration is not
+        // finalized yet") and would leave the guest paused: let the cancel land first.
+        await migrationEnded?.catch(() => undefined);
+      }
       if (!sink.destroyed) sink.destroy();
       if (!this.#qmp?.closed) {
         await qmp.execute("cont").catch(() => undefined);
