@@ -4,8 +4,8 @@
 //
 // QEMU's loader is not built for untrusted input: the manifest's signature is checked first,
 // then every part's sha256 before QEMU sees a byte of it. The memory stream flows into QEMU
-// part by part as each is verified (its first parts are fetched while the disk overlays land
-// and QEMU starts), and the guest runs only once the whole stream matched its sha256 too.
+// part by part as each is verified (its first parts are fetched while QEMU starts), and the
+// guest runs only once the whole stream matched its sha256 too.
 // A state that fails any check is refused: the vm stays `suspended`, with the reason naming
 // the part, and the state is left in storage for a person to look at.
 import { createWriteStream } from "node:fs";
@@ -53,20 +53,17 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
     if (missing.length > 0) throw new Error(`guest state ${source.ref.vmId}/${source.ref.stateId} has no overlay for disk(s) ${missing.join(", ")}`);
     const disks = spec.disks.map((disk) => ({ stream: metadata.disks[disk.id]!, file: join(staging, `${disk.id}.qcow2`) }));
     progress = progressOf(ctx, hosted, reader, ["memory", ...disks.map((disk) => disk.stream)]);
-    // Asked for now, so its first parts are fetched while the overlays land and QEMU starts.
-    // The engine checks the whole stream against its manifest: the store checks each part.
-    memory = reader.stream("memory", { wholeChecksum: false });
-    try {
-      await fetchVerified(reader, disks, progress);
-    } catch (error) {
-      memory.destroy();
-      throw error;
-    }
+    // The overlays first, alone: QEMU cannot start without them, and the memory's parts
+    // fetched beside them only slowed them down.
+    await fetchVerified(reader, disks, progress);
     // Every byte of the overlays checked: only now do they replace whatever disk this worker had.
     for (const disk of spec.disks) {
       await mkdir(dirname(disk.overlay), { recursive: true });
       await rename(join(staging, `${disk.id}.qcow2`), disk.overlay);
     }
+    // Asked for now, so its first parts are fetched while QEMU starts. The engine checks the
+    // whole stream against its manifest: the store checks each part.
+    memory = reader.stream("memory", { wholeChecksum: false });
   } catch (error) {
     await discardStaging(hosted.dir);
     await ctx.report(hosted, "suspended", { reason: `resume refused: ${(error as Error).message}`, refused: true });
