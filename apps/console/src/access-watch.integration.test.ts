@@ -4,7 +4,7 @@
 // there proves the announcement worked) and one with the default periodic re-check and no
 // announcements at all.
 import { randomUUID } from "node:crypto";
-import { createTestDatabase, createTestProject, createTestWorker, type TestDatabase } from "@ferry/db/testing";
+import { createTestDatabase, createTestProject, createTestVm, createTestWorker, type TestDatabase } from "@ferry/db/testing";
 import { type AccessRevokedMessage, redisKeys } from "@ferry/jobs";
 import { signConsoleToken } from "@ferry/tokens";
 import { Redis } from "ioredis";
@@ -108,9 +108,7 @@ beforeAll(async () => {
   await db.user.create({ data: { id: ownerId, name: "Access Owner", email: "access-owner@example.test" } });
   await createTestWorker(db, workerId, { consoleAddress: relayedGuest.relay.address });
   ({ organizationId, projectId } = await createTestProject(db, ownerId));
-  await db.vm.create({
-    data: { id: vmId, name: "access-watched", ownerId, projectId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", state: "running", workerId },
-  });
+  await createTestVm(db, { id: vmId, name: "access-watched", ownerId, projectId, state: "running", workerId });
 
   const started = await startTestGateway({ db, redis, prefix, secret, logLines: announced.logLines, accessCheckIntervalMs: 3_600_000 });
   Object.assign(announced, started);

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
-import { createTestDatabase, createTestProject, createTestWorker, type TestDatabase } from "@ferry/db/testing";
+import { createTestDatabase, createTestProject, createTestVm, createTestWorker, type TestDatabase } from "@ferry/db/testing";
 import { Engine, loadImage, specForVm, type Vm, type VmSpec } from "@ferry/engine";
 import { redisKeys } from "@ferry/jobs";
 import { signConsoleToken } from "@ferry/tokens";
@@ -142,9 +142,7 @@ beforeAll(async () => {
   // The shell on the console is up once the guest ticks.
   await guest.waitForSerial(/ferry-tick/, { timeoutMs: 30_000 });
   const { projectId } = await createTestProject(db, userId);
-  await db.vm.create({
-    data: { id: vmId, name: "console-mover", ownerId: userId, projectId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", state: "running", workerId: "source" },
-  });
+  await createTestVm(db, { id: vmId, name: "console-mover", ownerId: userId, projectId, state: "running", workerId: "source" });
   ({ gateway, address: gatewayAddress } = await startTestGateway({ db, redis, prefix, secret, logLines }));
 }, 60_000);
 

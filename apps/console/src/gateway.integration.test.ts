@@ -2,7 +2,7 @@
 // use), a tiny QEMU guest with its VNC on a unix socket, the worker's relay and the gateway,
 // driven by a websocket client that speaks just enough RFB to get a framebuffer update.
 import { randomUUID } from "node:crypto";
-import { createTestDatabase, createTestProject, createTestWorker, type TestDatabase } from "@ferry/db/testing";
+import { createTestDatabase, createTestProject, createTestVm, createTestWorker, type TestDatabase } from "@ferry/db/testing";
 import { redisKeys } from "@ferry/jobs";
 import { signConsoleToken } from "@ferry/tokens";
 import { Redis } from "ioredis";
@@ -82,9 +82,8 @@ beforeAll(async () => {
   await db.user.create({ data: { id: userId, name: "Console Tester", email: "console@example.test" } });
   await createTestWorker(db, workerId, { consoleAddress: relayedGuest.relay.address });
   const { projectId } = await createTestProject(db, userId);
-  const vm = { ownerId: userId, projectId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64" };
-  await db.vm.create({ data: { ...vm, id: runningVm, name: "console-running", state: "running", workerId } });
-  await db.vm.create({ data: { ...vm, id: stoppedVm, name: "console-stopped", state: "stopped", desiredState: "stopped" } });
+  await createTestVm(db, { ownerId: userId, projectId, id: runningVm, name: "console-running", state: "running", workerId });
+  await createTestVm(db, { ownerId: userId, projectId, id: stoppedVm, name: "console-stopped", state: "stopped", desiredState: "stopped" });
 
   ({ gateway, address: gatewayAddress } = await startTestGateway({ db, redis, prefix, secret, logLines, heartbeatIntervalMs: 300 }));
 });

@@ -2,7 +2,7 @@
 import { randomUUID } from "node:crypto";
 
 import type { Db } from "@ferry/db";
-import { type TestDatabase, createTestDatabase, createTestProject, createTestWorker } from "@ferry/db/testing";
+import { type TestDatabase, createTestDatabase, createTestProject, createTestVm, createTestWorker } from "@ferry/db/testing";
 import type { VmStateEvent } from "@ferry/jobs";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -31,22 +31,7 @@ afterAll(async () => {
 });
 
 async function vmOn(workerId: string, state: string, generation: number) {
-  return db.vm.create({
-    data: {
-      name: "vm",
-      ownerId,
-      projectId,
-      image: "tiny",
-      vcpus: 1,
-      memoryMiB: 256,
-      profile: "standard",
-      cpuModel: "qemu64",
-      state,
-      workerId,
-      generation,
-      operation: "start",
-    },
-  });
+  return createTestVm(db, { ownerId, projectId, state, workerId, generation, operation: "start" });
 }
 
 function event(vmId: string, more: Partial<VmStateEvent>): VmStateEvent {

@@ -6,7 +6,7 @@ import { type IncomingHttpHeaders, type Server, createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 
 import type { Db } from "@ferry/db";
-import { type TestDatabase, createTestDatabase, createTestProject, createTestWorker } from "@ferry/db/testing";
+import { type TestDatabase, createTestDatabase, createTestProject, createTestVm, createTestWorker } from "@ferry/db/testing";
 import { type VmStateEvent, queueNames } from "@ferry/jobs";
 import { newWebhookSalt, webhookSigningSecret } from "@ferry/tokens";
 import { Queue } from "bullmq";
@@ -124,9 +124,7 @@ async function project(): Promise<string> {
 }
 
 async function vmIn(projectId: string, state: string, more: { targetWorkerId?: string; workerId?: string | null; desiredState?: string } = {}) {
-  return db.vm.create({
-    data: { name: `vm-${randomUUID().slice(0, 6)}`, ownerId, projectId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", state, workerId: "w1", generation: 1, ...more },
-  });
+  return createTestVm(db, { name: `vm-${randomUUID().slice(0, 6)}`, ownerId, projectId, state, workerId: "w1", generation: 1, ...more });
 }
 
 /** What a worker sends when the vm changes state. */

@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import pg from "pg";
 
 import { createDb, type Db } from "./client.ts";
-import type { Prisma } from "./generated/client.ts";
+import type { Prisma, Vm } from "./generated/client.ts";
 
 const run = promisify(execFile);
 const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
@@ -122,5 +122,15 @@ export async function createTestWorker(db: Db, id: string, row: Partial<Omit<Pri
       lastHeartbeatAt: now,
       ...row,
     },
+  });
+}
+
+/** Creates a vm of the tiny image with 1 vCPU and 256 MiB (the schema's defaults for the rest) unless `row` says otherwise. */
+export async function createTestVm(
+  db: Db,
+  row: Pick<Prisma.VmUncheckedCreateInput, "ownerId" | "projectId"> & Partial<Prisma.VmUncheckedCreateInput>,
+): Promise<Vm> {
+  return db.vm.create({
+    data: { name: "vm", image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", ...row },
   });
 }
