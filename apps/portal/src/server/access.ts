@@ -76,6 +76,17 @@ export function visibleProjects(viewer: Viewer): { id?: string; organization?: {
   return isOperator(viewer) ? {} : { organization: { memberships: { some: { userId: viewer.id } } } };
 }
 
+/**
+ * The ids of the projects a viewer can see, or null for all of them (an operator). Read first
+ * so that lists filter on the indexed `projectId` column: a relation filter in the list query
+ * itself cost the vm list about three times as much (bench/api).
+ */
+export async function visibleProjectIds(db: Db, viewer: Viewer): Promise<string[] | null> {
+  if (isOperator(viewer)) return null;
+  const rows = await db.project.findMany({ where: visibleProjects(viewer), select: { id: true } });
+  return rows.map((row) => row.id);
+}
+
 /** The viewer's role in an organization, or null when they are not a member. */
 export async function roleIn(db: Db, viewer: Viewer, organizationId: string): Promise<OrgRole | null> {
   if (isOperator(viewer)) return "owner";

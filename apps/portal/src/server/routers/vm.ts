@@ -9,7 +9,7 @@ import { z } from "zod";
 import { guestImages, profileNames } from "../catalog.ts";
 import { PortalError } from "../errors.ts";
 import { displayName, recordId } from "../fields.ts";
-import { type Need, authorize, findProject, isOperator, visibleProjects } from "../access.ts";
+import { type Need, authorize, findProject, isOperator, visibleProjectIds } from "../access.ts";
 import { createOnce } from "../idempotency.ts";
 import { checkQuota, lockProject } from "../quota.ts";
 import { type AuditTarget, auditedProcedure, authedProcedure, createTRPCRouter, type PortalContext, type Viewer } from "../trpc.ts";
@@ -267,9 +267,10 @@ export const vmRouter = createTRPCRouter({
     .input(z.strictObject({ limit: z.number().int().min(1).max(100).default(50), cursor: vmId.optional(), projectId: z.string().min(1).max(100).optional() }).default({ limit: 50 }))
     .output(z.object({ items: z.array(vmView), nextCursor: z.string().nullable() }))
     .query(async ({ ctx, input }) => {
-      if (input.projectId !== undefined) await findProject(ctx.services.db, ctx.viewer, input.projectId, "read");
-      const rows = await ctx.services.db.vm.findMany({
-        where: { project: visibleProjects(ctx.viewer), ...(input.projectId ? { projectId: input.projectId } : {}), state: { not: "deleted" } },
+      const { db } = ctx.services;
+      const projectIds = input.projectId !== undefined ? [(await findProject(db, ctx.viewer, input.projectId, "read")).id] : await visibleProjectIds(db, ctx.viewer);
+      const rows = await db.vm.findMany({
+        where: { ...(projectIds === null ? {} : { projectId: { in: projectIds } }), state: { not: "deleted" } },
         orderBy: [{ createdAt: "desc" }, { id: "desc" }],
         take: input.limit + 1,
         ...(input.cursor ? { cursor: { id: input.cursor }, skip: 1 } : {}),
