@@ -13,6 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import { Engine, loadImage, specForVm, toQemuArgv, type GuestImage, type VmSpec } from "@ferry/engine";
 import { freePort } from "../lib/ferry-cluster.ts";
+import { childrenOf, gone } from "../lib/processes.ts";
 
 const RUNS = Math.max(5, Number(process.env.FERRY_BENCH_RUNS ?? 7));
 const imagesDir = process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images";
@@ -116,24 +117,6 @@ function waitForSerialLine(file: string, fromOffset: number, text: string): Prom
     const watcher = watch(file, check);
     check();
   });
-}
-
-/** The processes QEMU (main thread) has forked: the `exec:` migration's shell or zstd. */
-function childrenOf(pid: number): number[] {
-  return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
-}
-
-/** Resolves when `pid` has exited (gone or a zombie); /proc has no event for another's child. */
-async function gone(pid: number): Promise<void> {
-  for (;;) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) return;
-    } catch {
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
 }
 
 function sizeOf(file: string): number {

@@ -26,6 +26,7 @@ import { type VmSpec, loadImage, specForVm, toQemuArgv } from "@ferry/engine";
 import { startS3TestServer } from "@ferry/storage/testing";
 
 import { type FerryCluster, median, round, startFerryCluster } from "../lib/ferry-cluster.ts";
+import { childrenOf, gone } from "../lib/processes.ts";
 
 const runs = Math.max(5, Number(process.env.BENCH_RUNS ?? 5));
 const sizes = [256, 1024];
@@ -150,22 +151,6 @@ async function rawQemu(spec: VmSpec, incoming?: string): Promise<RawQemu> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
-}
-
-function childrenOf(pid: number): number[] {
-  return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
-}
-
-async function gone(pid: number): Promise<void> {
-  for (;;) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) return;
-    } catch {
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
 }
 
 /** The same guest under raw QEMU; each cycle saves it to a local file and restores it once. */
