@@ -17,7 +17,7 @@
 // Targets for 256 MiB with S3: suspend ≤ 1 s and resume ≤ 1 s, each ≤ 3× raw. Prints JSON.
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
