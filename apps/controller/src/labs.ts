@@ -10,13 +10,13 @@
 //    from there); one that runs is marked `operation: "reset"`, and here it goes `resuming`
 //    and its worker gets vm.reset (stop the guest, resume from the golden point).
 import type { Db } from "@ferry/db";
-import { type VmJob, type WorkerJobName, queueNames, workerJobId } from "@ferry/jobs";
-import { Queue } from "bullmq";
+import { type VmJob, type WorkerJobName, workerJobId } from "@ferry/jobs";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 
 import { isWorkerAlive } from "./placement.ts";
 import { vmDefinitionOf } from "./vm-definition.ts";
+import { WorkerQueues } from "./worker-queues.ts";
 
 /** The fields of a publishing template version the decision reads. */
 export interface PublishingVersion {
@@ -82,10 +82,11 @@ export interface LabsOptions {
 /** Drives publishing template versions to ready (or failed) and clone resets; once per reconcile pass. */
 export class Labs {
   readonly #options: LabsOptions;
-  readonly #queues = new Map<string, Queue>();
+  readonly #queues: WorkerQueues;
 
   constructor(options: LabsOptions) {
     this.#options = options;
+    this.#queues = new WorkerQueues({ redis: options.redis, prefix: options.prefix });
   }
 
   /** One pass: every publishing version, then every running clone asked to reset. */
@@ -145,19 +146,11 @@ export class Labs {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.#queues.values()].map((queue) => queue.close()));
+    await this.#queues.close();
   }
 
   async #send(workerId: string, name: WorkerJobName, payload: VmJob, options: { jobId: string }): Promise<void> {
-    await this.#queue(workerId).add(name, payload, { ...options, removeOnComplete: true, removeOnFail: true });
+    await this.#queues.of(workerId).add(name, payload, { ...options, removeOnComplete: true, removeOnFail: true });
   }
 
-  #queue(workerId: string): Queue {
-    let queue = this.#queues.get(workerId);
-    if (!queue) {
-      queue = new Queue(queueNames.worker(workerId), { connection: this.#options.redis, prefix: this.#options.prefix });
-      this.#queues.set(workerId, queue);
-    }
-    return queue;
-  }
 }

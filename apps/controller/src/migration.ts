@@ -25,12 +25,13 @@ import {
   receiveResult,
   redisKeys,
 } from "@ferry/jobs";
-import { type Job, Queue, QueueEvents } from "bullmq";
+import { type Job, QueueEvents } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 
 import { isWorkerAlive } from "./placement.ts";
 import { vmDefinitionOf } from "./vm-definition.ts";
+import { WorkerQueues } from "./worker-queues.ts";
 
 /** How long the target may take to start its incoming QEMU. */
 const receiveTimeoutMs = 30_000;
@@ -124,12 +125,13 @@ export class MigrationRunner {
   readonly #options: MigrationRunnerOptions;
   readonly #inFlight = new Map<string, Promise<void>>();
   readonly #failedAt = new Map<string, number>();
-  readonly #queues = new Map<string, Queue>();
+  readonly #queues: WorkerQueues;
   readonly #queueEvents = new Map<string, Promise<QueueEvents>>();
   readonly #connections: Redis[] = [];
 
   constructor(options: MigrationRunnerOptions) {
     this.#options = options;
+    this.#queues = new WorkerQueues({ redis: options.redis, prefix: options.prefix });
     this.settings = options.settings;
   }
 
@@ -152,7 +154,7 @@ export class MigrationRunner {
   /** Wait for migrations in flight, then close the queues. */
   async close(): Promise<void> {
     await Promise.all(this.#inFlight.values());
-    await Promise.all([...this.#queues.values()].map((q) => q.close()));
+    await this.#queues.close();
     await Promise.all([...this.#queueEvents.values()].map(async (events) => (await events).close()));
     for (const connection of this.#connections) connection.disconnect();
   }
@@ -264,7 +266,7 @@ export class MigrationRunner {
       generation: vm.generation,
       migration,
     };
-    return this.#queue(workerId).add(name, payload, {
+    return this.#queues.of(workerId).add(name, payload, {
       jobId: `${name}.${vm.id}.${migration.migrationId}`,
       // Each step is asked once: a retry could act on a migration that has moved on.
       attempts: 1,
@@ -273,14 +275,6 @@ export class MigrationRunner {
     });
   }
 
-  #queue(workerId: string): Queue {
-    let queue = this.#queues.get(workerId);
-    if (!queue) {
-      queue = new Queue(queueNames.worker(workerId), { connection: this.#options.redis, prefix: this.#options.prefix });
-      this.#queues.set(workerId, queue);
-    }
-    return queue;
-  }
 
   #events(workerId: string): Promise<QueueEvents> {
     let events = this.#queueEvents.get(workerId);

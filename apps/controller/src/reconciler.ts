@@ -3,8 +3,7 @@
 // generation, state and reboot counter it decided on, so a concurrent API update or a second
 // controller makes it a no-op instead of a wrong action; the next pass sees the new row.
 import { type Db, Prisma, type Vm, type Worker } from "@ferry/db";
-import { type VmJob, type VmState, type WorkerJobName, queueNames, workerJobId } from "@ferry/jobs";
-import { Queue } from "bullmq";
+import { type VmJob, type VmState, type WorkerJobName, workerJobId } from "@ferry/jobs";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 
@@ -13,6 +12,7 @@ import { type CpuCheck, type PromisedCapacity, placeVm } from "./placement.ts";
 import { type Decision, type VmSnapshot, type WorkerLiveness, decide, guestStates, transitionDeadlineMs } from "./reconcile.ts";
 import { vmDefinitionOf } from "./vm-definition.ts";
 import type { Webhooks } from "./webhooks.ts";
+import { WorkerQueues } from "./worker-queues.ts";
 
 export interface ReconcilerOptions {
   db: Db;
@@ -31,13 +31,14 @@ const transitionalStates = Object.keys(transitionDeadlineMs);
 /** Drives vms from their state to their desired state; one reconcile at a time per process. */
 export class Reconciler {
   readonly #options: ReconcilerOptions;
-  readonly #queues = new Map<string, Queue>();
+  readonly #queues: WorkerQueues;
   // Placement counts capacity promised to vms placed earlier; running reconciles one after
   // another keeps two placements from promising the same free memory twice.
   #chain: Promise<unknown> = Promise.resolve();
 
   constructor(options: ReconcilerOptions) {
     this.#options = options;
+    this.#queues = new WorkerQueues({ redis: options.redis, prefix: options.prefix });
   }
 
   /** Reconcile one vm now (a vm.reconcile job, or after one of its events). */
@@ -91,7 +92,7 @@ export class Reconciler {
 
   async close(): Promise<void> {
     await this.#chain;
-    await Promise.all([...this.#queues.values()].map((q) => q.close()));
+    await this.#queues.close();
   }
 
   #serial(work: () => Promise<void>): Promise<void> {
@@ -298,7 +299,7 @@ export class Reconciler {
     // The job id is stable per action and generation: a re-send while the first copy still
     // waits in the queue is dropped by BullMQ. Finished jobs are removed so a later re-send
     // (after a deadline) is delivered again.
-    await this.#queue(workerId).add(name, payload, {
+    await this.#queues.of(workerId).add(name, payload, {
       jobId: workerJobId(name, vm.id, vm.generation),
       removeOnComplete: true,
       removeOnFail: true,
@@ -307,14 +308,6 @@ export class Reconciler {
     });
   }
 
-  #queue(workerId: string): Queue {
-    let queue = this.#queues.get(workerId);
-    if (!queue) {
-      queue = new Queue(queueNames.worker(workerId), { connection: this.#options.redis, prefix: this.#options.prefix });
-      this.#queues.set(workerId, queue);
-    }
-    return queue;
-  }
 
   async #event(vmId: string, kind: string, message: string, at: Date): Promise<void> {
     await this.#options.db.vmEvent.create({ data: { vmId, kind, message, at } });
