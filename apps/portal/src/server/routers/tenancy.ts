@@ -3,7 +3,7 @@
 // and projects; quotas are the cluster admin's to set.
 import { Prisma } from "@ferry/db";
 import { z } from "zod";
-import { type OrgRole, findProject, isOperator, orgRoles, requireOperator, roleAtLeast, roleIn, visibleProjects } from "../access.ts";
+import { type OrgRole, findProject, isOperator, isOrgRole, orgRoles, requireOperator, roleAtLeast, roleIn, visibleProjects } from "../access.ts";
 import { revokeAccess } from "../access-revocation.ts";
 import { PortalError } from "../errors.ts";
 import { displayName, recordId } from "../fields.ts";
@@ -27,6 +27,12 @@ const projectView = z.object({
   usage: quotaView,
   createdAt: z.string(),
 });
+
+/** The role a list shows the viewer, from their membership rows (as `roleIn` decides it: an operator is an owner everywhere). */
+function listedRole(viewer: Viewer, memberships: { role: string }[]): OrgRole {
+  const own = memberships[0]?.role;
+  return isOperator(viewer) ? "owner" : own !== undefined && isOrgRole(own) ? own : "viewer";
+}
 
 /** The organization if the viewer is in it with at least `least`; not_found when they are not in it at all. */
 async function findOrganization(ctx: PortalContext & { viewer: Viewer }, organizationId: string, least: OrgRole) {
@@ -102,7 +108,9 @@ export const tenancyRouter = createTRPCRouter({
     .output(z.object({ items: z.array(organizationView), nextCursor: z.string().nullable() }))
     .query(async ({ ctx, input }) => {
       const { db } = ctx.services;
-      const where = ctx.viewer.token !== null && !isOperator(ctx.viewer) ? { projects: { some: { id: ctx.viewer.token.projectId } }, memberships: { some: { userId: ctx.viewer.id } } } : isOperator(ctx.viewer) ? {} : { memberships: { some: { userId: ctx.viewer.id } } };
+      const member = { memberships: { some: { userId: ctx.viewer.id } } };
+      // An operator sees every organization; a token only the one around its project.
+      const where = isOperator(ctx.viewer) ? {} : ctx.viewer.token !== null ? { ...member, projects: { some: { id: ctx.viewer.token.projectId } } } : member;
       const rows = await db.organization.findMany({
         where,
         include: { memberships: { where: { userId: ctx.viewer.id }, select: { role: true } } },
@@ -111,9 +119,7 @@ export const tenancyRouter = createTRPCRouter({
         ...(input.cursor ? { cursor: { id: input.cursor }, skip: 1 } : {}),
       });
       const items = rows.slice(0, input.limit).map((o) => {
-        const own = o.memberships[0]?.role;
-        const role: OrgRole = isOperator(ctx.viewer) ? "owner" : own === "owner" || own === "admin" || own === "member" ? own : "viewer";
-        return { id: o.id, name: o.name, role, createdAt: o.createdAt.toISOString() };
+        return { id: o.id, name: o.name, role: listedRole(ctx.viewer, o.memberships), createdAt: o.createdAt.toISOString() };
       });
       return { items, nextCursor: rows.length > input.limit ? (items.at(-1)?.id ?? null) : null };
     }),
@@ -211,11 +217,7 @@ export const tenancyRouter = createTRPCRouter({
       });
       const page = rows.slice(0, input.limit);
       const items = await Promise.all(
-        page.map(({ organization, ...project }) => {
-          const own = organization.memberships[0]?.role;
-          const role: OrgRole = isOperator(ctx.viewer) ? "owner" : own === "owner" || own === "admin" || own === "member" ? own : "viewer";
-          return projectWithUsage(ctx, project, role);
-        }),
+        page.map(({ organization, ...project }) => projectWithUsage(ctx, project, listedRole(ctx.viewer, organization.memberships))),
       );
       return { items, nextCursor: rows.length > input.limit ? (items.at(-1)?.id ?? null) : null };
     }),
