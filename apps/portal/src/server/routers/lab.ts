@@ -9,7 +9,7 @@
 import { checkCompatibility } from "@ferry/engine";
 import { type Db, Prisma } from "@ferry/db";
 import { z } from "zod";
-import { type Need, authorize, findProject, visibleProjects } from "../access.ts";
+import { type Need, authorize, findProject, visibleProjectIds } from "../access.ts";
 import { PortalError } from "../errors.ts";
 import { displayName, recordId } from "../fields.ts";
 import { checkQuota, lockProject } from "../quota.ts";
@@ -160,9 +160,9 @@ export const labRouter = createTRPCRouter({
     .output(z.object({ items: z.array(templateView), nextCursor: z.string().nullable() }))
     .query(async ({ ctx, input }) => {
       const { db } = ctx.services;
-      if (input.projectId !== undefined) await findProject(db, ctx.viewer, input.projectId, "read");
+      const projectIds = input.projectId !== undefined ? [(await findProject(db, ctx.viewer, input.projectId, "read")).id] : await visibleProjectIds(db, ctx.viewer);
       const rows = await db.labTemplate.findMany({
-        where: { project: visibleProjects(ctx.viewer), ...(input.projectId ? { projectId: input.projectId } : {}) },
+        where: projectIds === null ? {} : { projectId: { in: projectIds } },
         include: { versions: true },
         orderBy: [{ createdAt: "desc" }, { id: "desc" }],
         take: input.limit + 1,
