@@ -5,22 +5,20 @@
 //
 // Runs chain to save boots: a guest is booted once per series, then saved → restored →
 // saved again (or migrated back and forth), so each save starts from a live guest.
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { once } from "node:events";
+import { execFileSync } from "node:child_process";
 import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, watch, writeFileSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { Engine, loadImage, specForVm, toQemuArgv, type GuestImage, type VmSpec } from "@ferry/engine";
+import { Engine, loadImage, specForVm, type GuestImage, type VmSpec } from "@ferry/engine";
 import { freePort } from "../lib/ferry-cluster.ts";
 import { childrenOf, gone } from "../lib/processes.ts";
+import { type RawQemu, killRawQemus, startRawQemu } from "../lib/raw-qemu.ts";
 
 const RUNS = Math.max(5, Number(process.env.FERRY_BENCH_RUNS ?? 7));
 const imagesDir = process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images";
 const root = mkdtempSync(path.join(os.tmpdir(), "ferry-bench-engine-"));
 const image: GuestImage = await loadImage(imagesDir, "tiny");
 const engine = await Engine.open({ runDir: path.join(root, "run"), accelerator: "tcg" });
-const rawProcesses = new Set<ChildProcess>();
 let vmCounter = 0;
 
 function spec(memoryMiB: number): VmSpec {
@@ -39,71 +37,6 @@ const median = (xs: number[]) => {
 };
 const round = (x: number) => Math.round(x * 10) / 10;
 const now = () => performance.now();
-
-// --- raw QEMU: spawn and a bare QMP socket --------------------------------------------------
-
-interface RawQemu {
-  child: ChildProcess;
-  cmd: (execute: string, args?: Record<string, unknown>) => Promise<any>;
-  event: (name: string, match?: (data: any) => boolean) => Promise<any>;
-  close: () => Promise<void>;
-}
-
-async function rawQemu(s: VmSpec, incoming?: string): Promise<RawQemu> {
-  const dir = path.join(root, "raw", `${s.id}-${Date.now()}`);
-  mkdirSync(dir, { recursive: true });
-  const qmpSocket = path.join(dir, "qmp.sock");
-  // The same migration defaults the engine starts QEMU with: MIGRATION events on, no 128 MiB/s cap.
-  const argv = [
-    ...toQemuArgv(s, { accelerator: "tcg", qmpSocket, pidFile: path.join(dir, "qemu.pid"), ...(incoming ? { incoming } : {}) }),
-    ...["-global", "migration.x-events=on", "-global", `migration.x-max-bandwidth=${2 ** 40}`],
-  ];
-  const child = spawn("qemu-system-x86_64", argv, { stdio: "ignore" });
-  rawProcesses.add(child);
-  child.once("exit", () => rawProcesses.delete(child));
-  let socket: net.Socket | undefined;
-  while (!socket) {
-    socket = await new Promise<net.Socket | undefined>((resolve) => {
-      const c = net.createConnection(qmpSocket, () => resolve(c));
-      c.once("error", () => setTimeout(() => resolve(undefined), 5));
-    });
-  }
-  const waiting: Array<(msg: any) => boolean> = [];
-  let buffer = "";
-  socket.setEncoding("utf8");
-  socket.on("data", (chunk: string) => {
-    buffer += chunk;
-    let i: number;
-    while ((i = buffer.indexOf("\n")) >= 0) {
-      const msg = JSON.parse(buffer.slice(0, i));
-      buffer = buffer.slice(i + 1);
-      const idx = waiting.findIndex((w) => w(msg));
-      if (idx >= 0) waiting.splice(idx, 1);
-    }
-  });
-  const next = (pred: (msg: any) => boolean) =>
-    new Promise<any>((resolve) => waiting.push((msg) => (pred(msg) ? (resolve(msg), true) : false)));
-  await next((m) => "QMP" in m);
-  const cmd = async (execute: string, args?: Record<string, unknown>) => {
-    const reply = next((m) => "return" in m || "error" in m);
-    socket!.write(`${JSON.stringify(args ? { execute, arguments: args } : { execute })}\n`);
-    const msg = await reply;
-    if (msg.error) throw new Error(`${execute}: ${msg.error.desc}`);
-    return msg.return;
-  };
-  await cmd("qmp_capabilities");
-  return {
-    child,
-    cmd,
-    event: (name, match = () => true) => next((m) => m.event === name && match(m.data)),
-    close: async () => {
-      socket!.destroy();
-      child.kill("SIGKILL");
-      if (child.exitCode === null && child.signalCode === null) await once(child, "exit");
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 function waitForSerialLine(file: string, fromOffset: number, text: string): Promise<void> {
   return new Promise((resolve) => {
@@ -145,7 +78,7 @@ async function bootRaw(): Promise<number> {
   mkdirSync(path.dirname(s.disks[0]!.overlay), { recursive: true });
   execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", s.disks[0]!.base, "-F", "qcow2", s.disks[0]!.overlay]);
   writeFileSync(s.serial.logFile, "");
-  const q = await rawQemu(s);
+  const q = await startRawQemu(root, s);
   await waitForSerialLine(s.serial.logFile, 0, image.bootMarker);
   const ms = now() - t;
   await q.close();
@@ -165,7 +98,7 @@ async function rawGuest(s: VmSpec): Promise<RawQemu> {
   mkdirSync(path.dirname(s.disks[0]!.overlay), { recursive: true });
   execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", s.disks[0]!.base, "-F", "qcow2", s.disks[0]!.overlay]);
   writeFileSync(s.serial.logFile, "");
-  const q = await rawQemu(s);
+  const q = await startRawQemu(root, s);
   await waitForSerialLine(s.serial.logFile, 0, "ferry-tick 1 ");
   return q;
 }
@@ -241,10 +174,10 @@ async function saveRestoreRaw(memoryMiB: number): Promise<Series<SaveRestore>> {
       await q.close();
       const bytes = sizeOf(file);
       t = now();
-      q = await rawQemu(base, `exec:zstd -dc ${file}`);
+      q = await startRawQemu(root, base, `exec:zstd -dc ${file}`);
       // The load starts with QEMU, before QMP is connected: it may be over already.
       const loaded = q.event("MIGRATION", (d) => d.status === "completed");
-      if ((await q.cmd("query-migrate")).status !== "completed") await loaded;
+      if (((await q.cmd("query-migrate")) as { status?: string }).status !== "completed") await loaded;
       await q.cmd("cont");
       const restoreMs = now() - t;
       rmSync(file);
@@ -286,15 +219,15 @@ async function migrateRaw(): Promise<Series<Migration>> {
   return {
     step: async () => {
       const port = await freePort();
-      const dst = await rawQemu(withSerial(base, `raw-m${run++}`), `tcp:127.0.0.1:${port}`);
+      const dst = await startRawQemu(root, withSerial(base, `raw-m${run++}`), `tcp:127.0.0.1:${port}`);
       const dstDone = dst.event("MIGRATION", (d) => d.status === "completed");
       await q.cmd("migrate-set-parameters", { "downtime-limit": 50, "max-bandwidth": 2 ** 40 });
       const done = q.event("MIGRATION", (d) => d.status === "completed" || d.status === "failed");
       await q.cmd("migrate", { uri: `tcp:127.0.0.1:${port}` });
       await done;
       // The figures are final once the source is in postmigrate (QEMU 7.2, QEMU-NOTES).
-      while ((await q.cmd("query-status")).status !== "postmigrate");
-      const info = await q.cmd("query-migrate");
+      while (((await q.cmd("query-status")) as { status?: string }).status !== "postmigrate");
+      const info = (await q.cmd("query-migrate")) as { downtime: number; "total-time": number };
       await dstDone;
       await q.close();
       q = dst;
@@ -393,6 +326,6 @@ try {
   console.log(JSON.stringify(report, null, 2));
 } finally {
   await engine.shutdown({ graceMs: 0 });
-  for (const child of rawProcesses) child.kill("SIGKILL");
+  killRawQemus();
   rmSync(root, { recursive: true, force: true });
 }

@@ -15,18 +15,17 @@
 // beside the ratio of the medians. The state is polled every 5 ms (a GET, then a 5 ms pause).
 //
 // Targets for 256 MiB with S3: suspend ≤ 1 s and resume ≤ 1 s, each ≤ 3× raw. Prints JSON.
-import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
+import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 
-import { type VmSpec, loadImage, specForVm, toQemuArgv } from "@ferry/engine";
+import { type VmSpec, loadImage, specForVm } from "@ferry/engine";
 import { startS3TestServer } from "@ferry/storage/testing";
 
 import { type FerryCluster, median, round, startFerryCluster } from "../lib/ferry-cluster.ts";
 import { childrenOf, gone } from "../lib/processes.ts";
+import { startRawQemu } from "../lib/raw-qemu.ts";
 
 const runs = Math.max(5, Number(process.env.BENCH_RUNS ?? 5));
 const sizes = [256, 1024];
@@ -92,67 +91,6 @@ async function platformGuest(cluster: FerryCluster, memoryMiB: number) {
 
 // ── Raw QEMU to a local file ────────────────────────────────────────────────────────────
 
-interface RawQemu {
-  child: ChildProcess;
-  cmd: (execute: string, args?: Record<string, unknown>) => Promise<unknown>;
-  event: (name: string, match?: (data: { status?: string }) => boolean) => Promise<unknown>;
-  close: () => Promise<void>;
-}
-
-async function rawQemu(spec: VmSpec, incoming?: string): Promise<RawQemu> {
-  const dir = path.join(root, "raw", `${spec.id}-${Date.now()}`);
-  mkdirSync(dir, { recursive: true });
-  const qmpSocket = path.join(dir, "qmp.sock");
-  // The migration defaults the engine uses: MIGRATION events on, no 128 MiB/s cap.
-  const argv = [
-    ...toQemuArgv(spec, { accelerator: "tcg", qmpSocket, pidFile: path.join(dir, "qemu.pid"), ...(incoming ? { incoming } : {}) }),
-    ...["-global", "migration.x-events=on", "-global", `migration.x-max-bandwidth=${2 ** 40}`],
-  ];
-  const child = spawn("qemu-system-x86_64", argv, { stdio: "ignore" });
-  let socket: net.Socket | undefined;
-  while (!socket) {
-    socket = await new Promise<net.Socket | undefined>((resolve) => {
-      const c = net.createConnection(qmpSocket, () => resolve(c));
-      c.once("error", () => setTimeout(() => resolve(undefined), 5));
-    });
-  }
-  type Message = { QMP?: unknown; return?: unknown; error?: { desc: string }; event?: string; data?: { status?: string } };
-  const waiting: Array<(msg: Message) => boolean> = [];
-  let buffer = "";
-  socket.setEncoding("utf8");
-  socket.on("data", (chunk: string) => {
-    buffer += chunk;
-    let i: number;
-    while ((i = buffer.indexOf("\n")) >= 0) {
-      const msg = JSON.parse(buffer.slice(0, i)) as Message;
-      buffer = buffer.slice(i + 1);
-      const index = waiting.findIndex((w) => w(msg));
-      if (index >= 0) waiting.splice(index, 1);
-    }
-  });
-  const next = (pred: (msg: Message) => boolean) => new Promise<Message>((resolve) => waiting.push((msg) => (pred(msg) ? (resolve(msg), true) : false)));
-  await next((m) => "QMP" in m);
-  const cmd = async (execute: string, args?: Record<string, unknown>) => {
-    const reply = next((m) => "return" in m || "error" in m);
-    socket!.write(`${JSON.stringify(args ? { execute, arguments: args } : { execute })}\n`);
-    const msg = await reply;
-    if (msg.error) throw new Error(`${execute}: ${msg.error.desc}`);
-    return msg.return;
-  };
-  await cmd("qmp_capabilities");
-  return {
-    child,
-    cmd,
-    event: (name, match = () => true) => next((m) => m.event === name && match(m.data ?? {})),
-    close: async () => {
-      socket!.destroy();
-      child.kill("SIGKILL");
-      if (child.exitCode === null && child.signalCode === null) await once(child, "exit");
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
 /** The same guest under raw QEMU; each cycle saves it to a local file and restores it once. */
 async function rawGuest(memoryMiB: number) {
   const spec: VmSpec = {
@@ -161,9 +99,8 @@ async function rawGuest(memoryMiB: number) {
     display: null,
   };
   mkdirSync(path.dirname(spec.disks[0]!.overlay), { recursive: true });
-  const { execFileSync } = await import("node:child_process");
   execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", spec.disks[0]!.base, "-F", "qcow2", spec.disks[0]!.overlay]);
-  let q = await rawQemu(spec);
+  let q = await startRawQemu(root, spec);
   let i = 0;
   return {
     async cycle() {
@@ -179,7 +116,7 @@ async function rawGuest(memoryMiB: number) {
       const bytes = statSync(file).size;
       await q.close();
       t = now();
-      q = await rawQemu(spec, `exec:zstd -dc ${file}`);
+      q = await startRawQemu(root, spec, `exec:zstd -dc ${file}`);
       const loaded = q.event("MIGRATION", (d) => d.status === "completed");
       if (((await q.cmd("query-migrate")) as { status?: string }).status !== "completed") await loaded;
       await q.cmd("cont");
