@@ -2,7 +2,9 @@
 // An instructor's vm is published as a lab template; then, for each size N, N clones are asked
 // for at once and timed until every clone's console shows its first frame (running, console
 // opened through the gateway), and the same N vms booted cold from the image are timed the
-// same way. QEMU's resident memory (VmRSS) per instance is read while all N run.
+// same way. QEMU's memory per instance is read while all N run: resident (VmRSS), and from
+// /proc/<pid>/smaps_rollup its proportional share (Pss: pages shared with other QEMUs, such as
+// a golden point's memory file, counted once across them) and its private pages.
 //
 // BENCH_LAB_SIZES: comma-separated sizes (default 10,30). Prints JSON.
 import { execFileSync } from "node:child_process";
@@ -32,11 +34,13 @@ interface Run {
   /** each instance: from the first request to its console's first frame */
   medianReadyMs: number;
   medianRssMiB: number;
+  medianPssMiB: number;
+  medianPrivateMiB: number;
   workers: Record<string, number>;
 }
 
 const sizes = (process.env.BENCH_LAB_SIZES ?? "10,30").split(",").map(Number);
-const memoryMiB = 256;
+const guestMemoryMiB = 256;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function api<T>(cluster: FerryCluster, method: string, path: string, body?: unknown, expected = [200, 201]): Promise<T> {
@@ -68,13 +72,14 @@ async function consoleReady(cluster: FerryCluster, id: string): Promise<{ at: nu
   }
 }
 
-function rssMiB(vmId: string): number {
+function memoryMiB(vmId: string): { rss: number; pss: number; private: number } {
   const line = execFileSync("ps", ["-eo", "pid=,args="], { encoding: "utf8" })
     .split("\n")
     .find((l) => l.includes("qemu-system") && l.includes(vmId) && !l.includes("setpriv"));
   if (!line) throw new Error(`no QEMU process for vm ${vmId}`);
-  const status = readFileSync(`/proc/${line.trim().split(/\s+/)[0]}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
+  const rollup = readFileSync(`/proc/${line.trim().split(/\s+/)[0]}/smaps_rollup`, "utf8");
+  const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(rollup)![1]) / 1024;
+  return { rss: field("Rss"), pss: field("Pss"), private: field("Private_Clean") + field("Private_Dirty") };
 }
 
 /** Ask for `n` vms at once with `create`, time every console, read memory, then delete them. */
@@ -86,7 +91,7 @@ async function measure(cluster: FerryCluster, n: number, create: (i: number) => 
   const outcomes = await Promise.allSettled(vms.map((vm) => consoleReady(cluster, vm.id)));
   const ready = outcomes.flatMap((outcome) => (outcome.status === "fulfilled" ? [outcome.value] : []));
   const failed = outcomes.flatMap((outcome) => (outcome.status === "rejected" ? [(outcome.reason as Error).message.replace(/^vm \S+ /, "")] : []));
-  const rss = vms.flatMap((vm, i) => (outcomes[i]!.status === "fulfilled" ? [rssMiB(vm.id)] : []));
+  const memory = vms.flatMap((vm, i) => (outcomes[i]!.status === "fulfilled" ? [memoryMiB(vm.id)] : []));
   const workers: Record<string, number> = {};
   for (const { workerId } of ready) workers[workerId] = (workers[workerId] ?? 0) + 1;
   await Promise.all(vms.map((vm) => api(cluster, "DELETE", `/vms/${vm.id}`)));
@@ -98,7 +103,9 @@ async function measure(cluster: FerryCluster, n: number, create: (i: number) => 
     failed: [...new Set(failed)],
     allReadyMs: round(Math.max(...ready.map((r) => r.at)) - started),
     medianReadyMs: round(median(ready.map((r) => r.at - started))),
-    medianRssMiB: round(median(rss)),
+    medianRssMiB: round(median(memory.map((m) => m.rss))),
+    medianPssMiB: round(median(memory.map((m) => m.pss))),
+    medianPrivateMiB: round(median(memory.map((m) => m.private))),
     workers,
   };
 }
@@ -106,9 +113,9 @@ async function measure(cluster: FerryCluster, n: number, create: (i: number) => 
 async function main(): Promise<void> {
   const largest = Math.max(...sizes);
   // Room for every instance on either worker: placement, not capacity, decides where they go.
-  const cluster = await startFerryCluster({ FERRY_WORKER_VCPUS: String(largest + 2), FERRY_WORKER_MEMORY_MIB: String((largest + 2) * memoryMiB) });
+  const cluster = await startFerryCluster({ FERRY_WORKER_VCPUS: String(largest + 2), FERRY_WORKER_MEMORY_MIB: String((largest + 2) * guestMemoryMiB) });
   try {
-    const instructor = await api<ApiVm>(cluster, "POST", "/vms", { name: "instructor", image: "tiny", vcpus: 1, memoryMiB });
+    const instructor = await api<ApiVm>(cluster, "POST", "/vms", { name: "instructor", image: "tiny", vcpus: 1, memoryMiB: guestMemoryMiB });
     await waitRunning(cluster, instructor.id);
     await sleep(3000);
     const template = await api<ApiTemplate>(cluster, "POST", "/templates", { vmId: instructor.id, name: "bench-lab" });
@@ -126,7 +133,7 @@ async function main(): Promise<void> {
     for (const n of sizes) {
       const clones = await measure(cluster, n, (i) => api<ApiVm>(cluster, "POST", `/templates/${template.id}/instances`, { name: `student-${n}-${i}` }));
       console.error(JSON.stringify({ n, clones }));
-      const coldBoots = await measure(cluster, n, (i) => api<ApiVm>(cluster, "POST", "/vms", { name: `cold-${n}-${i}`, image: "tiny", vcpus: 1, memoryMiB }));
+      const coldBoots = await measure(cluster, n, (i) => api<ApiVm>(cluster, "POST", "/vms", { name: `cold-${n}-${i}`, image: "tiny", vcpus: 1, memoryMiB: guestMemoryMiB }));
       console.error(JSON.stringify({ n, coldBoots }));
       results[String(n)] = { clones, coldBoots };
     }
@@ -134,7 +141,7 @@ async function main(): Promise<void> {
       JSON.stringify(
         {
           benchmark: "labs",
-          guest: `tiny, 1 vCPU, ${memoryMiB} MiB, TCG; two workers on this machine; folder object storage`,
+          guest: `tiny, 1 vCPU, ${guestMemoryMiB} MiB, TCG; two workers on this machine; folder object storage`,
           publish: { ms: publishMs, goldenPointStoredBytes: published.storedBytes },
           target: { students: 30, allReadyMs: 30_000, fasterThanColdBoot: true },
           results,
