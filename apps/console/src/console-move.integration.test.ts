@@ -1,7 +1,8 @@
 // A console that survives a live migration, on real services: two "workers" (an engine and
 // a relay each, in this process), a tiny guest live-migrated from one to the other by QEMU,
 // PostgreSQL saying where the vm runs, Redis carrying the vmMoved message, and the gateway
-// between a websocket client speaking RFB and whichever relay has the vm.
+// between a websocket client speaking RFB and whichever relay has the vm. View-only consoles
+// beside a control one: their keys never reach the guest, before the move or after it.
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -79,7 +80,7 @@ async function readScreen(rfb: RfbReader) {
 const scancodes: Record<string, [number, boolean]> = {
   " ": [0x39, false], ">": [0x34, true], "/": [0x35, false], "\n": [0x1c, false], "0": [0x0b, false], S: [0x1f, true],
   ...Object.fromEntries(
-    Object.entries({ c: 0x2e, d: 0x20, e: 0x12, h: 0x23, m: 0x32, o: 0x18, t: 0x14, v: 0x2f, y: 0x15 }).map(([k, v]) => [k, [v, false] as [number, boolean]]),
+    Object.entries({ c: 0x2e, d: 0x20, e: 0x12, h: 0x23, i: 0x17, l: 0x26, m: 0x32, n: 0x31, o: 0x18, r: 0x13, t: 0x14, v: 0x2f, w: 0x11, y: 0x15 }).map(([k, v]) => [k, [v, false] as [number, boolean]]),
   ),
 };
 
@@ -102,6 +103,63 @@ function type(ws: WebSocket, text: string): void {
     ws.send(keyEvent(code, false));
     if (shift) ws.send(keyEvent(0x2a, false));
   }
+}
+
+/** A console opened as noVNC opens one: the handshake, encodings, and the first whole screen. */
+async function openConsole(mode: "view" | "control"): Promise<{ ws: WebSocket; rfb: RfbReader; closes: number[] }> {
+  const token = signConsoleToken({ vmId, userId, mode, secret }).token;
+  const ws = new WebSocket(`ws://${gatewayAddress}/console?token=${encodeURIComponent(token)}`, ["binary"], { origin: portalOrigin });
+  const rfb = new RfbReader(ws, { timeoutMs: 15_000, pollMs: 100 });
+  const closes: number[] = [];
+  ws.on("close", (code) => closes.push(code));
+  await new Promise((resolve, reject) => {
+    ws.once("open", resolve);
+    ws.once("error", reject);
+  });
+  expect((await rfb.read(12)).toString("latin1")).toBe("RFB 003.008\n");
+  ws.send(Buffer.from("RFB 003.008\n", "latin1"));
+  const typeCount = (await rfb.read(1))[0]!;
+  expect([...(await rfb.read(typeCount))]).toContain(1);
+  ws.send(Buffer.from([1]));
+  expect((await rfb.read(4)).readUInt32BE(0)).toBe(0);
+  ws.send(Buffer.from([1]));
+  const init = await rfb.read(24);
+  Object.assign(screenSize, { width: init.readUInt16BE(0), height: init.readUInt16BE(2) });
+  await rfb.read(init.readUInt32BE(20));
+  // Tight (7) and ZRLE (16) are asked for but never used: the gateway keeps their zlib
+  // streams out of a session that may move. Raw, QEMU key events, desktop size.
+  const encodings = [7, 16, 0, -258, -223];
+  const setEncodings = Buffer.alloc(4 + 4 * encodings.length);
+  setEncodings[0] = 2;
+  setEncodings.writeUInt16BE(encodings.length, 2);
+  encodings.forEach((encoding, i) => setEncodings.writeInt32BE(encoding, 4 + 4 * i));
+  ws.send(setEncodings);
+  // QEMU answers the pseudo-encodings first (key events, desktop size), then the screen.
+  const screen = await askForScreen({ ws, rfb });
+  expect(screen.rects.some((r) => r.encoding === 0)).toBe(true);
+  return { ws, rfb, closes };
+}
+
+/**
+ * A non-incremental update request, and its answer. QEMU handles one connection's messages in
+ * order, so once the screen is back, every key sent before the request has reached the guest.
+ */
+async function askForScreen(console: { ws: WebSocket; rfb: RfbReader }) {
+  const request = Buffer.alloc(10);
+  request[0] = 3;
+  request.writeUInt16BE(screenSize.width, 6);
+  request.writeUInt16BE(screenSize.height, 8);
+  console.ws.send(request);
+  return readScreen(console.rfb);
+}
+
+/** Types `line` through a view-only console, then through the control one, and sees only the latter on the serial port. */
+async function typeThroughBoth(viewer: { ws: WebSocket; rfb: RfbReader }, control: { ws: WebSocket }, serialLog: string, words: { viewer: string; control: string }) {
+  type(viewer.ws, `echo ${words.viewer} > /dev/ttyS0\n`);
+  await askForScreen(viewer);
+  type(control.ws, `echo ${words.control} > /dev/ttyS0\n`);
+  await waitFor(`${words.control} on the serial port`, () => readFileSync(serialLog, "utf8").includes(words.control), 20_000);
+  expect(readFileSync(serialLog, "utf8")).not.toContain(words.viewer);
 }
 
 async function specFor(workerId: string): Promise<VmSpec> {
@@ -159,47 +217,20 @@ afterAll(async () => {
 });
 
 describe("a console open across a live migration", () => {
-  it("stays connected, gets a full screen from the destination and types into the moved guest", async () => {
-    const ws = new WebSocket(`ws://${gatewayAddress}/console?token=${encodeURIComponent(signConsoleToken({ vmId, userId, secret }).token)}`, ["binary"], {
-      origin: portalOrigin,
-    });
-    const rfb = new RfbReader(ws, { timeoutMs: 15_000, pollMs: 100 });
-    const closes: number[] = [];
-    ws.on("close", (code) => closes.push(code));
-    await new Promise((resolve, reject) => {
-      ws.once("open", resolve);
-      ws.once("error", reject);
-    });
+  it("takes keys from a control console and none from a view-only one", async () => {
+    const control = await openConsole("control");
+    const viewer = await openConsole("view");
+    await typeThroughBoth(viewer, control, guests.get("source")!.spec.serial.logFile, { viewer: "viewer", control: "control" });
+    expect(logLines.some((line) => line.includes('"mode":"view"') && line.includes("console: session opened"))).toBe(true);
+    expect([control.closes, viewer.closes]).toEqual([[], []]);
+    control.ws.close();
+    viewer.ws.close();
+    await waitFor("both consoles closed", async () => ((await (await fetch(`http://${gatewayAddress}/healthz`)).json()) as { sessions: number }).sessions === 0, 5000);
+  }, 60_000);
 
-    // The browser's handshake, as noVNC does it.
-    expect((await rfb.read(12)).toString("latin1")).toBe("RFB 003.008\n");
-    ws.send(Buffer.from("RFB 003.008\n", "latin1"));
-    const typeCount = (await rfb.read(1))[0]!;
-    expect([...(await rfb.read(typeCount))]).toContain(1);
-    ws.send(Buffer.from([1]));
-    expect((await rfb.read(4)).readUInt32BE(0)).toBe(0);
-    ws.send(Buffer.from([1]));
-    const init = await rfb.read(24);
-    const width = init.readUInt16BE(0);
-    const height = init.readUInt16BE(2);
-    Object.assign(screenSize, { width, height });
-    await rfb.read(init.readUInt32BE(20));
-    // Tight (7) and ZRLE (16) are asked for but never used: the gateway keeps their zlib
-    // streams out of a session that may move. Raw, QEMU key events, desktop size.
-    const encodings = [7, 16, 0, -258, -223];
-    const setEncodings = Buffer.alloc(4 + 4 * encodings.length);
-    setEncodings[0] = 2;
-    setEncodings.writeUInt16BE(encodings.length, 2);
-    encodings.forEach((encoding, i) => setEncodings.writeInt32BE(encoding, 4 + 4 * i));
-    ws.send(setEncodings);
-    const request = Buffer.alloc(10);
-    request[0] = 3;
-    request.writeUInt16BE(width, 6);
-    request.writeUInt16BE(height, 8);
-    ws.send(request);
-    // QEMU answers the pseudo-encodings first (key events, desktop size), then the screen.
-    const screen = await readScreen(rfb);
-    expect(screen.rects.some((r) => r.encoding === 0)).toBe(true);
+  it("stays connected, gets a full screen from the destination and types into the moved guest", async () => {
+    const control = await openConsole("control");
+    const viewer = await openConsole("view");
 
     // The move, as the controller runs it: the vm is migrating, the destination listens, QEMU
     // migrates (the source QEMU quits, its console connection closes), then the commit.
@@ -215,19 +246,21 @@ describe("a console open across a live migration", () => {
     await redis.publish(redisKeys.vmMoved(prefix), JSON.stringify({ vmId, fromWorkerId: "source", toWorkerId: "destination" }));
 
     // The gateway asks the destination for the whole screen, without the browser asking.
-    const after = await readScreen(rfb);
-    const full = after.rects.find((r) => r.encoding === 0 && r.x === 0 && r.y === 0 && r.w === screenSize.width && r.h === screenSize.height);
-    expect(full, JSON.stringify(after.rects)).toBeDefined();
-    expect(logLines.some((line) => line.includes("console: session moved with the vm"))).toBe(true);
+    for (const console of [control, viewer]) {
+      const after = await readScreen(console.rfb);
+      const full = after.rects.find((r) => r.encoding === 0 && r.x === 0 && r.y === 0 && r.w === screenSize.width && r.h === screenSize.height);
+      expect(full, JSON.stringify(after.rects)).toBeDefined();
+    }
+    expect(logLines.filter((line) => line.includes("console: session moved with the vm"))).toHaveLength(2);
 
-    // Typing reaches the moved guest: its shell writes to the serial port on the destination.
-    const serialLog = incoming.spec.serial.logFile;
-    type(ws, "echo moved > /dev/ttyS0\n");
-    await waitFor("the typed line on the destination's serial port", () => readFileSync(serialLog, "utf8").includes("moved"), 20_000);
+    // Typing reaches the moved guest (its shell writes to the serial port on the destination)
+    // from the control console, and still not from the view-only one.
+    await typeThroughBoth(viewer, control, incoming.spec.serial.logFile, { viewer: "written", control: "moved" });
 
     const health = (await (await fetch(`http://${gatewayAddress}/healthz`)).json()) as { sessions: number };
-    expect(health.sessions).toBe(1);
-    expect(closes).toEqual([]);
-    ws.close();
+    expect(health.sessions).toBe(2);
+    expect([control.closes, viewer.closes]).toEqual([[], []]);
+    control.ws.close();
+    viewer.ws.close();
   }, 120_000);
 });

@@ -12,7 +12,7 @@ import type net from "node:net";
 import type { Duplex } from "node:stream";
 import type { Db } from "@ferry/db";
 import { redisKeys, vmMovedMessage, type VmState } from "@ferry/jobs";
-import { signRelayTicket, TokenError, verifyConsoleToken } from "@ferry/tokens";
+import { type ConsoleMode, signRelayTicket, TokenError, verifyConsoleToken } from "@ferry/tokens";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { WebSocketServer } from "ws";
@@ -95,6 +95,7 @@ export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGat
           const session = new ConsoleSession(
             context.vmId!,
             context.tokenId!,
+            context.mode!,
             context.workerId!,
             browser,
             upstream,
@@ -148,6 +149,7 @@ export function createConsoleGateway(options: ConsoleGatewayOptions): ConsoleGat
     context.userId = claims.userId;
     context.apiTokenId = claims.apiTokenId;
     context.sessionId = claims.sessionId;
+    context.mode = claims.mode;
     const first = await options.redis.set(redisKeys.consoleTokenUsed(options.prefix, claims.tokenId), "1", "EX", tokenUsedSeconds, "NX");
     if (first !== "OK") {
       throw new ConsoleRefusal(401, "token_used", "This console token was already used. Open the console again from the portal.");
@@ -296,6 +298,7 @@ interface UpgradeContext {
   userId?: string;
   apiTokenId?: string;
   sessionId?: string;
+  mode?: ConsoleMode;
 }
 
 function normalizeOrigin(origin: string): string {

@@ -58,6 +58,50 @@ describe("RfbClientStream", () => {
     expect(stream.opaqueReason).toBe("the browser chose security type 2; only None (1) is followed");
   });
 
+  describe("view-only", () => {
+    const updateRequest = new Uint8Array([3, 1, 0, 0, 0, 0, 2, 208, 1, 144]);
+    const continuousUpdates = new Uint8Array([150, 1, 0, 0, 0, 0, 2, 208, 1, 144]);
+    const fence = new Uint8Array([248, 0, 0, 0, 0, 0, 0, 1, 2, 0xaa, 0xbb]);
+    const desktopSize = new Uint8Array([251, 0, 2, 208, 1, 144, 1, 0, ...new Uint8Array(16)]);
+    const audio = new Uint8Array([255, 1, 0, 2, 1, 2, 0, 0, 0xac, 0x44]);
+    const extendedCutText = new Uint8Array([6, 0, 0, 0, 0xff, 0xff, 0xff, 0xfc, 1, 2, 3, 4]);
+
+    it.each([1, 2, 5, 1000])("forwards the handshake and screen requests and drops all input, fed %i bytes at a time", (chunk) => {
+      const stream = new RfbClientStream({ viewOnly: true });
+      const all = concat(
+        handshake, setPixelFormat, keyEvent, setEncodings(0, -258), pointer, updateRequest, qemuKey, cutText,
+        extendedCutText, desktopSize, audio, continuousUpdates, fence, keyEvent, updateRequest,
+      );
+      const units = feed(stream, all, chunk);
+      expect(units).toEqual([
+        handshake.subarray(0, 12), handshake.subarray(12, 13), handshake.subarray(13),
+        setPixelFormat, setEncodings(0, -258), updateRequest, continuousUpdates, fence, updateRequest,
+      ]);
+      expect(stream.dropped).toBe(8);
+      expect(stream.movable).toBe(true);
+    });
+
+    it("passes a control browser's input through", () => {
+      const stream = new RfbClientStream({ viewOnly: false });
+      expect(stream.push(concat(handshake, keyEvent, pointer, desktopSize))).toHaveLength(6);
+      expect(stream.dropped).toBe(0);
+    });
+
+    it("forwards nothing once a message cannot be followed, not even what comes after", () => {
+      const stream = new RfbClientStream({ viewOnly: true });
+      expect(stream.push(concat(handshake, new Uint8Array([99, 1, 2, 3]), keyEvent))).toHaveLength(3);
+      expect(stream.push(concat(updateRequest, keyEvent))).toEqual([]);
+      expect(stream.phase).toBe("opaque");
+      expect(stream.opaqueReason).toBe("the browser sent client message type 99, which the gateway does not know");
+    });
+
+    it("forwards nothing after a security type other than None", () => {
+      const stream = new RfbClientStream({ viewOnly: true });
+      expect(stream.push(new Uint8Array([...new TextEncoder().encode("RFB 003.008\n"), 2, ...keyEvent]))).toHaveLength(2);
+      expect(stream.push(keyEvent)).toEqual([]);
+    });
+  });
+
   it("builds a non-incremental update request for the whole screen", () => {
     expect([...fullUpdateRequest(1280, 800)]).toEqual([3, 0, 0, 0, 0, 0, 5, 0, 3, 32]);
   });

@@ -4,9 +4,18 @@
 // only ever hand the new server whole messages. It also keeps the browser off the encodings
 // whose zlib streams live as long as one server connection (Zlib, Tight, ZRLE…): a decoder
 // carrying such a stream from the old server would choke on the new server's first rectangle.
+// For a view-only console it is also the filter: only messages that ask for the screen pass.
 
 /** Encodings whose decoder state spans the connection (RFC 6143 §7.7, noVNC's decoders). */
 const connectionStatefulEncodings = new Set([6 /* Zlib */, 7 /* Tight */, 16 /* ZRLE */, 17 /* ZYWRLE */, -260 /* TightPNG */]);
+
+/**
+ * What a view-only browser may send once the handshake is done: SetPixelFormat (0),
+ * SetEncodings (2), FramebufferUpdateRequest (3), EnableContinuousUpdates (150) and
+ * ClientFence (248). Everything else acts on the guest: KeyEvent (4), PointerEvent (5),
+ * ClientCutText (6), SetDesktopSize (251), QEMU's key and audio messages (255).
+ */
+const viewerMessageTypes = new Set([0, 2, 3, 150, 248]);
 
 export type RfbClientPhase = "version" | "security" | "clientInit" | "messages" | "opaque";
 
@@ -19,7 +28,12 @@ export class RfbClientStream {
   encodings: Uint8Array | undefined;
   /** why the stream could not be followed (phase "opaque"): such a session cannot move */
   opaqueReason: string | undefined;
+  /** how many of a view-only browser's messages were dropped (input it may not send) */
+  dropped = 0;
   #pending: Uint8Array = new Uint8Array(0);
+
+  /** `viewOnly`: drop every message that would act on the guest, and anything that cannot be followed. */
+  constructor(readonly options: { viewOnly?: boolean } = {}) {}
 
   /** A session whose messages we followed from the start can be moved to another server. */
   get movable(): boolean {
@@ -28,7 +42,8 @@ export class RfbClientStream {
 
   /** Take bytes from the browser; returns the whole units now complete, ready to forward. */
   push(chunk: Uint8Array): Uint8Array[] {
-    if (this.phase === "opaque") return [chunk];
+    // A stream we cannot cut into messages cannot be filtered: a view-only browser's goes nowhere.
+    if (this.phase === "opaque") return this.options.viewOnly ? [] : [chunk];
     this.#pending = this.#pending.length === 0 ? chunk : concat(this.#pending, chunk);
     const units: Uint8Array[] = [];
     for (;;) {
@@ -36,9 +51,10 @@ export class RfbClientStream {
       if (size === undefined || size > this.#pending.length) break;
       const unit = this.#pending.subarray(0, size);
       this.#pending = this.#pending.subarray(size);
-      units.push(this.#take(unit));
+      const taken = this.#take(unit);
+      if (taken) units.push(taken);
       if ((this.phase as RfbClientPhase) === "opaque") {
-        if (this.#pending.length > 0) units.push(this.#pending);
+        if (this.#pending.length > 0 && !this.options.viewOnly) units.push(this.#pending);
         this.#pending = new Uint8Array(0);
         break;
       }
@@ -100,10 +116,11 @@ export class RfbClientStream {
     return this.#pending.length;
   }
 
-  #take(unit: Uint8Array): Uint8Array {
+  /** Follow one unit; returns what to forward (undefined: a view-only browser's input, dropped). */
+  #take(unit: Uint8Array): Uint8Array | undefined {
     switch (this.phase) {
       case "opaque":
-        return unit;
+        return this.options.viewOnly ? undefined : unit;
       case "version": {
         const version = new TextDecoder().decode(unit);
         // 3.3 has no security choice from the client; 3.7 and 3.8 do.
@@ -123,6 +140,10 @@ export class RfbClientStream {
         return unit;
       default:
         break;
+    }
+    if (this.options.viewOnly && !viewerMessageTypes.has(unit[0]!)) {
+      this.dropped += 1;
+      return undefined;
     }
     if (unit[0] === 0) {
       this.pixelFormat = unit.slice();

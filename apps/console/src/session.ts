@@ -3,8 +3,11 @@
 // the vm, the old upstream closes (the source QEMU quits) and the session asks the gateway
 // for the destination's relay, does the RFB handshake with it itself, replays what the
 // browser negotiated (pixel format, encodings), asks for a full screen, and carries on. The
-// browser's websocket stays open throughout: no reconnect, no new token.
+// browser's websocket stays open throughout: no reconnect, no new token. A view-only session
+// filters the browser's messages before they reach any upstream, so it stays view-only after a move.
 import type net from "node:net";
+
+import type { ConsoleMode } from "@ferry/tokens";
 import type { Logger } from "pino";
 import type { RawData, WebSocket } from "ws";
 
@@ -33,7 +36,7 @@ export class ConsoleSession {
   private upstream: net.Socket | undefined;
   private alive = true;
   private ended = false;
-  private readonly client = new RfbClientStream();
+  private readonly client: RfbClientStream;
   /** browser messages waiting for the next upstream (while moving) */
   private queued: Uint8Array[] = [];
   /** how many times the session moved to another worker */
@@ -42,6 +45,8 @@ export class ConsoleSession {
   constructor(
     readonly vmId: string,
     readonly tokenId: string,
+    /** "view": the browser sees the screen, its keys, pointer and clipboard never reach the vm */
+    readonly mode: ConsoleMode,
     /** the worker whose relay the session is attached to */
     public workerId: string,
     private readonly browser: WebSocket,
@@ -50,6 +55,7 @@ export class ConsoleSession {
     private readonly onEnd: (session: ConsoleSession) => void,
     private readonly relocate?: Relocate,
   ) {
+    this.client = new RfbClientStream({ viewOnly: mode === "view" });
     browser.on("message", (data, isBinary) => this.fromBrowser(data, isBinary));
     browser.on("pong", () => (this.alive = true));
     browser.on("close", () => this.end("browser closed"));
@@ -150,6 +156,9 @@ export class ConsoleSession {
         }
         if (!this.upstream.write(bytes(unit))) this.browser.pause();
       }
+    }
+    if (this.client.options.viewOnly && this.client.phase === "opaque") {
+      this.end(`view-only console closed: ${this.client.opaqueReason}, so its input cannot be filtered`, 1008);
     }
   }
 }

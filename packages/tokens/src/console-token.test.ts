@@ -31,7 +31,23 @@ describe("console token", () => {
       userId: "user-1",
       tokenId: issued.tokenId,
       expiresAt: issued.expiresAt,
+      mode: "control",
     });
+  });
+
+  it("carries a view-only mode, and reads a token without a mode as control", () => {
+    const view = signConsoleToken({ vmId: "vm-1", userId: "user-1", mode: "view", secret, now });
+    expect(verifyConsoleToken(view.token, { secret, now }).mode).toBe("view");
+    const control = signConsoleToken({ vmId: "vm-1", userId: "user-1", mode: "control", secret, now });
+    expect(verifyConsoleToken(control.token, { secret, now }).mode).toBe("control");
+    // A token signed before modes existed has no mode field at all.
+    const [encoded] = control.token.split(".");
+    expect(JSON.parse(Buffer.from(encoded!, "base64url").toString())).not.toHaveProperty("mode");
+  });
+
+  it("refuses a view-only token tampered to give control", () => {
+    const { token } = signConsoleToken({ vmId: "vm-1", userId: "user-1", mode: "view", secret, now });
+    expect(refusal(withPayload(token, (p) => delete p.mode), { secret, now }).code).toBe("bad_signature");
   });
 
   it("gives every token its own id", () => {

@@ -4,6 +4,10 @@ import { TokenError } from "./errors.ts";
 import { checkTtl, open, sign, toEpochSeconds } from "./signed.ts";
 
 const maxTtlSeconds = 60;
+
+/** What a console lets its holder do: watch the screen only, or also type and point. */
+export const consoleModes = ["view", "control"] as const;
+export type ConsoleMode = (typeof consoleModes)[number];
 const nextStep = "Open the console again from the portal to get a new token.";
 
 const payloadSchema = z.object({
@@ -15,6 +19,8 @@ const payloadSchema = z.object({
   /** the API token, or portal session, the console was opened with: revoking it closes the console */
   tok: z.string().min(1).optional(),
   ses: z.string().min(1).optional(),
+  /** absent in tokens signed before view-only consoles existed: those are control */
+  mode: z.enum(consoleModes).optional(),
 });
 
 export interface ConsoleToken {
@@ -26,6 +32,8 @@ export interface ConsoleToken {
   apiTokenId?: string;
   /** the portal session the console was opened from, if any */
   sessionId?: string;
+  /** "view": the gateway forwards the screen but drops the holder's keys, pointer and clipboard */
+  mode: ConsoleMode;
 }
 
 /** Issue a short-lived token that lets `userId` open the console of `vmId` once. */
@@ -34,6 +42,8 @@ export function signConsoleToken(options: {
   userId: string;
   apiTokenId?: string | undefined;
   sessionId?: string | undefined;
+  /** default "control" */
+  mode?: ConsoleMode;
   secret: string;
   ttlSeconds?: number;
   now?: Date;
@@ -52,6 +62,7 @@ export function signConsoleToken(options: {
       exp,
       ...(options.apiTokenId ? { tok: options.apiTokenId } : {}),
       ...(options.sessionId ? { ses: options.sessionId } : {}),
+      ...(options.mode === "view" ? { mode: "view" } : {}),
     },
     options.secret,
   );
@@ -76,5 +87,6 @@ export function verifyConsoleToken(token: string, options: { secret: string; now
     expiresAt,
     ...(payload.tok ? { apiTokenId: payload.tok } : {}),
     ...(payload.ses ? { sessionId: payload.ses } : {}),
+    mode: payload.mode ?? "control",
   };
 }

@@ -1,5 +1,5 @@
 export { TokenError, type TokenErrorCode } from "./errors.ts";
-export { signConsoleToken, verifyConsoleToken, type ConsoleToken } from "./console-token.ts";
+export { consoleModes, signConsoleToken, verifyConsoleToken, type ConsoleMode, type ConsoleToken } from "./console-token.ts";
 export { consoleAccessRefusal, type ConsoleAccessFacts, type ConsoleGrant } from "./console-access.ts";
 export { signRelayTicket, verifyRelayTicket } from "./relay-ticket.ts";
 export { newWebhookSalt, webhookSignature, webhookSignatureHeader, webhookSigningSecret } from "./webhook-signature.ts";
