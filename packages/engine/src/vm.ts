@@ -441,6 +441,25 @@ export class Vm extends EventEmitter {
   }
 
   /**
+   * The guest's screen as a PNG, full size (for thumbnails and tests). QEMU writes it into the
+   * vm's run folder (QMP screendump, format png since 7.1); it is read back and removed.
+   */
+  async screendump(): Promise<Buffer> {
+    const file = path.join(this.#processDir, `screen-${process.hrtime.bigint()}.png`);
+    try {
+      await this.#qmpClient.execute("screendump", { filename: file, format: "png" });
+      const handle = await open(file);
+      try {
+        return await handle.readFile();
+      } finally {
+        await handle.close();
+      }
+    } finally {
+      rmSync(file, { force: true });
+    }
+  }
+
+  /**
    * Resolves with the first serial line this QEMU process wrote that matches `pattern`
    * (lines written before the process started are ignored). Uses inotify, not polling.
    */
