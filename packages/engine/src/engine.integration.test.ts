@@ -5,6 +5,7 @@ import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { once } from "node:events";
 import {
+  copyFileSync,
   createReadStream,
   createWriteStream,
   existsSync,
@@ -22,6 +23,7 @@ import path from "node:path";
 import { Readable, Writable } from "node:stream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { probeAccelerator } from "./accel-probe.ts";
+import { memoryFileMapping } from "./testing.ts";
 import { Engine } from "./engine.ts";
 import { EngineError } from "./errors.ts";
 import type { GuestStateManifest } from "./guest-state.ts";
@@ -125,6 +127,11 @@ async function expectEngineError(promise: Promise<unknown>, code: string): Promi
   expect(error).toBeInstanceOf(EngineError);
   expect((error as EngineError).code).toBe(code);
   return error as EngineError;
+}
+
+/** The last tick number in a serial log, if any. */
+function lastTick(logFile: string): string | undefined {
+  return [...readFileSync(logFile, "utf8").matchAll(/ferry-tick (\d+) /g)].at(-1)?.[1];
 }
 
 async function freePort(): Promise<number> {
@@ -275,6 +282,98 @@ describe("Engine with real QEMU", () => {
     expect(Number(onDestination[1])).toBeGreaterThan(Number(/ferry-tick (\d+)/.exec(lastOnSource[0])![1]));
     expect(readFileSync(destination.serial.logFile, "utf8")).not.toContain("ferry-tick 0 ");
     expect(qemuProcessesMentioning(`guest=${source.id},`)).toEqual([incoming.pid]);
+  });
+
+  it("clones share a golden point's memory file: each continues the golden point, keeps its writes to itself, and suspends and migrates like any vm", async () => {
+    const golden = newSpec();
+    const vm = await bootedVm(golden);
+    await vm.waitForSerial(/FERRY-DISK-OK/, { timeoutMs: 30_000 });
+    const goldenTick = Number((await vm.waitForSerial(/ferry-tick ([2-9]|\d\d+) /, { timeoutMs: 30_000 }))[1]);
+    const stateFile = path.join(suiteDir, `${golden.id}.state.zst`);
+    const manifest = await saveToFile(vm, stateFile);
+    await vm.stop({ graceMs: 0 });
+
+    // Loaded as the golden vm itself, from a copy of its disk, and never run.
+    const shareDir = path.join(suiteDir, `${golden.id}-shared`);
+    mkdirSync(shareDir);
+    const sharer: VmSpec = {
+      ...golden,
+      disks: golden.disks.map((disk) => ({ ...disk, overlay: path.join(shareDir, `${disk.id}.qcow2`) })),
+      display: null,
+      serial: { logFile: path.join(shareDir, "serial.log") },
+      parallel: { logFile: path.join(shareDir, "parallel.log") },
+    };
+    for (const [index, disk] of golden.disks.entries()) copyFileSync(disk.overlay, sharer.disks[index]!.overlay);
+    const memoryFile = path.join(shareDir, "memory.ram");
+    const devicesFile = path.join(shareDir, "devices.zst");
+    const devices = await engine.shareMemory(sharer, { file: stateFile }, manifest, { memoryFile, devices: createWriteStream(devicesFile) });
+    expect(devices).toMatchObject({ vmId: golden.id, sharedMemory: true, memoryMiB: 256 });
+    expect(devices.streamBytes).toBe(statSync(devicesFile).size);
+    expect(devices.streamBytes).toBeLessThan(manifest.streamBytes / 10);
+    expect(statSync(memoryFile).size).toBe(262136 * 1024);
+    expect(readFileSync(sharer.serial.logFile, "utf8")).not.toMatch(tickLine);
+    const memoryHash = createHash("sha256").update(new Uint8Array(readFileSync(memoryFile))).digest("hex");
+
+    const cloneSpec = () => {
+      const spec = newSpec();
+      mkdirSync(path.dirname(spec.disks[0]!.overlay), { recursive: true });
+      copyFileSync(golden.disks[0]!.overlay, spec.disks[0]!.overlay);
+      return spec;
+    };
+    const refused = cloneSpec();
+    const withoutFile = await expectEngineError(engine.restore(refused, { file: devicesFile }, devices, { cloneOf: golden.id }), "state_mismatch");
+    expect(withoutFile.message).toContain("holds its devices alone");
+    await expectEngineError(engine.restore(refused, { file: stateFile }, manifest, { cloneOf: golden.id, sharedMemory: memoryFile }), "state_mismatch");
+    expect(qemuProcessesMentioning(`guest=${refused.id},`)).toEqual([]);
+
+    const clones = await Promise.all(
+      [cloneSpec(), cloneSpec()].map(async (spec) => {
+        const clone = await engine.restore(spec, { file: devicesFile }, devices, { cloneOf: golden.id, sharedMemory: memoryFile });
+        const tick = Number((await clone.waitForSerial(tickLine, { timeoutMs: 10_000 }))[1]);
+        expect(tick).toBeGreaterThan(goldenTick);
+        expect(tick).toBeLessThanOrEqual(goldenTick + 10);
+        return { spec, clone };
+      }),
+    );
+    const [first, second] = clones as [(typeof clones)[0], (typeof clones)[0]];
+    await typeInto(first.clone, "echo only-in-first > /data/own; sync; echo written > /dev/ttyS0\n");
+    await first.clone.waitForSerial(/^written$/, { timeoutMs: 30_000 });
+    for (const { spec, clone } of clones) {
+      expect(readFileSync(spec.serial.logFile, "utf8")).not.toContain(image.bootMarker);
+      // The golden RAM the guest reads is one copy in the page cache for both clones; what it
+      // wrote is its own (copy-on-write), and never reaches the file.
+      const mapping = memoryFileMapping(clone.pid, memoryFile);
+      expect(mapping.sharedMiB).toBeGreaterThan(4);
+      expect(mapping.pssMiB).toBeLessThan(mapping.rssMiB * 0.75);
+      expect(mapping.privateMiB).toBeGreaterThan(0);
+      expect(mapping.privateMiB).toBeLessThan(mapping.sharedMiB);
+    }
+    expect(createHash("sha256").update(new Uint8Array(readFileSync(memoryFile))).digest("hex")).toBe(memoryHash);
+    await typeInto(second.clone, "cat /data/own > /dev/ttyS0; echo looked > /dev/ttyS0\n");
+    await second.clone.waitForSerial(/^looked$/, { timeoutMs: 30_000 });
+    expect(readFileSync(second.spec.serial.logFile, "utf8")).not.toContain("only-in-first\r\n");
+
+    // A clone's RAM is its own from the start: its suspend saves all of it, and it resumes
+    // without the memory file, as any vm does.
+    const cloneState = path.join(suiteDir, `${first.spec.id}.state.zst`);
+    const cloneManifest = await saveToFile(first.clone, cloneState);
+    expect(cloneManifest.sharedMemory).toBeUndefined();
+    expect(cloneManifest.streamBytes).toBeGreaterThan(devices.streamBytes * 10);
+    const stoppedAt = Number(lastTick(first.spec.serial.logFile) ?? -1);
+    await first.clone.stop({ graceMs: 0 });
+    const resumed = await engine.restore(first.spec, { file: cloneState }, cloneManifest);
+    expect(Number((await resumed.waitForSerial(tickLine, { timeoutMs: 10_000 }))[1])).toBe(stoppedAt + 1);
+    await typeInto(resumed, "cat /data/own > /dev/ttyS0\n");
+    await resumed.waitForSerial(/^only-in-first$/, { timeoutMs: 30_000 });
+
+    // And a live migration carries it whole to a QEMU with ordinary RAM.
+    const destination: VmSpec = { ...second.spec, serial: { logFile: path.join(suiteDir, `${second.spec.id}-dst-serial.log`) }, display: null };
+    const port = await freePort();
+    const incoming = await engine.prepareIncoming(destination, { listen: { kind: "tcp", host: "127.0.0.1", port } });
+    await second.clone.liveMigrate(`tcp:127.0.0.1:${port}`, { downtimeLimitMs: 50, timeoutMs: 60_000 });
+    await incoming.whenState("running", { timeoutMs: 30_000 });
+    await incoming.waitForSerial(tickLine, { timeoutMs: 10_000 });
+    expect(readFileSync(`/proc/${incoming.pid}/maps`, "utf8")).not.toContain(memoryFile);
   });
 
   it("a live migration to nowhere fails with migration_failed and the source keeps running", async () => {

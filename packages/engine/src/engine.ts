@@ -1,8 +1,9 @@
 // The engine a worker opens once: it owns a runDir, the QEMU processes started from it, and
 // the rules that decide whether a guest state may load here.
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
+import type { Writable } from "node:stream";
 import { promisify } from "node:util";
 import { EngineError } from "./errors.ts";
 import {
@@ -13,6 +14,7 @@ import {
   guestStateManifestSchema,
 } from "./guest-state.ts";
 import { canTransition } from "./lifecycle.ts";
+import { guestMemoryBytes } from "./qemu-argv.ts";
 import { parseVmSpec, type VmSpec } from "./spec.ts";
 import { type EngineLogger, Vm, type VmHost } from "./vm.ts";
 
@@ -38,6 +40,19 @@ export interface StartOptions {
 export interface RestoreOptions {
   /** Restore as a clone: a new vm continuing the guest state vm `cloneOf` saved (a lab's golden point). */
   cloneOf?: string;
+  /**
+   * The memory file a devices-only guest state was saved beside (Engine.shareMemory): QEMU maps
+   * it copy-on-write as the guest's RAM, so every vm restored from it shares its untouched pages.
+   * It must not change while any vm maps it.
+   */
+  sharedMemory?: string;
+}
+
+export interface ShareMemoryOptions {
+  /** Where the guest's RAM is written: a new file, or one this will overwrite. */
+  memoryFile: string;
+  /** Receives the devices-only guest state (zstd), and is ended. */
+  devices: Writable;
 }
 
 /** Where a migration destination listens. */
@@ -124,10 +139,79 @@ export class Engine {
       );
     }
     assertGuestStateMatches(valid.id, parsed.data, await guestStateIdentity(valid, this.#host), options.cloneOf);
+    if (options.sharedMemory !== undefined || parsed.data.sharedMemory) this.#assertMemoryFile(valid, parsed.data, options.sharedMemory);
     await this.#prepareDisks(valid);
-    const vm = await this.#launch(valid, { restore: source });
+    const vm = await this.#launch(valid, {
+      restore: source,
+      ...(options.sharedMemory === undefined ? {} : { memoryFile: { path: options.sharedMemory, shared: false } }),
+    });
     await vm.loadState(source, parsed.data);
     return vm;
+  }
+
+  /**
+   * Splits a guest state in two for clones to share (a lab's golden point on this host): loads
+   * it, without running the guest, into a QEMU whose RAM is `memoryFile` (mapped shared, so the
+   * RAM lands in the file), then saves the devices alone into `devices`. Returns that state's
+   * manifest; restore it with `{ sharedMemory: memoryFile }`. `spec` is the saving vm's (its
+   * disks are opened, so give copies of the overlays).
+   */
+  async shareMemory(spec: VmSpec, source: { file: string }, manifest: GuestStateManifest, options: ShareMemoryOptions): Promise<GuestStateManifest> {
+    const valid = parseVmSpec(spec);
+    const parsed = guestStateManifestSchema.safeParse(manifest);
+    if (!parsed.success || parsed.data.sharedMemory) {
+      throw new EngineError(
+        "state_corrupt",
+        `the manifest given for vm ${valid.id} is not that of a whole ferry-guest-state/1 (memory and devices). Pass the manifest saveState returned.`,
+      );
+    }
+    assertGuestStateMatches(valid.id, parsed.data, await guestStateIdentity(valid, this.#host));
+    await this.#prepareDisks(valid);
+    rmSync(options.memoryFile, { force: true });
+    const vm = await this.#launch(valid, { restore: source, memoryFile: { path: options.memoryFile, shared: true } });
+    try {
+      await vm.loadState(source, parsed.data, { paused: true });
+      return await vm.saveState(options.devices, { sharedMemory: true });
+    } finally {
+      await vm.stop({ graceMs: 0 });
+    }
+  }
+
+  // Without its file a devices-only state loads "successfully" into zeroed RAM (a dead guest),
+  // and QEMU would create a missing file; a whole state loaded over the file writes every page.
+  #assertMemoryFile(spec: VmSpec, manifest: GuestStateManifest, memoryFile: string | undefined): void {
+    if (memoryFile === undefined) {
+      throw new EngineError(
+        "state_mismatch",
+        `vm ${spec.id}'s guest state holds its devices alone; its RAM is in the memory file it was saved beside. Restore it with { sharedMemory: <that file> }.`,
+        { vmId: spec.id },
+      );
+    }
+    if (!manifest.sharedMemory) {
+      throw new EngineError(
+        "state_mismatch",
+        `vm ${spec.id}'s guest state holds its whole memory, so memory file ${memoryFile} would be of no use. Restore it without sharedMemory, or from the devices-only state Engine.shareMemory saved.`,
+        { vmId: spec.id },
+      );
+    }
+    const expected = guestMemoryBytes(spec.memoryMiB, this.accelerator);
+    let size: number;
+    try {
+      size = statSync(memoryFile).size;
+    } catch (error) {
+      throw new EngineError(
+        "restore_failed",
+        `cannot read vm ${spec.id}'s memory file ${memoryFile} (${(error as NodeJS.ErrnoException).code}). Share the guest state's memory again (Engine.shareMemory).`,
+        { vmId: spec.id },
+      );
+    }
+    if (size !== expected) {
+      throw new EngineError(
+        "state_mismatch",
+        `vm ${spec.id}'s memory file ${memoryFile} holds ${size} bytes but its ${spec.memoryMiB} MiB of RAM take ${expected} under ${this.accelerator}. Share the guest state's memory again (Engine.shareMemory).`,
+        { vmId: spec.id },
+      );
+    }
   }
 
   /** Starts QEMU waiting for an incoming live migration on `listen`; the vm is `resuming` until it arrives. */
@@ -159,7 +243,7 @@ export class Engine {
     );
   }
 
-  async #launch(spec: VmSpec, launch: { incoming?: string; restore?: GuestStateSource }): Promise<Vm> {
+  async #launch(spec: VmSpec, launch: { incoming?: string; restore?: GuestStateSource; memoryFile?: { path: string; shared: boolean } }): Promise<Vm> {
     const vm = await Vm.launch(this.#host, spec, launch);
     this.#vms.add(vm);
     return vm;

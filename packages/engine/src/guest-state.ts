@@ -26,6 +26,11 @@ export const guestStateManifestSchema = z.object({
   accelerator: z.enum(["kvm", "tcg"]),
   disks: z.array(z.object({ id: z.string(), base: z.string() })),
   compression: z.literal("zstd"),
+  /**
+   * The stream holds the devices alone; the RAM is in the memory file it was saved beside
+   * (Engine.shareMemory), without which it cannot load.
+   */
+  sharedMemory: z.literal(true).optional(),
   streamBytes: z.number().int().nonnegative(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
   createdAt: z.string(),

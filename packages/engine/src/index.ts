@@ -6,7 +6,7 @@ export { vmLifecycleStates, canTransition, assertTransition, type VmLifecycleSta
 export { guestImageCatalog, loadImage, specForVm, macForVm, type GuestImage } from "./images.ts";
 export { parseHostCpu, checkCompatibility, cpuModelFeatures, type HostCpu, type GuestCpuRequirements, type TargetHost, type Compatibility } from "./cpu.ts";
 export { QmpClient, type QmpEvent, type QmpGreeting, type QmpConnectOptions } from "./qmp-client.ts";
-export { Engine, type EngineOptions, type StartOptions, type RestoreOptions, type IncomingListen } from "./engine.ts";
+export { Engine, type EngineOptions, type StartOptions, type RestoreOptions, type ShareMemoryOptions, type IncomingListen } from "./engine.ts";
 export {
   Vm,
   type VmFailure,

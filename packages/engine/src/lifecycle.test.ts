@@ -16,6 +16,7 @@ const legal: ReadonlyArray<readonly [VmLifecycleState, VmLifecycleState]> = [
   ["suspending", "suspended"],
   ["suspending", "running"],
   ["suspended", "resuming"],
+  ["suspended", "suspending"],
   ["suspended", "stopped"],
   ["resuming", "running"],
   ["resuming", "suspended"],

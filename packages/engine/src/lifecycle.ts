@@ -25,9 +25,11 @@ const transitions: Record<VmLifecycleState, readonly VmLifecycleState[]> = {
   running: ["booting", "suspending", "migrating", "stopped"],
   // suspending → running: the save failed and the guest carries on.
   suspending: ["suspended", "running"],
-  // suspended → stopped discards the guest state.
-  suspended: ["resuming", "stopped"],
-  // resuming → suspended: the load failed; the guest state is still there to retry.
+  // suspended → stopped discards the guest state; suspended → suspending saves the paused
+  // guest again (its devices alone, beside a memory file: Engine.shareMemory).
+  suspended: ["resuming", "suspending", "stopped"],
+  // resuming → suspended: the load failed (the guest state is still there to retry), or the
+  // state was loaded to be saved again without running the guest.
   resuming: ["running", "suspended"],
   // migrating → running: the migration failed or was cancelled and the source carries on;
   // migrating → stopped: it completed and the vm now runs on the destination.

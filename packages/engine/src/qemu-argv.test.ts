@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { EngineError } from "./errors.ts";
-import { toQemuArgv, type LaunchOptions } from "./qemu-argv.ts";
+import { guestMemoryBytes, toQemuArgv, type LaunchOptions } from "./qemu-argv.ts";
 import { exampleSpec } from "./test-fixtures.ts";
 
 const launch: LaunchOptions = {
@@ -23,6 +23,16 @@ describe("toQemuArgv golden files", () => {
       await expect(`${argv.join("\n")}\n`).toMatchFileSnapshot(`./__golden__/${profile}.argv.txt`);
     });
   }
+
+  it("matches __golden__/standard-memory-file.argv.txt (a clone mapping a golden point's memory)", async () => {
+    const argv = toQemuArgv(exampleSpec(), {
+      ...launch,
+      tcgTranslationCacheMiB: 64,
+      incoming: "defer",
+      memoryFile: { path: "/srv/ferry/golden-points/lab-v1-s1/shared/memory.ram", shared: false },
+    });
+    await expect(`${argv.join("\n")}\n`).toMatchFileSnapshot("./__golden__/standard-memory-file.argv.txt");
+  });
 });
 
 describe("toQemuArgv", () => {
@@ -71,6 +81,23 @@ describe("toQemuArgv", () => {
     const argv = toQemuArgv(exampleSpec(), { ...launch, ...options });
     expect(argv.filter((a) => a === "-S")).toEqual(paused);
     expect(values(argv, "-incoming")).toEqual(incoming);
+  });
+
+  it.each([
+    [{ accelerator: "tcg", shared: false }, "size=262136K", "share=off"],
+    [{ accelerator: "kvm", shared: true }, "size=256M", "share=on"],
+  ] as const)("a memory file (%o) backs the RAM with the same size and block name as -m alone", ({ accelerator, shared }, size, share) => {
+    const argv = toQemuArgv(exampleSpec(), { ...launch, accelerator, memoryFile: { path: "/srv/golden/memory.ram", shared } });
+    expect(values(argv, "-object")).toEqual([`memory-backend-file,id=pc.ram,${size},mem-path=/srv/golden/memory.ram,${share}`]);
+    expect(values(argv, "-machine")).toEqual(["pc-q35-7.2,memory-backend=pc.ram"]);
+    expect(values(argv, "-m")).toEqual([size.slice("size=".length)]);
+    expect(guestMemoryBytes(256, accelerator)).toBe(accelerator === "tcg" ? 262136 * 1024 : 256 * 1024 * 1024);
+  });
+
+  it("leaves the RAM anonymous, as before, without a memory file", () => {
+    const argv = toQemuArgv(exampleSpec(), launch);
+    expect(argv).not.toContain("-object");
+    expect(values(argv, "-machine")).toEqual(["pc-q35-7.2"]);
   });
 
   it("leaves -initrd out when the spec has none", () => {
@@ -123,6 +150,7 @@ describe("toQemuArgv", () => {
   it.each([
     [{ qmpSocket: "relative/qmp.sock" }, /qmpSocket must be an absolute path .*got 'relative\/qmp.sock'/],
     [{ pidFile: "/tmp/a,b.pid" }, /pidFile must be an absolute path without commas/],
+    [{ memoryFile: { path: "/tmp/a,share=on", shared: false } }, /memoryFile must be an absolute path without commas .*got '\/tmp\/a,share=on'/],
     [{ tcgTranslationCacheMiB: 0 }, /tcgTranslationCacheMiB must be a positive whole number of MiB \(got 0\)/],
   ])("refuses launch options %o", (options, message) => {
     const call = () => toQemuArgv(exampleSpec(), { ...launch, ...options });

@@ -17,7 +17,18 @@ export interface LaunchOptions {
   startPaused?: boolean;
   /** TCG translation cache size; QEMU's default is large, and it is most of a small guest's RSS. */
   tcgTranslationCacheMiB?: number;
+  /**
+   * Back the guest's RAM with this file (a golden point's memory, see Engine.shareMemory) instead
+   * of anonymous memory. `shared`: the guest writes into the file. Otherwise the file is mapped
+   * copy-on-write: the pages the guest never writes stay one copy in the page cache for every
+   * QEMU on the host that maps the same file.
+   */
+  memoryFile?: { path: string; shared: boolean };
 }
+
+// The RAM block's name is part of the migration stream: `-m` alone makes q35 create its RAM as
+// a backend with this id, so a backend given the same id keeps streams loadable either way.
+const ramBackendId = "pc.ram";
 
 // PCI slots on pcie.0. q35 keeps 0x00 (host bridge) and 0x1f (LPC, SATA, SMBus) for itself.
 const pciSlot = {
@@ -33,6 +44,7 @@ export function toQemuArgv(spec: VmSpec, launch: LaunchOptions): string[] {
   for (const [name, value] of [
     ["qmpSocket", launch.qmpSocket],
     ["pidFile", launch.pidFile],
+    ...(launch.memoryFile ? ([["memoryFile", launch.memoryFile.path]] as const) : []),
   ] as const) {
     if (!value.startsWith("/") || /[,\n\r\0]/.test(value)) {
       throw new EngineError(
@@ -55,13 +67,20 @@ export function toQemuArgv(spec: VmSpec, launch: LaunchOptions): string[] {
         : `tcg,tb-size=${positiveInteger("tcgTranslationCacheMiB", launch.tcgTranslationCacheMiB)}`
       : "kvm";
 
+  const memory = memorySize(spec.memoryMiB, launch.accelerator);
   const argv: string[] = [
     "-nodefaults",
     "-no-user-config",
     "-name",
     `guest=${spec.id},debug-threads=on`,
-    "-machine",
-    profile.machineType,
+    ...(launch.memoryFile
+      ? [
+          "-object",
+          `memory-backend-file,id=${ramBackendId},size=${memory},mem-path=${launch.memoryFile.path},share=${launch.memoryFile.shared ? "on" : "off"}`,
+          "-machine",
+          `${profile.machineType},memory-backend=${ramBackendId}`,
+        ]
+      : ["-machine", profile.machineType]),
     "-accel",
     accel,
     "-cpu",
@@ -70,7 +89,7 @@ export function toQemuArgv(spec: VmSpec, launch: LaunchOptions): string[] {
     "-smp",
     `cpus=${spec.vcpus},sockets=1,cores=${spec.vcpus},threads=1`,
     "-m",
-    memorySize(spec.memoryMiB, launch.accelerator),
+    memory,
     "-kernel",
     spec.boot.kernel,
   ];
@@ -153,6 +172,11 @@ export function toQemuArgv(spec: VmSpec, launch: LaunchOptions): string[] {
 // page-by-page sync, which resets the TLB. KVM tracks dirty pages itself and keeps the size.
 function memorySize(memoryMiB: number, accelerator: LaunchOptions["accelerator"]): string {
   return accelerator === "tcg" ? `${memoryMiB * 1024 - 8}K` : `${memoryMiB}M`;
+}
+
+/** The size in bytes of the RAM QEMU gives a guest of `memoryMiB` (what a memory file must hold). */
+export function guestMemoryBytes(memoryMiB: number, accelerator: LaunchOptions["accelerator"]): number {
+  return accelerator === "tcg" ? (memoryMiB * 1024 - 8) * 1024 : memoryMiB * 1024 * 1024;
 }
 
 function hex(slot: number): string {

@@ -1,6 +1,6 @@
 // Test support for code that reaches a guest's display without the engine (the worker's
 // console relay, the console gateway): the tiny image booted straight from QEMU, its VNC on a
-// unix socket, nothing else attached.
+// unix socket, nothing else attached. And how much of a memory file a QEMU shares with others.
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -53,4 +53,25 @@ export async function startVncGuest(options: { imagesDir: string; qemuBinary: st
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return { vncSocket, stop };
+}
+
+/**
+ * Memory of `file`'s mappings in process `pid` (from /proc/<pid>/smaps), in MiB: pages shared
+ * with other processes, its own (copy-on-write) pages, and its proportional share (Pss).
+ */
+export function memoryFileMapping(pid: number, file: string): { rssMiB: number; pssMiB: number; sharedMiB: number; privateMiB: number } {
+  const totals = { Rss: 0, Pss: 0, Shared_Clean: 0, Shared_Dirty: 0, Private_Clean: 0, Private_Dirty: 0 };
+  let inFile = false;
+  for (const line of readFileSync(`/proc/${pid}/smaps`, "utf8").split("\n")) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inFile = line.endsWith(` ${file}`);
+    const field = /^(\w+):\s+(\d+) kB/.exec(line);
+    if (inFile && field && field[1]! in totals) totals[field[1] as keyof typeof totals] += Number(field[2]) / 1024;
+  }
+  if (totals.Rss === 0) throw new Error(`process ${pid} has no page of ${file} mapped`);
+  return {
+    rssMiB: totals.Rss,
+    pssMiB: totals.Pss,
+    sharedMiB: totals.Shared_Clean + totals.Shared_Dirty,
+    privateMiB: totals.Private_Clean + totals.Private_Dirty,
+  };
 }

@@ -140,6 +140,8 @@ export class Vm extends EventEmitter {
   #bootTimeoutMs = 120_000;
   #serialWatches = new Set<() => void>();
   #maxBandwidth = unlimitedBandwidth;
+  #ignoreShared = false;
+  #memoryFile: { path: string; shared: boolean } | undefined;
   #guestPoweredOff = false;
   #restore: PendingRestore | undefined;
 
@@ -178,12 +180,13 @@ export class Vm extends EventEmitter {
   /**
    * Spawns QEMU for `spec` and connects QMP; the vm is in `creating` when this resolves.
    * `restore` readies QEMU to load that guest state (zstd started, a file's digest begun; call
-   * loadState with it); `incoming` is an -incoming value ("defer" for a live migration).
+   * loadState with it); `incoming` is an -incoming value ("defer" for a live migration);
+   * `memoryFile` backs the guest's RAM with a file (see LaunchOptions).
    */
   static async launch(
     host: VmHost,
     spec: VmSpec,
-    launch: { incoming?: string; restore?: GuestStateSource },
+    launch: { incoming?: string; restore?: GuestStateSource; memoryFile?: { path: string; shared: boolean } },
   ): Promise<Vm> {
     const processDir = path.join(host.runDir, `${spec.id}-${process.pid}-${Date.now().toString(36)}`);
     mkdirSync(processDir, { recursive: true });
@@ -197,6 +200,7 @@ export class Vm extends EventEmitter {
         pidFile,
         ...(launch.restore ? { incoming: "defer" } : launch.incoming === undefined ? {} : { incoming: launch.incoming }),
         ...(host.tcgTranslationCacheMiB === undefined ? {} : { tcgTranslationCacheMiB: host.tcgTranslationCacheMiB }),
+        ...(launch.memoryFile ? { memoryFile: launch.memoryFile } : {}),
       });
     } catch (error) {
       rmSync(processDir, { recursive: true, force: true });
@@ -231,6 +235,7 @@ export class Vm extends EventEmitter {
       stdio: launch.restore ? ["ignore", "ignore", "pipe", "pipe"] : ["ignore", "ignore", "pipe"],
     });
     const vm = new Vm(host, spec, child, processDir, serialOffset);
+    vm.#memoryFile = launch.memoryFile;
     const spawned = await new Promise<Error | null>((resolve) => {
       child.once("spawn", () => resolve(null));
       child.once("error", (error) => resolve(error));
@@ -591,14 +596,31 @@ export class Vm extends EventEmitter {
     this.#maxBandwidth = bytesPerSecond;
   }
 
+  // x-ignore-shared: a save leaves RAM that is a shared memory file out of the stream (and
+  // the loading side must be told, or it misreads the stream). No -global property for it in 7.2.
+  async #setIgnoreShared(on: boolean): Promise<void> {
+    if (this.#ignoreShared === on) return;
+    await this.#qmpClient.execute("migrate-set-capabilities", { capabilities: [{ capability: "x-ignore-shared", state: on }] });
+    this.#ignoreShared = on;
+  }
+
   /**
    * Pauses the guest and streams its state through `zstd -1` into `sink` (which is ended).
    * zstd writes a file in runDir that the sink is fed from as it grows (up to the compressed
    * state's size, removed afterwards), so a slow sink does not hold QEMU's save back.
    * The vm is `suspended` afterwards: QEMU is alive and paused; stop it or keep it.
+   * `sharedMemory` leaves the RAM in the shared memory file QEMU was launched with: the state
+   * holds the devices alone and loads only beside that file (Engine.shareMemory).
    */
-  async saveState(sink: Writable, options: { timeoutMs?: number } = {}): Promise<GuestStateManifest> {
+  async saveState(sink: Writable, options: { timeoutMs?: number; sharedMemory?: boolean } = {}): Promise<GuestStateManifest> {
     assertTransition(this.id, this.state, "suspending", "suspend");
+    if (options.sharedMemory && !this.#memoryFile?.shared) {
+      throw new EngineError(
+        "save_failed",
+        `vm ${this.id}'s RAM is not a shared memory file, so its devices cannot be saved without it. Launch it with a shared memory file (Engine.shareMemory).`,
+        { vmId: this.id },
+      );
+    }
     const identity = await guestStateIdentity(this.spec, this.#host);
     this.#setState("suspending", "suspend");
     const qmp = this.#qmpClient;
@@ -620,6 +642,7 @@ export class Vm extends EventEmitter {
       // a live migration (QEMU-NOTES). `stop` replies once the vCPUs are stopped.
       await qmp.execute("stop");
       await this.#setMaxBandwidth(unlimitedBandwidth);
+      await this.#setIgnoreShared(options.sharedMemory === true);
       const finished = handled(qmp.waitForEvent("MIGRATION", { timeoutMs, filter: terminalMigrationStatus }));
       migrationEnded = finished;
       await qmp.execute("migrate", { uri: `unix:${socketPath}` });
@@ -670,6 +693,7 @@ export class Vm extends EventEmitter {
       vmId: this.id,
       ...identity,
       compression: "zstd",
+      ...(options.sharedMemory ? { sharedMemory: true as const } : {}),
       streamBytes: digest.bytes,
       sha256: digest.digest(),
       createdAt: new Date().toISOString(),
@@ -679,12 +703,13 @@ export class Vm extends EventEmitter {
   /**
    * Loads the guest state this QEMU was launched to restore and resumes it. A file is verified
    * (length and sha256 against the manifest) before QEMU reads a byte; a stream is verified as
-   * it passes, and the guest runs only if it matched.
+   * it passes, and the guest runs only if it matched. `paused`: the guest does not run, the vm
+   * ends `suspended` (to save it again).
    */
   async loadState(
     source: GuestStateSource,
-    expected: { sha256: string; streamBytes: number },
-    options: { timeoutMs?: number } = {},
+    expected: { sha256: string; streamBytes: number; sharedMemory?: true },
+    options: { timeoutMs?: number; paused?: boolean } = {},
   ): Promise<void> {
     const restore = this.#restore;
     if (!restore || restore.source !== source) {
@@ -699,6 +724,7 @@ export class Vm extends EventEmitter {
     const timeoutMs = options.timeoutMs ?? 600_000;
     let corrupt: string | undefined;
     try {
+      if (expected.sharedMemory) await this.#setIgnoreShared(true);
       const finished = handled(qmp.waitForEvent("MIGRATION", { timeoutMs, filter: terminalMigrationStatus }));
       if (restore.fileDigest) {
         corrupt = streamCorruption(await restore.fileDigest, expected);
@@ -718,6 +744,13 @@ export class Vm extends EventEmitter {
         throw new EngineError("restore_failed", `QEMU could not load the guest state: ${await migrationError(qmp)}`);
       }
       this.#restore = undefined;
+      // After a devices-only load the RAM is this vm's own (a copy-on-write mapping of the
+      // memory file): its later saves and migrations must carry all of it.
+      await this.#setIgnoreShared(false);
+      if (options.paused) {
+        this.#setState("suspended", "resume");
+        return;
+      }
       await qmp.execute("cont");
       this.#setState("running", "resume");
     } catch (error) {
