@@ -1,13 +1,16 @@
 // Hosted labs, the foundation: publish a running tiny vm as a lab template version (its guest
 // state, copied as the version's golden point), clone it 5 times on two workers that share only
 // the database and object storage (folder driver), and check every clone continues from the
-// golden point (marker file on /data, counter on from the golden tick, never booted); a reset
+// golden point (marker file on /data, counter on from the golden tick, never booted) and that
+// clones on one worker share its copy of the golden point's memory (copy-on-write); a reset
 // takes a clone back there; the template outlives its source vm; republished from a clone it
 // makes version 2, and a damaged golden point is refused naming the part.
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 import type { Db } from "@ferry/db";
+import { memoryFileMapping } from "@ferry/engine/testing";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
 import { TestCluster, testServices } from "./test-cluster.ts";
@@ -206,6 +209,26 @@ describe("lab templates and clones", () => {
     }
     console.log(JSON.stringify({ clones: clones.length, readyMs, rssMiB: running.map((vm) => `${vm.workerId}:${Math.round(rssMiB(vm.id))}`) }));
   }, 300_000);
+
+  it("clones on one worker map its copy of the golden point's memory: untouched pages shared, each clone's writes its own", async () => {
+    const rows = await db.vm.findMany({ where: { id: { in: clones } }, select: { id: true, workerId: true } });
+    const memoryFile = (worker: string) => join(root, worker, "golden-points", `lab-${version.id}-${version.goldenStateId}`, "shared", "memory.ram");
+    const hash = (file: string) => createHash("sha256").update(new Uint8Array(readFileSync(file))).digest("hex");
+    const before = { la: hash(memoryFile("la")), lb: hash(memoryFile("lb")) };
+    // Every clone writes to its memory (the counter, a file): copy-on-write keeps that out of the file.
+    await run(clones[2]!, "echo private-page >/private-page; echo p-written >/dev/ttyS0", "p-written");
+    for (const { id, workerId } of rows) {
+      const mapping = memoryFileMapping(Number(qemuProcesses(id)[0]!.trim().split(/\s+/)[0]), memoryFile(workerId!));
+      const neighbours = rows.filter((row) => row.workerId === workerId).length;
+      if (neighbours > 1) {
+        expect(mapping.sharedMiB).toBeGreaterThan(4);
+        expect(mapping.pssMiB).toBeLessThan(mapping.rssMiB * 0.75);
+      }
+      expect(mapping.privateMiB).toBeGreaterThan(0);
+      expect(mapping.privateMiB).toBeLessThan(128);
+    }
+    expect({ la: hash(memoryFile("la")), lb: hash(memoryFile("lb")) }).toEqual(before);
+  });
 
   it("resets a running clone to the golden point: counter back, its own file gone, the marker file there", async () => {
     const clone = clones[0]!;

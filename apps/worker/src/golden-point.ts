@@ -10,14 +10,20 @@
 // Each worker keeps the golden points its clones started from (GoldenPointCache): fetched and
 // verified once, then every further clone copies its streams from local files. The engine
 // still checks the memory stream against the signed manifest before QEMU reads it.
+//
+// Clones on a worker share the golden point's RAM: the worker splits it once (the cache's
+// `shared`) into a memory file, written by this worker's QEMU from the verified memory stream
+// and never changed afterwards, and the devices alone (<1 MB, checked against their manifest
+// at every restore). Each clone's QEMU maps the file copy-on-write, so the pages a clone
+// never writes are one copy in the page cache for all of them, and loading skips the RAM.
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 import type { Db } from "@ferry/db";
-import type { RestoreOptions } from "@ferry/engine";
+import type { Engine, GuestStateManifest, RestoreOptions, VmSpec } from "@ferry/engine";
 import type { PublishRequest } from "@ferry/jobs";
 import { type GuestStateReader, type GuestStateRef, type GuestStateStore, isStorageError } from "@ferry/storage";
 
@@ -101,6 +107,13 @@ export async function resumeSource(db: Db, store: GuestStateStore, vmId: string)
 /** What a resume reads a guest state through: the store's verifying reader, or a cached golden point. */
 export type GuestStateSourceReader = Pick<GuestStateReader, "metadata" | "streams" | "stream">;
 
+/** A golden point split for this worker's clones: restore `devices` with `{ sharedMemory: memoryFile }`. */
+export interface SharedGoldenPoint {
+  memoryFile: string;
+  devices: { file: string };
+  manifest: GuestStateManifest;
+}
+
 /**
  * The golden points this worker has fetched, as verified local files (one folder per state,
  * renamed into place only once every stream passed its checks), so that 30 clones of a lab on
@@ -108,12 +121,14 @@ export type GuestStateSourceReader = Pick<GuestStateReader, "metadata" | "stream
  */
 export class GoldenPointCache {
   readonly #fetches = new Map<string, Promise<GuestStateSourceReader>>();
+  readonly #shares = new Map<string, Promise<SharedGoldenPoint>>();
   // What a previous run of the worker cached is not known to this one: start empty.
   readonly #emptied: Promise<void>;
 
   constructor(
     private readonly dir: string,
     private readonly store: GuestStateStore,
+    private readonly engine: Engine,
     private readonly keep = 4,
   ) {
     this.#emptied = rm(dir, { recursive: true, force: true });
@@ -134,6 +149,57 @@ export class GoldenPointCache {
     }
     void this.#evict();
     return fetch;
+  }
+
+  /**
+   * The golden point as a memory file and its devices alone, made once on first use: loaded,
+   * never run, into a QEMU as the vm it was published from (`spec`, the clone's, with that vm's
+   * id and its paths in the cache).
+   */
+  shared(ref: GuestStateRef, metadata: GuestStateMetadata, spec: VmSpec, publishedFrom: string): Promise<SharedGoldenPoint> {
+    const key = `${ref.vmId}-${ref.stateId}`;
+    let share = this.#shares.get(key);
+    if (!share) {
+      share = this.open(ref).then(() => this.#share(join(this.dir, key), metadata, spec, publishedFrom));
+      share.catch(() => this.#shares.delete(key));
+      this.#shares.set(key, share);
+    }
+    return share;
+  }
+
+  async #share(folder: string, metadata: GuestStateMetadata, spec: VmSpec, publishedFrom: string): Promise<SharedGoldenPoint> {
+    const done = join(folder, "shared");
+    const partial = `${done}.partial`;
+    await rm(partial, { recursive: true, force: true });
+    await mkdir(partial, { recursive: true });
+    try {
+      const sharer: VmSpec = {
+        ...spec,
+        id: publishedFrom,
+        // QEMU opens the disks: copies, so the cached overlays stay as fetched.
+        disks: spec.disks.map((disk) => ({ ...disk, overlay: join(partial, `${disk.id}.qcow2`) })),
+        display: null,
+        serial: { logFile: join(partial, "serial.log") },
+        parallel: { logFile: join(partial, "parallel.log") },
+      };
+      for (const disk of sharer.disks) {
+        const stream = metadata.disks[disk.id];
+        if (stream === undefined) throw new Error(`the golden point has no overlay for disk ${disk.id}`);
+        await copyFile(join(folder, stream), disk.overlay);
+      }
+      const manifest = await this.engine.shareMemory(sharer, { file: join(folder, "memory") }, metadata.engine, {
+        memoryFile: join(partial, "memory.ram"),
+        devices: createWriteStream(join(partial, "devices")),
+      });
+      await Promise.all(sharer.disks.map((disk) => rm(disk.overlay)));
+      await writeFile(join(partial, "devices.json"), JSON.stringify(manifest));
+      await rm(done, { recursive: true, force: true });
+      await rename(partial, done);
+      return { memoryFile: join(done, "memory.ram"), devices: { file: join(done, "devices") }, manifest };
+    } catch (error) {
+      await rm(partial, { recursive: true, force: true });
+      throw error;
+    }
   }
 
   async #fetch(ref: GuestStateRef, folder: string): Promise<GuestStateSourceReader> {
@@ -158,13 +224,15 @@ export class GoldenPointCache {
     return { ...saved, stream: (name: string): Readable => createReadStream(join(folder, name)) };
   }
 
-  // Removing a folder a restore still reads is safe: open files outlive their names.
+  // Removing a folder a restore still reads is safe: open files outlive their names, and so
+  // does a memory file running clones map.
   async #evict(): Promise<void> {
     await this.#emptied;
     while (this.#fetches.size > this.keep) {
       const [oldest] = this.#fetches.keys();
       if (oldest === undefined) return;
       this.#fetches.delete(oldest);
+      this.#shares.delete(oldest);
       await rm(join(this.dir, oldest), { recursive: true, force: true });
     }
   }
@@ -176,7 +244,7 @@ const caches = new WeakMap<WorkerContext, GoldenPointCache>();
 export function goldenPoints(ctx: WorkerContext): GoldenPointCache {
   let cache = caches.get(ctx);
   if (!cache) {
-    cache = new GoldenPointCache(join(ctx.options.stateDir, "golden-points"), ctx.options.guestStates.store);
+    cache = new GoldenPointCache(join(ctx.options.stateDir, "golden-points"), ctx.options.guestStates.store, ctx.options.engine);
     caches.set(ctx, cache);
   }
   return cache;

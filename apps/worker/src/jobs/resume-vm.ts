@@ -17,7 +17,7 @@ import { pipeline } from "node:stream/promises";
 import { isStorageError } from "@ferry/storage";
 
 import { type HostedVm, WorkerContext } from "../context.ts";
-import { type GuestStateSourceReader, goldenPoints, resumeSource } from "../golden-point.ts";
+import { type GuestStateSourceReader, type SharedGoldenPoint, goldenPoints, resumeSource } from "../golden-point.ts";
 import { type GuestStateMetadata, discardStaging, guestStateMetadata, progressReporter, stagingDir } from "../guest-state-store.ts";
 
 /** Handle vm.resume: fetch and verify the guest state, restore it in a new QEMU, report running. */
@@ -38,7 +38,8 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
   const { spec } = await ctx.spec(hosted);
   const staging = stagingDir(hosted.dir);
   let metadata: GuestStateMetadata;
-  let memory: Readable;
+  let memory: Readable | undefined;
+  let shared: SharedGoldenPoint | undefined;
   let progress: (bytes: number) => void;
   try {
     await discardStaging(hosted.dir);
@@ -52,7 +53,19 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
     const missing = spec.disks.filter((disk) => metadata.disks[disk.id] === undefined).map((disk) => disk.id);
     if (missing.length > 0) throw new Error(`guest state ${source.ref.vmId}/${source.ref.stateId} has no overlay for disk(s) ${missing.join(", ")}`);
     const disks = spec.disks.map((disk) => ({ stream: metadata.disks[disk.id]!, file: join(staging, `${disk.id}.qcow2`) }));
-    progress = progressOf(ctx, hosted, reader, ["memory", ...disks.map((disk) => disk.stream)]);
+    // A clone maps the golden point's memory, split once per worker (golden-point.ts), beside
+    // its fetch of the overlays. If the split fails the clone loads the memory stream, as before.
+    const publishedFrom = source.restore.cloneOf;
+    const sharing =
+      source.golden && publishedFrom !== undefined
+        ? goldenPoints(ctx)
+            .shared(source.ref, metadata, spec, publishedFrom)
+            .catch((error: unknown) => {
+              ctx.options.log.warn({ err: error, vmId: hosted.vmId, goldenPoint: source.ref }, "sharing the golden point's memory failed; the clone loads its own copy");
+              return undefined;
+            })
+        : undefined;
+    progress = progressOf(ctx, hosted, reader, [...(sharing ? [] : ["memory"]), ...disks.map((disk) => disk.stream)]);
     // The overlays first, alone: QEMU cannot start without them, and the memory's parts
     // fetched beside them only slowed them down.
     await fetchVerified(reader, disks, progress);
@@ -61,9 +74,10 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
       await mkdir(dirname(disk.overlay), { recursive: true });
       await rename(join(staging, `${disk.id}.qcow2`), disk.overlay);
     }
+    shared = await sharing;
     // Asked for now, so its first parts are fetched while QEMU starts. The engine checks the
     // whole stream against its manifest: the store checks each part.
-    memory = reader.stream("memory", { wholeChecksum: false });
+    if (!shared) memory = reader.stream("memory", { wholeChecksum: false });
   } catch (error) {
     await discardStaging(hosted.dir);
     await ctx.report(hosted, "suspended", { reason: `resume refused: ${(error as Error).message}`, refused: true });
@@ -74,7 +88,7 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
   let refusal: Error | undefined;
   async function* verifiedMemory(): AsyncGenerator<Buffer> {
     try {
-      for await (const chunk of memory) {
+      for await (const chunk of memory!) {
         progress((chunk as Buffer).length);
         yield chunk as Buffer;
       }
@@ -87,9 +101,11 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
   try {
     // The engine compares the manifest with the spec and this host before QEMU starts, then
     // feeds QEMU the verified parts and runs the guest only if the whole stream matched.
-    vm = await engine.restore(spec, Readable.from(verifiedMemory(), { objectMode: false }), metadata.engine, source.restore);
+    vm = shared
+      ? await engine.restore(spec, shared.devices, shared.manifest, { ...source.restore, sharedMemory: shared.memoryFile })
+      : await engine.restore(spec, Readable.from(verifiedMemory(), { objectMode: false }), metadata.engine, source.restore);
   } catch (error) {
-    memory.destroy();
+    memory?.destroy();
     await ctx.options.serial.unfollow(hosted.vmId);
     await discardStaging(hosted.dir);
     const reason = refusal ? `resume refused: ${refusal.message}` : `resume failed on worker ${ctx.workerId}: ${(error as Error).message}`;
