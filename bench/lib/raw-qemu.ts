@@ -5,7 +5,7 @@ import { once } from "node:events";
 import { mkdirSync, rmSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { type VmSpec, toQemuArgv } from "@ferry/engine";
+import { type LaunchOptions, type VmSpec, toQemuArgv } from "@ferry/engine";
 
 /** What QMP replies and events carry that the benchmarks read. */
 export interface QmpMessage {
@@ -30,14 +30,17 @@ export function killRawQemus(): void {
   for (const child of started) child.kill("SIGKILL");
 }
 
-/** Start QEMU for `spec` in a folder of its own under `root`, optionally incoming from `incoming`. */
-export async function startRawQemu(root: string, spec: VmSpec, incoming?: string): Promise<RawQemu> {
+/**
+ * Start QEMU for `spec` in a folder of its own under `root`, optionally incoming from `incoming`
+ * and with its RAM in `memoryFile` (see LaunchOptions).
+ */
+export async function startRawQemu(root: string, spec: VmSpec, incoming?: string, memoryFile?: LaunchOptions["memoryFile"]): Promise<RawQemu> {
   const dir = path.join(root, "raw", `${spec.id}-${Date.now()}`);
   mkdirSync(dir, { recursive: true });
   const qmpSocket = path.join(dir, "qmp.sock");
   // The same migration defaults the engine starts QEMU with: MIGRATION events on, no 128 MiB/s cap.
   const argv = [
-    ...toQemuArgv(spec, { accelerator: "tcg", qmpSocket, pidFile: path.join(dir, "qemu.pid"), ...(incoming ? { incoming } : {}) }),
+    ...toQemuArgv(spec, { accelerator: "tcg", qmpSocket, pidFile: path.join(dir, "qemu.pid"), ...(incoming ? { incoming } : {}), ...(memoryFile ? { memoryFile } : {}) }),
     ...["-global", "migration.x-events=on", "-global", `migration.x-max-bandwidth=${2 ** 40}`],
   ];
   const child = spawn("qemu-system-x86_64", argv, { stdio: "ignore" });
