@@ -168,7 +168,8 @@ export class Engine {
     assertGuestStateMatches(valid.id, parsed.data, await guestStateIdentity(valid, this.#host));
     await this.#prepareDisks(valid);
     rmSync(options.memoryFile, { force: true });
-    const vm = await this.#launch(valid, { restore: source, memoryFile: { path: options.memoryFile, shared: true } });
+    // -S: a state saved while the guest ran would otherwise run once loaded, and write to the disk copy.
+    const vm = await this.#launch(valid, { restore: source, memoryFile: { path: options.memoryFile, shared: true }, startPaused: true });
     try {
       await vm.loadState(source, parsed.data, { paused: true });
       return await vm.saveState(options.devices, { sharedMemory: true });
@@ -243,7 +244,7 @@ export class Engine {
     );
   }
 
-  async #launch(spec: VmSpec, launch: { incoming?: string; restore?: GuestStateSource; memoryFile?: { path: string; shared: boolean } }): Promise<Vm> {
+  async #launch(spec: VmSpec, launch: Parameters<typeof Vm.launch>[2]): Promise<Vm> {
     const vm = await Vm.launch(this.#host, spec, launch);
     this.#vms.add(vm);
     return vm;

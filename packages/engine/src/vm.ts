@@ -181,12 +181,13 @@ export class Vm extends EventEmitter {
    * Spawns QEMU for `spec` and connects QMP; the vm is in `creating` when this resolves.
    * `restore` readies QEMU to load that guest state (zstd started, a file's digest begun; call
    * loadState with it); `incoming` is an -incoming value ("defer" for a live migration);
-   * `memoryFile` backs the guest's RAM with a file (see LaunchOptions).
+   * `memoryFile` backs the guest's RAM with a file (see LaunchOptions); `startPaused` keeps the
+   * guest from running after a load, even one of a state saved while it ran.
    */
   static async launch(
     host: VmHost,
     spec: VmSpec,
-    launch: { incoming?: string; restore?: GuestStateSource; memoryFile?: { path: string; shared: boolean } },
+    launch: { incoming?: string; restore?: GuestStateSource; memoryFile?: { path: string; shared: boolean }; startPaused?: boolean },
   ): Promise<Vm> {
     const processDir = path.join(host.runDir, `${spec.id}-${process.pid}-${Date.now().toString(36)}`);
     mkdirSync(processDir, { recursive: true });
@@ -201,6 +202,7 @@ export class Vm extends EventEmitter {
         ...(launch.restore ? { incoming: "defer" } : launch.incoming === undefined ? {} : { incoming: launch.incoming }),
         ...(host.tcgTranslationCacheMiB === undefined ? {} : { tcgTranslationCacheMiB: host.tcgTranslationCacheMiB }),
         ...(launch.memoryFile ? { memoryFile: launch.memoryFile } : {}),
+        ...(launch.startPaused ? { startPaused: true } : {}),
       });
     } catch (error) {
       rmSync(processDir, { recursive: true, force: true });
