@@ -33,6 +33,7 @@ import { startVm } from "./jobs/start-vm.ts";
 import { stopVm } from "./jobs/stop-vm.ts";
 import { suspendVm } from "./jobs/suspend-vm.ts";
 import { SerialRelay } from "./serial-relay.ts";
+import { startThumbnails } from "./thumbnails.ts";
 
 export interface WorkerOptions {
   workerId: string;
@@ -247,6 +248,8 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     }
   }
 
+  const thumbnails = startThumbnails({ redis, prefix: options.prefix, vms: () => ctx.vms.values(), log });
+
   const stopSweeper = startGuestStateSweeper(db, guestStates, {
     intervalMs: options.guestStateSweepMs,
     orphanAgeMs: options.guestStateOrphanAgeMs,
@@ -259,6 +262,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     async shutdown() {
       log.info("worker shutting down");
       await consumer.close();
+      await thumbnails.stop();
       await stopSweeper();
       await heartbeat.drain();
       for (const hosted of ctx.vms.values()) {

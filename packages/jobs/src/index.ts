@@ -166,7 +166,18 @@ export const redisKeys = {
   vmMoved: (prefix: string) => `${prefix}:vm-moved`,
   /** Pub/sub channel: someone's access was taken away (AccessRevokedMessage); console gateways re-check their sessions. */
   accessRevoked: (prefix: string) => `${prefix}:access-revoked`,
+  /** Set, with a TTL of thumbnailTiming.watchSeconds, while a wall shows the vm: workers render thumbnails of watched vms only. */
+  vmThumbnailWatched: (prefix: string, vmId: string) => `${prefix}:vm:${vmId}:thumbnail-watched`,
+  /** The newest thumbnail of the vm's screen (PNG bytes), kept thumbnailTiming.keepSeconds. */
+  vmThumbnail: (prefix: string, vmId: string) => `${prefix}:vm:${vmId}:thumbnail`,
 };
+
+/**
+ * Thumbnails of vms' screens (the instructor's wall): the portal refreshes a vm's watch each
+ * time it serves the vm's thumbnail, a worker renders its watched vms every `intervalMs`, and
+ * a thumbnail no longer rendered (the vm stopped, nobody watches) expires after `keepSeconds`.
+ */
+export const thumbnailTiming = { watchSeconds: 15, intervalMs: 3000, keepSeconds: 10, width: 320 } as const;
 
 /** Published on `redisKeys.accessRevoked` when an API token is revoked or a member removed or demoted. */
 export const accessRevokedMessage = z.object({
