@@ -13,7 +13,10 @@
 //   gap between two frames (the longest the screen froze for the person watching), beside
 //   the largest gap in the 2 s before the move, and the gap the gateway's re-attach to the
 //   destination closed (ended by the whole screen the destination sends),
-// - total time: POST /vms/{id}/migrate → the vm reported running on the other worker.
+// - total time: POST /vms/{id}/migrate → the vm reported running on the other worker,
+// - raw QEMU only: QEMU's setup time, which under TCG is mostly the first dirty-bitmap sync
+//   (page by page, see toQemuArgv's memory size); QEMU holds its main lock through it, so no
+//   console frame leaves the source meanwhile.
 //
 // Prints one JSON document with medians of BENCH_RUNS (default 5) runs per case.
 import { mkdtempSync, rmSync } from "node:fs";
@@ -49,6 +52,12 @@ interface Sample {
   qemuDowntimeMs: number;
   counterGapMs: number;
   consoleFrameGapMs: number;
+  /**
+   * when that gap began, in ms after the migrate request: early in the move (once the
+   * destination's QEMU is up) it is QEMU's first dirty-bitmap sync on the source, near totalMs
+   * the switch to the destination
+   */
+  consoleFrameGapStartMs: number;
   /** the largest frame gap in the 2 s before the move: what the console does without one */
   consoleFrameGapBeforeMs: number;
   /**
@@ -163,12 +172,16 @@ function followFrames(rfb: RfbSession) {
   };
 }
 
-const largestGap = (times: readonly number[], from: number, to: number): number => {
+/** The largest gap between consecutive times inside [from, to], and the time it began. */
+const largestGapAt = (times: readonly number[], from: number, to: number): { gap: number; at: number } => {
   const inside = times.filter((t) => t >= from && t <= to);
-  let gap = 0;
-  for (let i = 1; i < inside.length; i += 1) gap = Math.max(gap, inside[i]! - inside[i - 1]!);
-  return gap;
+  let largest = { gap: 0, at: from };
+  for (let i = 1; i < inside.length; i += 1) {
+    if (inside[i]! - inside[i - 1]! > largest.gap) largest = { gap: inside[i]! - inside[i - 1]!, at: inside[i - 1]! };
+  }
+  return largest;
 };
+const largestGap = (times: readonly number[], from: number, to: number): number => largestGapAt(times, from, to).gap;
 
 /** Arrival of the first whole screen after `from` minus that of the frame before it. */
 function switchGap(arrivals: readonly number[], wholeScreens: readonly number[], from: number): number {
@@ -241,11 +254,13 @@ async function platformRuns(cluster: FerryCluster, redis: Redis, dirty: boolean)
       await sleep(2500); // ticks and frames after the move
       const window: [number, number] = [started - 2000, finished + 2000];
       const tickGap = largestGap(ticks.arrivals, ...window);
+      const frameGap = largestGapAt(frames.arrivals, ...window);
       samples.push({
         qemuDowntimeMs: await qemuDowntime(cluster, id, i),
         // Ticks come once a second: what the move added is the largest gap beyond that.
         counterGapMs: Math.max(0, tickGap - 1000),
-        consoleFrameGapMs: largestGap(frames.arrivals, ...window),
+        consoleFrameGapMs: frameGap.gap,
+        consoleFrameGapStartMs: frameGap.at - started,
         consoleFrameGapBeforeMs: largestGap(frames.arrivals, started - 2000, started),
         consoleSwitchGapMs: switchGap(frames.arrivals, frames.wholeScreens, started),
         framesInWindow: frames.arrivals.filter((t) => t >= window[0] && t <= window[1]).length,
@@ -263,7 +278,7 @@ async function platformRuns(cluster: FerryCluster, redis: Redis, dirty: boolean)
   return samples;
 }
 
-async function rawRuns(engine: Engine, workDir: string, dirty: boolean): Promise<{ qemuDowntimeMs: number; totalMs: number }[]> {
+async function rawRuns(engine: Engine, workDir: string, dirty: boolean): Promise<{ qemuDowntimeMs: number; qemuSetupMs: number; totalMs: number }[]> {
   const image = await loadImage(imagesDir, "tiny");
   const spec = (side: number): VmSpec => {
     const base = specForVm({ id: `bench-raw-${dirty ? "dirty" : "idle"}`, vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", image, vmDir: join(workDir, `${dirty ? "dirty" : "idle"}-${side}`) });
@@ -288,7 +303,7 @@ async function rawRuns(engine: Engine, workDir: string, dirty: boolean): Promise
       const incoming = await engine.prepareIncoming(spec((i + 1) % 2), { listen: { kind: "tcp", host: "127.0.0.1", port } });
       const figures = await vm.liveMigrate(`tcp:127.0.0.1:${port}`, { downtimeLimitMs: 50, timeoutMs: 60_000, autoConverge: true });
       await incoming.whenState("running", { timeoutMs: 10_000 });
-      samples.push({ qemuDowntimeMs: figures.downtimeMs, totalMs: figures.totalTimeMs });
+      samples.push({ qemuDowntimeMs: figures.downtimeMs, qemuSetupMs: figures.setupTimeMs ?? Number.NaN, totalMs: figures.totalTimeMs });
       vm = incoming;
     }
   } finally {
