@@ -3,6 +3,8 @@
 // receiver needs to recognise a stale or duplicated job (the vm's generation).
 import { z } from "zod";
 
+export { type LabClassLimits, type LabSeatClock, type LabSeatTime, labSeatTime } from "./lab-time.ts";
+
 /** Every queue and key lives under this prefix; tests pass their own to stay apart. */
 export const defaultPrefix = "ferry";
 
@@ -162,6 +164,8 @@ export const redisKeys = {
   serialLog: (prefix: string, vmId: string) => `${prefix}:vm:${vmId}:serial`,
   /** Set NX when a console token is redeemed, so it works once. */
   consoleTokenUsed: (prefix: string, tokenId: string) => `${prefix}:console-token:${tokenId}`,
+  /** Set NX when a lab student link is opened, so it works once. */
+  labLinkUsed: (prefix: string, linkId: string) => `${prefix}:lab-link:${linkId}`,
   /** Pub/sub channel: a live migration moved a vm (VmMovedMessage); console gateways re-attach. */
   vmMoved: (prefix: string) => `${prefix}:vm-moved`,
   /** Pub/sub channel: someone's access was taken away (AccessRevokedMessage); console gateways re-check their sessions. */

@@ -6,7 +6,7 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import type { z } from "zod";
 import { TokenError } from "./errors.ts";
 
-export type Purpose = "console-token" | "relay-ticket";
+export type Purpose = "console-token" | "relay-ticket" | "lab-link";
 
 const minSecretLength = 32;
 const base64url = /^[A-Za-z0-9_-]+$/;
@@ -15,6 +15,7 @@ const hmacBytes = 32;
 const labels: Record<Purpose, string> = {
   "console-token": "console token",
   "relay-ticket": "relay ticket",
+  "lab-link": "lab link",
 };
 
 function mac(purpose: Purpose, encodedPayload: string, secret: string): Buffer {

@@ -17,6 +17,7 @@ export const portalErrorStatus = {
   idempotency_in_progress: 409,
   migration_refused: 409,
   incompatible_worker: 409,
+  cluster_full: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
   unknown_image: 422,

@@ -29,6 +29,10 @@ const a = {
   webhookId: "",
   templateId: "",
   templateName: "",
+  classId: "",
+  className: "",
+  seatId: "",
+  studentEmail: "",
 };
 
 interface Principal {
@@ -74,6 +78,28 @@ beforeAll(async () => {
   const token = await portal.token(owner.viewer, project.id);
   const webhook = await portal.as(owner.viewer).webhook.create({ projectId: project.id, url: "https://tenant-a.example.com/hooks" });
   const template = await portal.services.db.labTemplate.create({ data: { name: "tenant-a-template", ownerId: owner.viewer.id, projectId: project.id } });
+  const version = await portal.services.db.labTemplateVersion.create({
+    data: { templateId: template.id, version: 1, status: "ready", sourceVmId: vm.id, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", accelerator: "tcg", goldenStateId: "golden-a" },
+  });
+  const studentEmail = "student-a@isolation.test";
+  const labClass = await portal.services.db.labClass.create({
+    data: {
+      projectId: project.id,
+      templateId: template.id,
+      templateVersionId: version.id,
+      name: "tenant-a-class",
+      instructorId: owner.viewer.id,
+      opensAt: new Date(Date.now() - 60_000),
+      closesAt: new Date(Date.now() + 3_600_000),
+      sessionMinutes: 30,
+      totalMinutes: 60,
+      status: "started",
+      joinCode: "TENANTA2",
+      joinCodeExpiresAt: new Date(Date.now() + 3_600_000),
+      seats: { create: { email: studentEmail, vmId: vm.id } },
+    },
+    include: { seats: true },
+  });
   Object.assign(a, {
     organizationId: organization.id,
     organizationName: organization.name,
@@ -87,6 +113,10 @@ beforeAll(async () => {
     webhookId: webhook.id,
     templateId: template.id,
     templateName: template.name,
+    classId: labClass.id,
+    className: labClass.name,
+    seatId: labClass.seats[0]!.id,
+    studentEmail,
   });
   const revoked = await portal.token(owner.viewer, project.id, { revokedAt: new Date() });
   const expired = await portal.token(owner.viewer, project.id, { expiresAt: new Date(Date.now() - 1000) });
@@ -119,8 +149,12 @@ function fillPath(path: string): string {
               ? a.webhookId
               : path.startsWith("/templates/")
                 ? a.templateId
-                : "";
-  return path.replace("{id}", id).replace("{projectId}", a.projectId).replace("{userId}", a.viewerId);
+                : path.startsWith("/classes/")
+                  ? a.classId
+                  : path.startsWith("/seats/")
+                    ? a.seatId
+                    : "";
+  return path.replace("{id}", id).replace("{projectId}", a.projectId).replace("{userId}", a.viewerId).replace("{seatId}", a.seatId);
 }
 
 /** A valid request body aimed at tenant A, by field name. */
@@ -142,16 +176,28 @@ const bodyValues: Record<string, unknown> = {
   vms: 1000,
   stateBytes: 0,
   url: "https://intruder.example.com/hooks",
+  templateId: "",
+  opensAt: "2030-01-01T09:00:00Z",
+  closesAt: "2099-01-01T09:00:00Z",
+  sessionMinutes: 30,
+  totalMinutes: 60,
+  emails: ["intruder@isolation.test"],
+  minutes: 30,
+  expiresAt: "2099-01-01T09:00:00Z",
+  mode: "control",
+  prewarm: false,
+  code: "NOSUCHCODE",
+  token: "not-a-lab-link",
 };
 
 function validBody(schema: { properties?: Record<string, unknown>; required?: string[] } | undefined): Record<string, unknown> {
-  const values: Record<string, unknown> = { ...bodyValues, vmId: a.vmId, projectId: a.projectId, email: a.ownerEmail, ownerEmail: a.ownerEmail };
+  const values: Record<string, unknown> = { ...bodyValues, vmId: a.vmId, projectId: a.projectId, email: a.ownerEmail, ownerEmail: a.ownerEmail, templateId: a.templateId };
   return Object.fromEntries(Object.keys(schema?.properties ?? {}).filter((key) => key in values).map((key) => [key, values[key]]));
 }
 
 /** Tenant A's strings that the request did not carry and the principal does not know: none may come back. */
 function leaks(body: string, request: string, principal: Principal): string[] {
-  const secrets = [a.organizationId, a.organizationName, a.projectId, a.projectName, a.ownerId, a.ownerEmail, a.vmId, a.vmName, a.tokenId, a.viewerId, a.webhookId, a.templateId, a.templateName];
+  const secrets = [a.organizationId, a.organizationName, a.projectId, a.projectName, a.ownerId, a.ownerEmail, a.vmId, a.vmName, a.tokenId, a.viewerId, a.webhookId, a.templateId, a.templateName, a.classId, a.className, a.seatId, a.studentEmail];
   return secrets.filter((secret) => secret !== "" && body.includes(secret) && !request.includes(secret) && !principal.knows.includes(secret));
 }
 
@@ -199,13 +245,45 @@ function procedureInput(path: string): unknown {
     "lab.createInstance": { id: a.templateId, name: "intruder-clone", projectId: a.projectId },
     "lab.reset": vm,
     "webhook.deliveries": { id: a.webhookId, limit: 50 },
+    "labClass.create": { templateId: a.templateId, name: "intruder-class", opensAt: "2030-01-01T09:00:00Z", closesAt: "2099-01-01T09:00:00Z", sessionMinutes: 30, totalMinutes: 60, projectId: a.projectId },
+    "labClass.list": { projectId: a.projectId, limit: 50 },
+    "labClass.get": { id: a.classId },
+    "labClass.update": { id: a.classId, name: "intruder-class" },
+    "labClass.addStudents": { id: a.classId, emails: ["intruder@isolation.test"] },
+    "labClass.removeStudent": { id: a.classId, seatId: a.seatId },
+    "labClass.newJoinCode": { id: a.classId, expiresAt: "2099-01-01T09:00:00Z" },
+    "labClass.start": { id: a.classId, prewarm: false },
+    "labClass.end": { id: a.classId },
+    "labClass.extend": { id: a.classId, minutes: 30 },
+    "labClass.reset": { id: a.classId },
+    "labClass.console": { id: a.classId, seatId: a.seatId, mode: "control" },
+    "labClass.release": { id: a.classId, seatId: a.seatId },
+    "labClass.studentLink": { id: a.classId, seatId: a.seatId },
+    "labSeat.mine": {},
+    "labSeat.get": { id: a.seatId },
+    "labSeat.join": { code: "NOSUCHCODE" },
+    "labSeat.start": { id: a.seatId },
+    "labSeat.reset": { id: a.seatId },
+    "labSeat.console": { id: a.seatId },
+    "labSeat.openLink": { token: "not-a-lab-link" },
   };
   if (!(path in inputs)) throw new Error(`procedure ${path} has no input in the isolation suite: add one aimed at tenant A`);
   return inputs[path];
 }
 
 /** Lists of one's own things may answer 200, so long as nothing of tenant A is in them. */
-const ownLists = new Set(["GET /vms", "GET /projects", "GET /organizations", "GET /templates", "vm.list", "tenancy.projects", "tenancy.organizations", "lab.list"]);
+const ownLists = new Set(["GET /vms", "GET /projects", "GET /organizations", "GET /templates", "GET /classes", "GET /seats", "vm.list", "tenancy.projects", "tenancy.organizations", "lab.list", "labClass.list", "labSeat.mine"]);
+
+/**
+ * A student's routes: authorised by holding a seat, not by a role, so a member of the class's
+ * organization who does not hold it gets 404 like anyone else; a student link carries its
+ * credential in the body, so a bad one is 401 whoever sends it.
+ */
+function allowedFor(route: string, principal: Principal): number[] {
+  if (route === "POST /seats/open-link" || route === "labSeat.openLink") return [401];
+  if (principal.mutationsOnly && (route.startsWith("labSeat.") || route.startsWith("POST /seats"))) return [404];
+  return principal.allowed;
+}
 
 /** What must not have changed, whoever called. */
 async function tenantAState() {
@@ -220,6 +298,8 @@ async function tenantAState() {
     organizations: await db.organization.count(),
     workers: await db.worker.findMany({ orderBy: { id: "asc" }, select: { id: true, status: true } }),
     webhooks: await db.webhook.findMany({ where: { projectId: a.projectId }, orderBy: { id: "asc" }, select: { id: true, url: true, disabledAt: true } }),
+    classes: await db.labClass.findMany({ where: { projectId: a.projectId }, orderBy: { id: "asc" } }),
+    seats: await db.labSeat.findMany({ where: { class: { projectId: a.projectId } }, orderBy: { id: "asc" } }),
   };
 }
 
@@ -243,7 +323,7 @@ describe("tenant isolation", () => {
           const response = await portal.rest(url, { method: method.toUpperCase(), headers: principal.headers, ...(body === undefined ? {} : { body }) });
           const text = await response.text();
           const okList = ownLists.has(route) && query === "" && response.status === 200;
-          if (!okList && !principal.allowed.includes(response.status)) problems.push(`${route} as ${principal.name}: ${response.status} ${text.slice(0, 200)}`);
+          if (!okList && !allowedFor(route, principal).includes(response.status)) problems.push(`${route} as ${principal.name}: ${response.status} ${text.slice(0, 200)}`);
           const leaked = leaks(text, `${url} ${body ?? ""}`, principal);
           if (leaked.length > 0) problems.push(`${route} as ${principal.name} leaked ${leaked.join(", ")}: ${text.slice(0, 200)}`);
         }
@@ -270,7 +350,7 @@ describe("tenant isolation", () => {
         const response = await handleTrpcRequest(new Request(url, { method: isQuery ? "GET" : "POST", headers, ...(isQuery ? {} : { body: input }) }), portal.services);
         const text = await response.text();
         const okList = ownLists.has(path) && !input.includes(a.projectId) && response.status === 200;
-        if (!okList && !principal.allowed.includes(response.status)) problems.push(`${path} as ${principal.name}: ${response.status} ${text.slice(0, 200)}`);
+        if (!okList && !allowedFor(path, principal).includes(response.status)) problems.push(`${path} as ${principal.name}: ${response.status} ${text.slice(0, 200)}`);
         const leaked = leaks(text, `${url} ${input}`, principal);
         if (leaked.length > 0) problems.push(`${path} as ${principal.name} leaked ${leaked.join(", ")}: ${text.slice(0, 200)}`);
       }
@@ -288,5 +368,6 @@ describe("tenant isolation", () => {
     expect((await as.token.list({ projectId: a.projectId, limit: 50 })).items.map((t) => t.id)).toContain(a.tokenId);
     expect((await as.audit.list({ projectId: a.projectId, limit: 50 })).items.length).toBeGreaterThan(0);
     expect((await as.webhook.list({ projectId: a.projectId, limit: 50 })).items.map((w) => w.id)).toEqual([a.webhookId]);
+    expect((await as.labClass.get({ id: a.classId })).seats.map((seat) => seat.email)).toEqual([a.studentEmail]);
   });
 });

@@ -20,7 +20,7 @@ export function openApiDocument(publicUrl: string) {
     version: "1.0.0",
     openApiVersion: "3.1.0",
     baseUrl: `${publicUrl}${restBasePath}`,
-    tags: ["vms", "workers", "tenancy", "tokens", "audit", "webhooks"],
+    tags: ["vms", "workers", "tenancy", "tokens", "audit", "webhooks", "labs", "classes", "seats"],
   });
 }
 

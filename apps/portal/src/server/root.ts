@@ -1,5 +1,7 @@
 import { auditRouter } from "./routers/audit.ts";
 import { labRouter } from "./routers/lab.ts";
+import { labClassRouter } from "./routers/lab-class.ts";
+import { labSeatRouter } from "./routers/lab-seat.ts";
 import { migrationRouter } from "./routers/migration.ts";
 import { tenancyRouter } from "./routers/tenancy.ts";
 import { tokenRouter } from "./routers/token.ts";
@@ -18,6 +20,8 @@ export const appRouter = createTRPCRouter({
   audit: auditRouter,
   webhook: webhookRouter,
   lab: labRouter,
+  labClass: labClassRouter,
+  labSeat: labSeatRouter,
 });
 
 export type AppRouter = typeof appRouter;

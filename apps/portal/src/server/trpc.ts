@@ -1,7 +1,7 @@
 // tRPC setup for the portal. Read in order:
 // 1. context: who is asking (session cookie or API token) and the services procedures use
 // 2. errors: one function turns any thrown error into our `{ code, message, details }`
-// 3. procedures: `authedProcedure` is the only one routers use
+// 3. procedures: `authedProcedure` (and `auditedProcedure` on it) for everything but lab student links
 import { initTRPC, TRPCError } from "@trpc/server";
 import type { TRPC_ERROR_CODE_KEY } from "@trpc/server/rpc";
 import type { OpenApiMeta } from "trpc-to-openapi";
@@ -179,6 +179,16 @@ export const authedProcedure = t.procedure.use(async ({ ctx, next }) => {
     );
   }
   const result = await next({ ctx: { ...ctx, viewer: ctx.viewer } });
+  if (!result.ok && result.error.cause instanceof PortalError) throw toTRPCError(result.error.cause);
+  return result;
+});
+
+/**
+ * A procedure anyone may call: its input carries the credential itself (a lab student link).
+ * Refusals keep their status, as in `authedProcedure`.
+ */
+export const linkProcedure = t.procedure.use(async ({ next }) => {
+  const result = await next();
   if (!result.ok && result.error.cause instanceof PortalError) throw toTRPCError(result.error.cause);
   return result;
 });

@@ -6,12 +6,12 @@
 // - instances: a vm with the version's spec, suspended at the golden point and wanted running,
 //   so it is placed like a resume on any compatible worker and continues from there.
 // - reset: the clone's own guest state forgotten, so it continues from the golden point again.
-import { checkCompatibility } from "@ferry/engine";
 import { type Db, Prisma } from "@ferry/db";
 import { z } from "zod";
 import { type Need, authorize, findProject, visibleProjectIds } from "../access.ts";
 import { PortalError } from "../errors.ts";
 import { displayName, recordId } from "../fields.ts";
+import { assertSomeWorkerCanRun, createClone, resetClone } from "../lab-clones.ts";
 import { checkQuota, lockProject } from "../quota.ts";
 import { auditedProcedure, authedProcedure, createTRPCRouter, type Viewer } from "../trpc.ts";
 import { findVm, requestReconcile, toView, vmView } from "./vm.ts";
@@ -41,7 +41,7 @@ const versionView = z.object({
 const templateView = z.object({ id: z.string(), name: z.string(), ownerId: z.string(), projectId: z.string(), createdAt: z.string(), versions: z.array(versionView) });
 type TemplateView = z.infer<typeof templateView>;
 
-type TemplateRow = Prisma.LabTemplateGetPayload<{ include: { versions: true } }>;
+export type TemplateRow = Prisma.LabTemplateGetPayload<{ include: { versions: true } }>;
 
 function toTemplateView(template: TemplateRow): TemplateView {
   return {
@@ -72,7 +72,7 @@ function toTemplateView(template: TemplateRow): TemplateView {
 }
 
 /** The template with this id if the viewer may do `need` in its project; not_found when they cannot see it, so ids cannot be probed. */
-async function findTemplate(db: Db, viewer: Viewer, templateId: string, need: Need): Promise<TemplateRow> {
+export async function findTemplate(db: Db, viewer: Viewer, templateId: string, need: Need): Promise<TemplateRow> {
   const notFound = () => new PortalError("not_found", `no lab template with id "${templateId}" is visible to you; list them with GET /api/v1/templates`, { id: templateId });
   const template = await db.labTemplate.findUnique({ where: { id: templateId }, include: { versions: true, project: { select: { id: true, organizationId: true } } } });
   if (template === null) throw notFound();
@@ -81,25 +81,26 @@ async function findTemplate(db: Db, viewer: Viewer, templateId: string, need: Ne
   return row;
 }
 
-/** Refuse a golden point no online worker can load (CPU model, accelerator); with no worker online, placement waits. */
-async function assertSomeWorkerCanRun(db: Db, version: { version: number; cpuModel: string; accelerator: string | null; vcpus: number; memoryMiB: number }): Promise<void> {
-  const workers = await db.worker.findMany({ where: { status: "online" }, orderBy: { id: "asc" } });
-  if (workers.length === 0) return;
-  const refusals: string[] = [];
-  for (const worker of workers) {
-    const accelerator = worker.accelerator === "kvm" ? "kvm" : "tcg";
-    const verdict = checkCompatibility(
-      { cpuModel: version.cpuModel, accelerator: version.accelerator === "kvm" ? "kvm" : "tcg", vcpus: 0, memoryMiB: 0, machineType: "" },
-      { accelerator, cpuFlags: worker.cpuFlags, freeVcpus: 0, freeMemoryMiB: 0 },
+/** The version to clone: the one asked for, else the newest ready one; refused unless it is ready. */
+export function versionToClone(template: TemplateRow, asked: number | undefined): TemplateRow["versions"][number] {
+  const ready = template.versions.filter((v) => v.status === "ready").sort((a, b) => b.version - a.version);
+  const version = asked === undefined ? ready[0] : template.versions.find((v) => v.version === asked);
+  if (version === undefined) {
+    throw new PortalError(
+      "not_found",
+      asked === undefined
+        ? `lab template ${template.name} has no published version yet; wait for its version to be ready, or publish it`
+        : `lab template ${template.name} has no version ${asked}; it has ${template.versions.map((v) => v.version).join(", ") || "none"}`,
+      { id: template.id },
     );
-    if (verdict.ok) return;
-    refusals.push(`${worker.id}: ${verdict.reasons.join(" ")}`);
   }
-  throw new PortalError(
-    "incompatible_worker",
-    `no worker can run version ${version.version}'s golden point (CPU model ${version.cpuModel}, accelerator ${version.accelerator}): ${refusals.join("; ")}. Publish the template again from a vm on a compatible worker, or add one`,
-    { reasons: refusals },
-  );
+  if (version.status !== "ready" || version.goldenStateId === null) {
+    throw new PortalError("action_refused", `version ${version.version} of lab template ${template.name} is ${version.status}${version.statusReason ? ` (${version.statusReason})` : ""}; clone a ready version`, {
+      id: template.id,
+      version: version.version,
+    });
+  }
+  return version;
 }
 
 export const labRouter = createTRPCRouter({
@@ -190,50 +191,9 @@ export const labRouter = createTRPCRouter({
       // The clone goes to the project asked for (one the viewer may create vms in), else the template's.
       const project = await findProject(db, ctx.viewer, input.projectId ?? template.projectId, "write");
       ctx.audit.projectId = project.id;
-      const ready = template.versions.filter((v) => v.status === "ready").sort((a, b) => b.version - a.version);
-      const version = input.version === undefined ? ready[0] : template.versions.find((v) => v.version === input.version);
-      if (version === undefined) {
-        throw new PortalError(
-          "not_found",
-          input.version === undefined
-            ? `lab template ${template.name} has no published version yet; wait for its version to be ready, or publish it`
-            : `lab template ${template.name} has no version ${input.version}; it has ${template.versions.map((v) => v.version).join(", ") || "none"}`,
-          { id: template.id },
-        );
-      }
-      if (version.status !== "ready" || version.goldenStateId === null) {
-        throw new PortalError("action_refused", `version ${version.version} of lab template ${template.name} is ${version.status}${version.statusReason ? ` (${version.statusReason})` : ""}; clone a ready version`, {
-          id: template.id,
-          version: version.version,
-        });
-      }
+      const version = versionToClone(template, input.version);
       await assertSomeWorkerCanRun(db, version);
-      const vm = await db.$transaction(async (tx) => {
-        await lockProject(tx, project.id);
-        await checkQuota(tx, project, { vms: 1, vcpus: version.vcpus, memoryMiB: version.memoryMiB });
-        const created = await tx.vm.create({
-          data: {
-            name: input.name,
-            ownerId: ctx.viewer.id,
-            projectId: project.id,
-            image: version.image,
-            vcpus: version.vcpus,
-            memoryMiB: version.memoryMiB,
-            profile: version.profile,
-            cpuModel: version.cpuModel,
-            accelerator: version.accelerator,
-            state: "suspended",
-            stateReason: `at the golden point of lab template ${template.name} version ${version.version}`,
-            desiredState: "running",
-            operation: "resume",
-            sourceTemplateVersionId: version.id,
-          },
-        });
-        await tx.vmEvent.create({
-          data: { vmId: created.id, kind: "action.create", message: `cloned from lab template ${template.name} version ${version.version} by ${ctx.viewer.email}` },
-        });
-        return created;
-      });
+      const vm = await db.$transaction((tx) => createClone(tx, { project, templateName: template.name, version, ownerId: ctx.viewer.id, actorEmail: ctx.viewer.email }, input.name));
       ctx.audit.targetId = vm.id;
       await requestReconcile(ctx, vm);
       return toView(vm);
@@ -246,36 +206,7 @@ export const labRouter = createTRPCRouter({
     .mutation(async ({ ctx, input }) => {
       const { db } = ctx.services;
       const vm = await findVm(db, ctx.viewer, input.id, "write", ctx.audit);
-      const version = vm.sourceTemplateVersionId ? await db.labTemplateVersion.findUnique({ where: { id: vm.sourceTemplateVersionId } }) : null;
-      if (version === null || version.goldenStateId === null) {
-        throw new PortalError("action_refused", `cannot reset vm ${vm.name}: it was not cloned from a lab template (or its version is gone); only lab clones have a golden point to go back to`, { id: vm.id });
-      }
-      const runs = vm.state === "running" && vm.workerId !== null;
-      if (!runs && !["suspended", "stopped", "failed"].includes(vm.state)) {
-        throw new PortalError("action_refused", `cannot reset vm ${vm.name} while it is ${vm.state}; try again when it is running, suspended or stopped`, { id: vm.id, state: vm.state });
-      }
-      const updated = await db.$transaction(async (tx) => {
-        if (vm.desiredState !== "running") {
-          await lockProject(tx, vm.projectId);
-          await checkQuota(tx, await tx.project.findUniqueOrThrow({ where: { id: vm.projectId } }), { vcpus: vm.vcpus, memoryMiB: vm.memoryMiB }, vm.id);
-        }
-        // A running clone is reset by its worker (the controller sends vm.reset); any other is
-        // suspended at the golden point again, and resumes from there wherever it fits.
-        const { count } = await tx.vm.updateMany({
-          where: { id: vm.id, generation: vm.generation, state: vm.state },
-          data: {
-            guestStateId: null,
-            desiredState: "running",
-            generation: vm.generation + 1,
-            operation: "reset",
-            progress: Prisma.DbNull,
-            ...(runs ? {} : { state: "suspended", stateReason: `reset to the golden point of version ${version.version}`, workerId: null, stateChangedAt: new Date() }),
-          },
-        });
-        if (count === 0) throw new PortalError("action_refused", `cannot reset vm ${vm.name}: it changed while the request was handled; look at its state and try again`, { id: vm.id });
-        await tx.vmEvent.create({ data: { vmId: vm.id, kind: "action.reset", message: `reset to the golden point of version ${version.version} by ${ctx.viewer.email}` } });
-        return tx.vm.findUniqueOrThrow({ where: { id: vm.id } });
-      });
+      const updated = await resetClone(db, vm, ctx.viewer.email);
       await requestReconcile(ctx, updated);
       return toView(updated);
     }),
