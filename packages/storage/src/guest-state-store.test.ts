@@ -24,6 +24,30 @@ afterEach(async () => {
 describe("GuestStateStore on the folder driver", () => {
   guestStateStoreContract(openStore);
 
+  it("fetches a stream's first part as it is opened, and the next ones only once it is read", async () => {
+    const partBytes = 64 * 1024;
+    const fetched: string[] = [];
+    const store = new (class extends LocalFolderStore {
+      override get(key: string) {
+        fetched.push(key.slice(key.lastIndexOf("/memory/") + 1));
+        return super.get(key);
+      }
+    })((await openStore()).rootDir);
+    const states = new GuestStateStore({ store, secret: "x".repeat(32), clusterId: "c", partSizeBytes: partBytes });
+    const memory = Buffer.alloc(5 * partBytes, 7);
+    const writer = states.beginWrite({ vmId: "vm-1", stateId: "s1" });
+    await writer.addStream("memory", Readable.from([memory]), { compress: false });
+    await writer.commit({});
+    const reader = await states.open({ vmId: "vm-1", stateId: "s1" });
+    fetched.length = 0;
+    const stream = reader.stream("memory", { wholeChecksum: false });
+    expect(fetched).toEqual(["memory/0"]);
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    expect(fetched).toEqual(["memory/0", "memory/1", "memory/2", "memory/3", "memory/4"]);
+    expect(Buffer.concat(chunks).equals(memory)).toBe(true);
+  });
+
   it("refuses a cluster secret shorter than 32 characters", async () => {
     const store = await openStore();
     expect(() => new GuestStateStore({ store, secret: "short", clusterId: "c" })).toThrow(/at least 32.*FERRY_CLUSTER_SECRET/);
