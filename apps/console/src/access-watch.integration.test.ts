@@ -227,4 +227,39 @@ describe("console access watch", () => {
     await stillRelays(consoles.untouched);
     consoles.untouched.ws.close();
   });
+  it("keeps a lab student's console open without membership, and closes it within 3 s when the class ends", async () => {
+    const { db } = testDb;
+    const studentId = `student-${randomUUID()}`;
+    await db.user.create({ data: { id: studentId, name: "Student", email: `${studentId}@school.test` } });
+    const session = await db.session.create({ data: { id: randomUUID(), token: randomUUID(), userId: studentId, expiresAt: new Date(Date.now() + 3_600_000) } });
+    const template = await db.labTemplate.create({ data: { name: "watched-lab", ownerId, projectId } });
+    const version = await db.labTemplateVersion.create({
+      data: { templateId: template.id, version: 1, status: "ready", sourceVmId: vmId, image: "tiny", vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64" },
+    });
+    const labClass = await db.labClass.create({
+      data: {
+        projectId,
+        templateId: template.id,
+        templateVersionId: version.id,
+        name: "watched-class",
+        instructorId: ownerId,
+        opensAt: new Date(Date.now() - 60_000),
+        closesAt: new Date(Date.now() + 3_600_000),
+        sessionMinutes: 30,
+        totalMinutes: 60,
+        status: "started",
+        seats: { create: { email: `${studentId}@school.test`, userId: studentId, vmId } },
+      },
+    });
+    const opened = await openConsole(announced, { userId: studentId, sessionId: session.id });
+    await announce({ userId: studentId });
+    await stillRelays(opened);
+
+    await db.labClass.update({ where: { id: labClass.id }, data: { status: "ended", endedAt: new Date() } });
+    await announce({ userId: studentId });
+    expect(await closeWithin(opened, 3000)).toEqual({
+      code: accessRevokedCloseCode,
+      reason: "access revoked: the lab class ended; your vm was suspended and resumes where it was next time",
+    });
+  });
 });

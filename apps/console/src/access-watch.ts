@@ -1,9 +1,9 @@
 // Taking access away closes open consoles within seconds. A console is authorised once, when
 // its single-use token is redeemed; afterwards the person may lose the right to it (their API
 // token revoked or expired, their membership removed or lowered, their portal session signed
-// out). The portal announces revocations on Redis and we re-check the affected consoles at
-// once; every few seconds we also re-check all of them in one round of queries, which catches
-// expiries and any announcement that was lost.
+// out, their lab seat removed or its class ended). The portal announces revocations on Redis
+// and we re-check the affected consoles at once; every few seconds we also re-check all of
+// them in one round of queries, which catches expiries and any announcement that was lost.
 import type { Db } from "@ferry/db";
 import { type AccessRevokedMessage, accessRevokedMessage, redisKeys } from "@ferry/jobs";
 import { type ConsoleAccessFacts, type ConsoleGrant, consoleAccessRefusal } from "@ferry/tokens";
@@ -128,8 +128,9 @@ async function readFacts(db: Db, grants: ConsoleGrant[]): Promise<(grant: Consol
   const ids = (pick: (grant: ConsoleGrant) => string | undefined) => [...new Set(grants.map(pick).filter((id) => id !== undefined))];
   const tokenIds = ids((grant) => grant.apiTokenId);
   const sessionIds = ids((grant) => grant.sessionId);
-  const [vms, users, tokens, sessions] = await Promise.all([
-    db.vm.findMany({ where: { id: { in: ids((grant) => grant.vmId) } }, select: { id: true, projectId: true, project: { select: { organizationId: true } } } }),
+  const vmIds = ids((grant) => grant.vmId);
+  const [vms, users, tokens, sessions, seats] = await Promise.all([
+    db.vm.findMany({ where: { id: { in: vmIds } }, select: { id: true, projectId: true, project: { select: { organizationId: true } } } }),
     db.user.findMany({
       where: { id: { in: ids((grant) => grant.userId) } },
       select: { id: true, role: true, memberships: { select: { organizationId: true, role: true } } },
@@ -138,11 +139,13 @@ async function readFacts(db: Db, grants: ConsoleGrant[]): Promise<(grant: Consol
       ? []
       : db.apiToken.findMany({ where: { id: { in: tokenIds } }, select: { id: true, projectId: true, scopes: true, revokedAt: true, expiresAt: true } }),
     sessionIds.length === 0 ? [] : db.session.findMany({ where: { id: { in: sessionIds } }, select: { id: true, expiresAt: true } }),
+    db.labSeat.findMany({ where: { vmId: { in: vmIds } }, select: { vmId: true, userId: true, class: { select: { status: true } } } }),
   ]);
   const vmById = new Map(vms.map((vm) => [vm.id, { projectId: vm.projectId, organizationId: vm.project.organizationId }]));
   const userById = new Map(users.map((user) => [user.id, user]));
   const tokenById = new Map(tokens.map((token) => [token.id, token]));
   const sessionById = new Map(sessions.map((session) => [session.id, session]));
+  const seatByVm = new Map(seats.map((seat) => [seat.vmId, { holderId: seat.userId, classStatus: seat.class.status }]));
   return (grant) => {
     const vm = vmById.get(grant.vmId) ?? null;
     const user = userById.get(grant.userId) ?? null;
@@ -152,6 +155,7 @@ async function readFacts(db: Db, grants: ConsoleGrant[]): Promise<(grant: Consol
       membershipRole: user?.memberships.find((membership) => membership.organizationId === vm?.organizationId)?.role ?? null,
       apiToken: grant.apiTokenId === undefined ? null : (tokenById.get(grant.apiTokenId) ?? null),
       session: grant.sessionId === undefined ? null : (sessionById.get(grant.sessionId) ?? null),
+      labSeat: seatByVm.get(grant.vmId) ?? null,
     };
   };
 }

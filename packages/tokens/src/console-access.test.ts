@@ -14,7 +14,9 @@ const valid: ConsoleAccessFacts = {
   membershipRole: "member",
   apiToken: { projectId: "project-1", scopes: ["vms:read", "console"], revokedAt: null, expiresAt: later },
   session: { expiresAt: later },
+  labSeat: null,
 };
+const student = { membershipRole: null, labSeat: { holderId: "user-1", classStatus: "started" } };
 const adminToken = { ...valid.apiToken!, projectId: "project-2", scopes: ["cluster:admin"] };
 
 describe("console access", () => {
@@ -38,6 +40,14 @@ describe("console access", () => {
     ["the portal session expired", person, { session: { expiresAt: earlier } }, "the portal session it was opened from expired at 2029-12-31T23:00:00.000Z"],
     ["the person left the organization", person, { membershipRole: null }, "you are no longer a member of the vm's organization"],
     ["the person was demoted to viewer", program, { membershipRole: "viewer" }, "your role in the vm's organization is now viewer; a console takes member or above"],
+    ["a student holding the vm's seat keeps it without being a member", person, student, null],
+    ["a student's own seat holds whatever project their API token is for", program, { ...student, apiToken: { ...valid.apiToken!, projectId: "project-2", scopes: [] } }, null],
+    ["a student whose class ended loses it", person, { ...student, labSeat: { holderId: "user-1", classStatus: "ended" } }, "the lab class ended; your vm was suspended and resumes where it was next time"],
+    ["a student whose seat was removed loses it", person, { membershipRole: null, labSeat: null }, "you are no longer a member of the vm's organization"],
+    ["someone else's seat gives nothing", person, { membershipRole: null, labSeat: { holderId: "user-2", classStatus: "started" } }, "you are no longer a member of the vm's organization"],
+    ["a seat not yet taken by anyone gives nothing", person, { membershipRole: null, labSeat: { holderId: null, classStatus: "started" } }, "you are no longer a member of the vm's organization"],
+    ["a member keeps it on a seat's vm even after the class ended (the instructor)", person, { labSeat: { holderId: "user-2", classStatus: "ended" } }, null],
+    ["a student's session signed out still closes it", person, { ...student, session: null }, "the portal session it was opened from was signed out"],
     ["an unknown role counts for nothing", person, { membershipRole: "guest" }, "your role in the vm's organization is now guest; a console takes member or above"],
   ];
   it.each(cases)("%s", (_name, grant, facts, refusal) => {

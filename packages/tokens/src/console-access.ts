@@ -1,7 +1,8 @@
 // Who may keep a vm's console open. The portal checks this when it issues a console token; the
 // console gateway checks it again for every open console whenever access is taken away, so the
-// rule lives here, once: a member (or above) of the vm's organization, or a cluster admin; and
-// when the console was opened with an API token or from a portal session, that token or
+// rule lives here, once: a member (or above) of the vm's organization, a cluster admin, or the
+// student holding the vm's seat in a lab class that has not ended (students are not members);
+// and when the console was opened with an API token or from a portal session, that token or
 // session must still be valid.
 import type { ConsoleToken } from "./console-token.ts";
 
@@ -20,6 +21,8 @@ export interface ConsoleAccessFacts {
   apiToken: { projectId: string; scopes: readonly string[]; revokedAt: Date | null; expiresAt: Date | null } | null;
   /** the grant's portal session; null when it was signed out (ignored when the grant has none) */
   session: { expiresAt: Date } | null;
+  /** the lab seat the vm is the clone of: who holds it and its class's status; null for any other vm, or once the seat is removed */
+  labSeat: { holderId: string | null; classStatus: string } | null;
 }
 
 const roleRank: Record<string, number> = { viewer: 0, member: 1, admin: 2, owner: 3 };
@@ -42,6 +45,9 @@ export function consoleAccessRefusal(grant: ConsoleGrant, facts: ConsoleAccessFa
   if (grant.sessionId !== undefined) {
     if (facts.session === null) return "the portal session it was opened from was signed out";
     if (facts.session.expiresAt <= now) return `the portal session it was opened from expired at ${facts.session.expiresAt.toISOString()}`;
+  }
+  if (facts.labSeat !== null && facts.labSeat.holderId === grant.userId) {
+    return facts.labSeat.classStatus === "ended" ? "the lab class ended; your vm was suspended and resumes where it was next time" : null;
   }
   const operator = facts.user.role === "admin" && (token === undefined || token.scopes.includes("cluster:admin"));
   if (operator) return null;

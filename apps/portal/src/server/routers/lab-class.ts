@@ -10,6 +10,7 @@ import { labSeatTime } from "@ferry/jobs";
 import { signConsoleToken, signLabLink } from "@ferry/tokens";
 import { z } from "zod";
 import { type Need, authorize, findProject, visibleProjectIds } from "../access.ts";
+import { revokeAccess } from "../access-revocation.ts";
 import { PortalError } from "../errors.ts";
 import { displayName, recordId } from "../fields.ts";
 import { type CloneSource, assertSomeWorkerCanRun, createClones, resetClone } from "../lab-clones.ts";
@@ -437,6 +438,8 @@ export const labClassRouter = createTRPCRouter({
         return { id: vm.id, generation: vm.generation + 1 };
       });
       if (deleted !== null) await requestReconcile(ctx, deleted);
+      // The student's open console closes now rather than at the gateway's next periodic check.
+      if (seat.userId !== null) await revokeAccess(ctx.services, { userId: seat.userId });
       return toClassDetail(db, klass.id);
     }),
 
@@ -505,6 +508,7 @@ export const labClassRouter = createTRPCRouter({
         return asked;
       });
       await reconcileAll(ctx, suspended);
+      for (const userId of new Set(seats.map((seat) => seat.userId).filter((userId) => userId !== null))) await revokeAccess(ctx.services, { userId });
       return toClassDetail(db, klass.id);
     }),
 
