@@ -11,6 +11,7 @@ import { MigrationRunner, type MigrationSettings, type MovedPublisher, defaultMi
 import type { CpuCheck } from "./placement.ts";
 import { Reconciler } from "./reconciler.ts";
 import { type WebhookSettings, Webhooks, defaultWebhookSettings } from "./webhooks.ts";
+import { LabClasses } from "./lab-classes.ts";
 import { Labs } from "./labs.ts";
 
 export interface ControllerOptions {
@@ -70,6 +71,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     log,
   });
   const labs = new Labs({ db, redis, prefix, workerTimeoutMs: options.workerTimeoutMs, log });
+  const labClasses = new LabClasses({ db, reconcileVm: (vmId) => reconciler.reconcileVm(vmId), log });
 
   const inbox = new QueueWorker(
     queueNames.controller,
@@ -107,6 +109,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     pass = reconciler
       .reconcileAll()
       .then(() => labs.reconcileAll())
+      .then(() => labClasses.reconcileAll())
       .catch((error: unknown) => log.error({ err: error }, "reconcile pass failed; retrying next interval"))
       .finally(() => {
         pass = undefined;
