@@ -4,7 +4,10 @@
 // golden point (marker file on /data, counter on from the golden tick, never booted) and that
 // clones on one worker share its copy of the golden point's memory (copy-on-write); a reset
 // takes a clone back there; the template outlives its source vm; republished from a clone it
-// makes version 2, and a damaged golden point is refused naming the part.
+// makes version 2, and a damaged golden point is refused naming the part. Then a class of 5
+// from version 1: every student's clone continues from the golden point, one is reset, one's
+// session runs out and it is suspended (the controller's class pass), and resumes later where
+// it was; at closesAt every vm of the class is suspended and the class ends.
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -149,10 +152,12 @@ afterEach((context) => {
 
 afterAll(() => cluster.close());
 
+/** The instructor's counter at the golden point of version 1; the class below starts from there too. */
+let goldenTick: number;
+
 describe("lab templates and clones", () => {
   let instructor: VmRow;
   let version: VersionRow;
-  let goldenTick: number;
   const clones: string[] = [];
   let sixth: string;
 
@@ -288,4 +293,106 @@ describe("lab templates and clones", () => {
       writeFileSync(part, bytes);
     }
   });
+});
+
+describe("a lab class of 5", () => {
+  let version: VersionRow;
+  let classId: string;
+  const seats: Array<{ id: string; vmId: string }> = [];
+
+  /** What the portal's labClass.create and labClass.start (with prewarm) write: the class, a seat per student, a clone per seat. */
+  async function startClass(instructorVm: VmRow): Promise<void> {
+    const created = await db.labClass.create({
+      data: {
+        projectId: instructorVm.projectId,
+        templateId: version.templateId,
+        templateVersionId: version.id,
+        name: "shells-101",
+        instructorId: instructorVm.ownerId,
+        opensAt: new Date(Date.now() - 60_000),
+        closesAt: new Date(Date.now() + 3_600_000),
+        sessionMinutes: 30,
+        totalMinutes: 60,
+        status: "started",
+        startedAt: new Date(),
+      },
+    });
+    classId = created.id;
+    for (let i = 1; i <= 5; i++) {
+      const clone = await createClone(version, `shells-101 student-${i}`, instructorVm);
+      const seat = await db.labSeat.create({ data: { classId, email: `student-${i}@school.test`, vmId: clone.id } });
+      seats.push({ id: seat.id, vmId: clone.id });
+    }
+  }
+
+  it("starts: every student's clone continues from the golden point with the marker file, and a session starts when it runs", async () => {
+    // The class is taught from version 1; the vms of the tests above are gone or suspended.
+    version = await db.labTemplateVersion.findFirstOrThrow({ where: { version: 1, status: "ready" }, orderBy: { createdAt: "asc" } });
+    const source = await db.vm.findUniqueOrThrow({ where: { id: version.sourceVmId } });
+    for (const vm of await db.vm.findMany({ where: { state: "running" } })) await request(vm.id, "deleted");
+    await startClass(source);
+    const running = await Promise.all(seats.map((seat) => vmIn(seat.vmId, "running", 180_000)));
+    expect(new Set(running.map((vm) => vm.workerId))).toEqual(new Set(["la", "lb"]));
+    for (const { vmId } of seats) {
+      const first = await until(`a tick of ${vmId}`, async () => ticks(await serialText(vmId))[0]);
+      expect(first.n).toBeGreaterThanOrEqual(goldenTick);
+      expect(first.n).toBeLessThan(goldenTick + 10);
+      expect(await serialText(vmId)).not.toContain("FERRY-BOOT-OK");
+      await run(vmId, "sync; echo 3 >/proc/sys/vm/drop_caches; cat /data/labnote >/dev/ttyS0", "lab-note-content");
+    }
+    const counted = await until("a session on every seat", async () => {
+      const rows = await db.labSeat.findMany({ where: { classId } });
+      return rows.every((row) => row.sessionStartedAt !== null) ? rows : undefined;
+    });
+    for (const row of counted) expect(row.usedSeconds).toBe(0);
+  }, 300_000);
+
+  it("resets one student's vm to the golden point", async () => {
+    const { vmId } = seats[0]!;
+    const before = await serialText(vmId);
+    const lastBefore = ticks(before).at(-1)!.n;
+    await reset(vmId);
+    await vmWhere(vmId, "running again after the reset", (vm) => vm.state === "running" && vm.operation === null);
+    const back = await until("the counter back after the reset", async () => ticks((await serialText(vmId)).slice(before.length)).find((t) => t.n < lastBefore));
+    expect(back.n).toBeGreaterThanOrEqual(goldenTick);
+    expect(back.n).toBeLessThan(goldenTick + 10);
+  });
+
+  it("suspends a vm whose session ran out (its time counted), and it resumes later where it was", async () => {
+    const { id: seatId, vmId } = seats[1]!;
+    // 31 minutes of a 30-minute session, as if the student had been working since.
+    await db.labSeat.update({ where: { id: seatId }, data: { sessionStartedAt: new Date(Date.now() - 31 * 60_000) } });
+    const suspended = await vmIn(vmId, "suspended", 120_000);
+    expect(suspended.desiredState).toBe("suspended");
+    expect(suspended.guestStateId).not.toBeNull();
+    const seat = await db.labSeat.findUniqueOrThrow({ where: { id: seatId } });
+    expect(seat.sessionStartedAt).toBeNull();
+    expect(seat.usedSeconds).toBeGreaterThanOrEqual(31 * 60);
+    const events = await db.vmEvent.findMany({ where: { vmId, kind: "action.suspend" } });
+    expect(events.map((e) => e.message)).toContain("suspended: student-2@school.test's session of 30 minutes in class shells-101 is over");
+    const atSuspend = await serialText(vmId);
+    const lastTick = ticks(atSuspend).at(-1)!.n;
+
+    // What labSeat.start writes: wanted running again; it resumes from its own guest state.
+    await request(vmId, "running");
+    await vmIn(vmId, "running", 120_000);
+    const next = await until("a tick after the resume", async () => ticks((await serialText(vmId)).slice(atSuspend.length))[0]);
+    expect(next.n).toBeGreaterThan(lastTick);
+    expect(next.n).toBeLessThan(lastTick + 10);
+    expect(await serialText(vmId)).not.toContain("FERRY-BOOT-OK");
+    await until("a new session", async () => (await db.labSeat.findUniqueOrThrow({ where: { id: seatId } })).sessionStartedAt !== null);
+  }, 300_000);
+
+  it("at closesAt suspends every vm of the class and ends it", async () => {
+    await db.labClass.update({ where: { id: classId }, data: { closesAt: new Date() } });
+    const suspended = await Promise.all(seats.map((seat) => vmIn(seat.vmId, "suspended", 180_000)));
+    expect(suspended.every((vm) => vm.guestStateId !== null && vm.desiredState === "suspended")).toBe(true);
+    const ended = await until("the class ended", async () => {
+      const row = await db.labClass.findUniqueOrThrow({ where: { id: classId } });
+      return row.status === "ended" ? row : undefined;
+    });
+    expect(ended.endedAt).not.toBeNull();
+    expect(await db.labSeat.count({ where: { classId, sessionStartedAt: { not: null } } })).toBe(0);
+    for (const seat of seats) expect(qemuProcesses(seat.vmId)).toHaveLength(0);
+  }, 300_000);
 });
