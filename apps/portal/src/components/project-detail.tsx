@@ -1,5 +1,6 @@
 "use client";
-// A project's page: its quota, the members of its organization, its API tokens and its audit log.
+// A project's page: its quota, the members of its organization, its API tokens and its audit log,
+// and a link to its lab classes.
 import { useQuery } from "@tanstack/react-query";
 import Link from "next/link";
 import { useEffect } from "react";
@@ -38,9 +39,14 @@ export function ProjectDetail({ id }: { id: string }) {
           </div>
           <h1 data-testid="project-name">{data.name}</h1>
         </div>
-        <span className="muted" data-testid="project-role">
-          your role: {data.role}
-        </span>
+        <div className="actions" style={{ marginTop: 0 }}>
+          <span className="muted" data-testid="project-role">
+            your role: {data.role}
+          </span>
+          <Link href="/classes" className="button" data-testid="project-classes-link">
+            Lab classes
+          </Link>
+        </div>
       </div>
       <ProjectQuota project={data} />
       <MemberList organizationId={data.organizationId} organizationName={organizationName(data.organizationId)} role={data.role} />

@@ -1,6 +1,7 @@
 "use client";
 // The vm's screen through noVNC. noVNC is browser-only (top-level await, DOM), so it is
-// imported inside an effect; each connection uses a fresh single-use console token.
+// imported inside an effect; each connection uses a fresh single-use console token. A view-only
+// console (an instructor watching a student) sends no keys or pointer; the gateway drops them too.
 import type RFB from "@novnc/novnc";
 import { useMutation } from "@tanstack/react-query";
 import { useCallback, useEffect, useRef, useState } from "react";
@@ -9,9 +10,18 @@ import { keyPressOf, typeAsUsKeyboard } from "./us-keyboard.ts";
 
 type Status = "connecting" | "connected" | "disconnected";
 
-export function VmConsole({ vmId, running }: { vmId: string; running: boolean }) {
+/** Issues a console URL (single use). */
+export type OpenConsole = () => Promise<{ url: string }>;
+
+/** A vm's console through `vm.console`, or through `openConsole` (a lab seat's procedure, a student link) when given. */
+type ConsoleSource = { vmId: string; openConsole?: OpenConsole } | { vmId?: undefined; openConsole: OpenConsole };
+
+export function VmConsole({ vmId, running, viewOnly = false, openConsole }: ConsoleSource & { running: boolean; viewOnly?: boolean }) {
   const trpc = useTRPC();
   const { mutateAsync: issueToken } = useMutation(trpc.vm.console.mutationOptions());
+  // Read through a ref so a caller's new function on every render does not reconnect the console.
+  const opener = useRef(openConsole);
+  opener.current = openConsole;
   const screen = useRef<HTMLDivElement>(null);
   const rfb = useRef<RFB | null>(null);
   const [status, setStatus] = useState<Status>("disconnected");
@@ -30,7 +40,7 @@ export function VmConsole({ vmId, running }: { vmId: string; running: boolean })
     setStatus("connecting");
     setProblem(null);
     try {
-      const [{ url }, { default: RFBClass }] = await Promise.all([issueToken({ id: vmId }), import("@novnc/novnc")]);
+      const [{ url }, { default: RFBClass }] = await Promise.all([opener.current ? opener.current() : issueToken({ id: vmId! }), import("@novnc/novnc")]);
       target.replaceChildren();
       // Our own websocket: noVNC's disconnect event drops the gateway's close reason (e.g.
       // "access revoked: ..."), which the person should read. Listening before noVNC attaches
@@ -42,6 +52,7 @@ export function VmConsole({ vmId, running }: { vmId: string; running: boolean })
       });
       const client = new RFBClass(target, socket);
       client.scaleViewport = true;
+      client.viewOnly = viewOnly;
       client.background = "#000";
       typeAsUsKeyboard(client);
       client.addEventListener("connect", () => setStatus("connected"));
@@ -59,7 +70,7 @@ export function VmConsole({ vmId, running }: { vmId: string; running: boolean })
       setStatus("disconnected");
       setProblem(error instanceof Error ? error.message : "Could not open the console.");
     }
-  }, [vmId, disconnect, issueToken]);
+  }, [vmId, viewOnly, disconnect, issueToken]);
 
   useEffect(() => {
     if (running) void connect();
@@ -90,9 +101,12 @@ export function VmConsole({ vmId, running }: { vmId: string; running: boolean })
         <span className={`console-status ${status}`} data-testid="console-status">
           {status}
         </span>
-        <button type="button" disabled={status !== "connected"} onClick={() => rfb.current?.sendCtrlAltDel()} data-testid="console-ctrl-alt-del">
-          Ctrl-Alt-Del
-        </button>
+        {!viewOnly && (
+          <button type="button" disabled={status !== "connected"} onClick={() => rfb.current?.sendCtrlAltDel()} data-testid="console-ctrl-alt-del">
+            Ctrl-Alt-Del
+          </button>
+        )}
+        {viewOnly && <span className="muted">view only</span>}
         <button type="button" onClick={() => void screen.current?.parentElement?.requestFullscreen()} data-testid="console-fullscreen">
           Fullscreen
         </button>
@@ -107,17 +121,19 @@ export function VmConsole({ vmId, running }: { vmId: string; running: boolean })
         {!running && <div className="placeholder">The console is available while the vm is running.</div>}
         <div ref={screen} style={{ width: "100%", height: "100%" }} data-testid="console-canvas" />
       </div>
-      <div className="paste">
-        <textarea
-          placeholder="Text to type into the vm, e.g. echo hi > /dev/ttyS0 (a newline presses Enter)"
-          value={paste}
-          onChange={(e) => setPaste(e.target.value)}
-          data-testid="paste-text"
-        />
-        <button type="button" disabled={status !== "connected" || paste === ""} onClick={sendText} data-testid="paste-send">
-          Paste as keys
-        </button>
-      </div>
+      {!viewOnly && (
+        <div className="paste">
+          <textarea
+            placeholder="Text to type into the vm, e.g. echo hi > /dev/ttyS0 (a newline presses Enter)"
+            value={paste}
+            onChange={(e) => setPaste(e.target.value)}
+            data-testid="paste-text"
+          />
+          <button type="button" disabled={status !== "connected" || paste === ""} onClick={sendText} data-testid="paste-send">
+            Paste as keys
+          </button>
+        </div>
+      )}
     </div>
   );
 }

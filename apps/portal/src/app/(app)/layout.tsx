@@ -27,6 +27,12 @@ export default async function SignedInLayout({ children }: { children: ReactNode
           <nav>
             <Link href="/">VMs</Link>
             <Link href="/vms/new">New VM</Link>
+            <Link href="/classes" data-testid="nav-classes">
+              Classes
+            </Link>
+            <Link href="/labs" data-testid="nav-labs">
+              My labs
+            </Link>
             {clusterAdmin && (
               <Link href="/workers" data-testid="nav-workers">
                 Workers
