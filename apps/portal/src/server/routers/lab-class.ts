@@ -256,7 +256,7 @@ export async function suspendSeats(tx: Prisma.TransactionClient, seats: SeatRow[
   const asked: Vm[] = [];
   for (const seat of seats) {
     if (seat.sessionStartedAt !== null) {
-      const seconds = labSeatTime({ sessionMinutes: 0, totalMinutes: 0, closesAt: now }, seat, now).sessionSeconds;
+      const seconds = Math.max(0, Math.floor((now.getTime() - seat.sessionStartedAt.getTime()) / 1000));
       await tx.labSeat.updateMany({ where: { id: seat.id, sessionStartedAt: seat.sessionStartedAt }, data: { usedSeconds: { increment: seconds }, sessionStartedAt: null } });
     }
     const vm = liveVm(seat);
