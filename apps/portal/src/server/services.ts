@@ -8,6 +8,7 @@ import { RateLimiterRedis } from "rate-limiter-flexible";
 import { pino, type Logger } from "pino";
 import { revokeAccess } from "./access-revocation.ts";
 import { createAuth, ensureAdmin, type PortalAuth } from "./auth.ts";
+import { followRevocations, TokenViewers } from "./token-viewers.ts";
 import type { ProjectQuota } from "./quota.ts";
 import { env } from "../env.ts";
 
@@ -35,6 +36,8 @@ export interface PortalServices {
   auth: PortalAuth;
   /** REST requests per API token per minute, counted in Redis so every portal process shares the count */
   rateLimiter: RateLimiterRedis;
+  /** API tokens resolved in the last second, forgotten when access is revoked */
+  tokenViewers: TokenViewers;
   log: Logger;
   close(): Promise<void>;
 }
@@ -45,11 +48,13 @@ export async function createPortalServices(settings: PortalSettings): Promise<Po
   const redis = new Redis(settings.redisUrl, { lazyConnect: false });
   const controllerQueue = new Queue(queueNames.controller, { prefix: settings.queuePrefix, connection: new Redis(settings.redisUrl, { maxRetriesPerRequest: null }) });
   const log = pino({ level: settings.logLevel, base: { service: "portal" } });
+  const tokenViewers = new TokenViewers();
+  const revocations = followRevocations(tokenViewers, redis, settings.queuePrefix, log);
   const auth = createAuth({
     db,
     clusterSecret: settings.clusterSecret,
     publicUrl: settings.publicUrl,
-    onSessionEnded: (session) => revokeAccess({ redis, settings, log }, { userId: session.userId }),
+    onSessionEnded: (session) => revokeAccess({ redis, settings, log, tokenViewers }, { userId: session.userId }),
   });
   await ensureAdmin(auth, db, { ...settings.admin, defaultQuota: settings.defaultQuota });
   const rateLimiter = new RateLimiterRedis({
@@ -66,8 +71,10 @@ export async function createPortalServices(settings: PortalSettings): Promise<Po
     controllerQueue,
     auth,
     rateLimiter,
+    tokenViewers,
     log,
     async close() {
+      revocations.disconnect();
       await controllerQueue.close();
       await controllerQueue.disconnect();
       redis.disconnect();

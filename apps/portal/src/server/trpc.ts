@@ -48,8 +48,12 @@ async function viewerFromBearer(services: PortalServices, authorization: string)
   const match = /^Bearer\s+(\S+)$/i.exec(authorization.trim());
   if (!match?.[1]) return null;
   const now = new Date();
+  const tokenHash = apiTokenHash(match[1]);
+  const recalled = services.tokenViewers.recall(tokenHash, now);
+  if (recalled !== undefined) return recalled;
+  const mark = services.tokenViewers.mark();
   const token = await services.db.apiToken.findUnique({
-    where: { tokenHash: apiTokenHash(match[1]) },
+    where: { tokenHash },
     select: {
       id: true,
       projectId: true,
@@ -68,7 +72,9 @@ async function viewerFromBearer(services: PortalServices, authorization: string)
   }
   const { id, email, name, role } = token.user;
   const scopes = token.scopes.filter((scope): scope is TokenScope => (tokenScopes as readonly string[]).includes(scope));
-  return { id, email, name, role: role === "admin" ? "admin" : "member", token: { id: token.id, projectId: token.projectId, scopes }, sessionId: null };
+  const viewer: Viewer = { id, email, name, role: role === "admin" ? "admin" : "member", token: { id: token.id, projectId: token.projectId, scopes }, sessionId: null };
+  services.tokenViewers.remember(tokenHash, viewer, token.expiresAt, mark, now);
+  return viewer;
 }
 
 // ---------------------------------------------------------------------------------------

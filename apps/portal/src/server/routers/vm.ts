@@ -9,7 +9,8 @@ import { z } from "zod";
 import { guestImages, profileNames } from "../catalog.ts";
 import { PortalError } from "../errors.ts";
 import { displayName, recordId } from "../fields.ts";
-import { type Need, authorize, findProject, isOperator, visibleProjectIds } from "../access.ts";
+import { type Need, authorize, findProject, isOperator } from "../access.ts";
+import { visibleProjectsSql } from "../access-sql.ts";
 import { createOnce } from "../idempotency.ts";
 import { checkQuota, lockProject } from "../quota.ts";
 import { type AuditTarget, auditedProcedure, authedProcedure, createTRPCRouter, type PortalContext, type Viewer } from "../trpc.ts";
@@ -55,8 +56,16 @@ export const vmView = z.object({
 });
 export type VmView = z.infer<typeof vmView>;
 
+/** The columns of a Vm row the view shows. */
+type ViewedVm = Pick<Vm, keyof VmView>;
+
+/** The same columns for a raw query, in the view's order. */
+const viewedColumns = Prisma.raw(
+  `vm.id, vm.name, vm."ownerId", vm."projectId", vm.image, vm.vcpus, vm."memoryMiB", vm.profile, vm."cpuModel", vm.state, vm."desiredState", vm."stateReason", vm."workerId", vm."targetWorkerId", vm.accelerator, vm.generation, vm.operation, vm.progress, vm."createdAt", vm."stateChangedAt"`,
+);
+
 /** A Vm row as the API shows it. */
-export function toView(vm: Vm): VmView {
+export function toView(vm: ViewedVm): VmView {
   const progress = progressSchema.safeParse(vm.progress);
   return {
     id: vm.id,
@@ -268,13 +277,18 @@ export const vmRouter = createTRPCRouter({
     .output(z.object({ items: z.array(vmView), nextCursor: z.string().nullable() }))
     .query(async ({ ctx, input }) => {
       const { db } = ctx.services;
-      const projectIds = input.projectId !== undefined ? [(await findProject(db, ctx.viewer, input.projectId, "read")).id] : await visibleProjectIds(db, ctx.viewer);
-      const rows = await db.vm.findMany({
-        where: { ...(projectIds === null ? {} : { projectId: { in: projectIds } }), state: { not: "deleted" } },
-        orderBy: [{ createdAt: "desc" }, { id: "desc" }],
-        take: input.limit + 1,
-        ...(input.cursor ? { cursor: { id: input.cursor }, skip: 1 } : {}),
-      });
+      const visible =
+        input.projectId !== undefined ? Prisma.sql`vm."projectId" = ${(await findProject(db, ctx.viewer, input.projectId, "read")).id}` : visibleProjectsSql(ctx.viewer, `vm."projectId"`);
+      // One query, in the order of the (projectId, createdAt, id) index: the cursor is the last
+      // vm of the previous page, itself looked up among the visible ones only.
+      const after = input.cursor
+        ? Prisma.sql`AND (vm."createdAt", vm.id) < (SELECT c."createdAt", c.id FROM vm c WHERE c.id = ${input.cursor} AND ${visibleProjectsSql(ctx.viewer, `c."projectId"`)})`
+        : Prisma.empty;
+      const rows = await db.$queryRaw<ViewedVm[]>`
+        SELECT ${viewedColumns} FROM vm
+        WHERE vm.state <> 'deleted' AND ${visible} ${after}
+        ORDER BY vm."createdAt" DESC, vm.id DESC
+        LIMIT ${input.limit + 1}`;
       const page = rows.slice(0, input.limit);
       return { items: page.map(toView), nextCursor: rows.length > input.limit ? (page.at(-1)?.id ?? null) : null };
     }),
