@@ -27,13 +27,27 @@ export interface QuotaUsage {
 
 /** What a project's vms hold now, read inside `tx` (after `lockProject` for a check that must hold). */
 export async function usageOf(tx: Prisma.TransactionClient, projectId: string, exceptVmId?: string): Promise<QuotaUsage> {
-  const live = { projectId, deletedAt: null, state: { not: "deleted" } };
+  return (await usagesOf(tx, [projectId], exceptVmId)).get(projectId) ?? noUsage;
+}
+
+const noUsage: QuotaUsage = { vms: 0, vcpus: 0, memoryMiB: 0, stateBytes: 0n };
+
+/** `usageOf` for many projects at once: the same three queries, grouped by project (a list page of projects used to take three per project). */
+export async function usagesOf(tx: Prisma.TransactionClient, projectIds: string[], exceptVmId?: string): Promise<Map<string, QuotaUsage>> {
+  if (projectIds.length === 0) return new Map();
+  const live = { projectId: { in: projectIds }, deletedAt: null, state: { not: "deleted" } };
   const [all, running, states] = await Promise.all([
-    tx.vm.count({ where: live }),
-    tx.vm.aggregate({ where: { ...live, desiredState: "running", ...(exceptVmId ? { id: { not: exceptVmId } } : {}) }, _sum: { vcpus: true, memoryMiB: true } }),
-    tx.guestState.aggregate({ where: { vm: { projectId } }, _sum: { storedBytes: true } }),
+    tx.vm.groupBy({ by: ["projectId"], where: live, _count: { _all: true } }),
+    tx.vm.groupBy({ by: ["projectId"], where: { ...live, desiredState: "running", ...(exceptVmId ? { id: { not: exceptVmId } } : {}) }, _sum: { vcpus: true, memoryMiB: true } }),
+    tx.$queryRaw<{ projectId: string; storedBytes: bigint }[]>`
+      SELECT vm."projectId", sum(g."storedBytes")::bigint AS "storedBytes" FROM guest_state g JOIN vm ON vm.id = g."vmId"
+      WHERE vm."projectId" IN (${Prisma.join(projectIds)}) GROUP BY vm."projectId"`,
   ]);
-  return { vms: all, vcpus: running._sum.vcpus ?? 0, memoryMiB: running._sum.memoryMiB ?? 0, stateBytes: states._sum.storedBytes ?? 0n };
+  const usages = new Map(projectIds.map((id) => [id, { ...noUsage }]));
+  for (const row of all) usages.get(row.projectId)!.vms = row._count._all;
+  for (const row of running) Object.assign(usages.get(row.projectId)!, { vcpus: row._sum.vcpus ?? 0, memoryMiB: row._sum.memoryMiB ?? 0 });
+  for (const row of states) usages.get(row.projectId)!.stateBytes = BigInt(row.storedBytes);
+  return usages;
 }
 
 /** Take the project's row lock for the rest of the transaction. */

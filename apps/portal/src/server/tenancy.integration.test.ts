@@ -119,6 +119,23 @@ describe("quotas", () => {
     expect(await refusal(portal.as(tenant.owner).vm.suspend({ id: vm.id }))).toMatchObject({ code: "quota_exceeded", message: expect.stringContaining("stateBytes") });
   });
 
+  it("lists each project with its own usage", async () => {
+    const tenant = await portal.tenant("usage");
+    const second = await portal.services.db.project.create({ data: { organizationId: tenant.organizationId, name: "second", quotaVcpus: 10, quotaMemoryMiB: 10_240, quotaVms: 10, quotaStateBytes: 1n << 30n } });
+    await portal.vmRow(tenant.projectId, tenant.owner.id, { state: "running", desiredState: "running", vcpus: 2, memoryMiB: 512 });
+    await portal.vmRow(tenant.projectId, tenant.owner.id, { state: "stopped", desiredState: "stopped" });
+    await portal.vmRow(tenant.projectId, tenant.owner.id, { state: "deleted", desiredState: "deleted" });
+    const saved = await portal.vmRow(second.id, tenant.owner.id, { state: "suspended", desiredState: "suspended" });
+    await portal.services.db.guestState.create({
+      data: { id: `gs-${saved.id}`, vmId: saved.id, workerId: "w1", storedBytes: 4096n, cpuModel: "qemu64", accelerator: "tcg", memoryMiB: 256, vcpus: 1, profile: "standard" },
+    });
+    const { items } = await portal.as(tenant.owner).tenancy.projects({ limit: 50 });
+    expect(Object.fromEntries(items.map((project) => [project.name, project.usage]))).toEqual({
+      "usage-project": { vcpus: 2, memoryMiB: 512, vms: 2, stateBytes: 0 },
+      second: { vcpus: 0, memoryMiB: 0, vms: 1, stateBytes: 4096 },
+    });
+  });
+
   it("lets only a cluster admin set a quota", async () => {
     const tenant = await portal.tenant("quota-setter");
     const body = { id: tenant.projectId, vcpus: 1, memoryMiB: 512, vms: 1, stateBytes: 0 };

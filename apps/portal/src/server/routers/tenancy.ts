@@ -7,7 +7,7 @@ import { type OrgRole, findProject, isOperator, isOrgRole, orgRoles, requireOper
 import { revokeAccess } from "../access-revocation.ts";
 import { PortalError } from "../errors.ts";
 import { displayName, recordId } from "../fields.ts";
-import { quotaColumns, usageOf } from "../quota.ts";
+import { type QuotaUsage, quotaColumns, usageOf, usagesOf } from "../quota.ts";
 import { auditedProcedure, authedProcedure, createTRPCRouter, type PortalContext, type Viewer } from "../trpc.ts";
 
 const name = displayName;
@@ -49,8 +49,8 @@ async function findOrganization(ctx: PortalContext & { viewer: Viewer }, organiz
   return { ...organization, role };
 }
 
-async function projectWithUsage(ctx: PortalContext, project: Prisma.ProjectGetPayload<object>, role: OrgRole) {
-  const usage = await usageOf(ctx.services.db, project.id);
+async function projectWithUsage(ctx: PortalContext, project: Prisma.ProjectGetPayload<object>, role: OrgRole, known?: QuotaUsage) {
+  const usage = known ?? (await usageOf(ctx.services.db, project.id));
   return {
     id: project.id,
     organizationId: project.organizationId,
@@ -216,8 +216,9 @@ export const tenancyRouter = createTRPCRouter({
         ...(input.cursor ? { cursor: { id: input.cursor }, skip: 1 } : {}),
       });
       const page = rows.slice(0, input.limit);
+      const usages = await usagesOf(db, page.map((project) => project.id));
       const items = await Promise.all(
-        page.map(({ organization, ...project }) => projectWithUsage(ctx, project, listedRole(ctx.viewer, organization.memberships))),
+        page.map(({ organization, ...project }) => projectWithUsage(ctx, project, listedRole(ctx.viewer, organization.memberships), usages.get(project.id))),
       );
       return { items, nextCursor: rows.length > input.limit ? (items.at(-1)?.id ?? null) : null };
     }),
