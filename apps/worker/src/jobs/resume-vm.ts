@@ -34,7 +34,9 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
     });
     return;
   }
-  await ctx.report(hosted, "resuming");
+  // Not awaited: reports go out in order (a failed one is logged by report), and the fetch
+  // need not wait for Redis to take this one.
+  void ctx.report(hosted, "resuming").catch(() => undefined);
   const { spec } = await ctx.spec(hosted);
   const staging = stagingDir(hosted.dir);
   let metadata: GuestStateMetadata;
@@ -42,9 +44,15 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
   let shared: SharedGoldenPoint | undefined;
   let progress: (bytes: number) => void;
   try {
-    await discardStaging(hosted.dir);
-    await mkdir(staging, { recursive: true });
-    const reader = source.golden ? await goldenPoints(ctx).open(source.ref) : await guestStates.store.open(source.ref);
+    // The manifest is fetched and checked while the staging folder is made ready. Settled, not
+    // raced: on failure the folder is removed only after the mkdir is done.
+    const [opened, staged] = await Promise.allSettled([
+      source.golden ? goldenPoints(ctx).open(source.ref) : guestStates.store.open(source.ref),
+      discardStaging(hosted.dir).then(() => mkdir(staging, { recursive: true })),
+    ]);
+    if (opened.status === "rejected") throw opened.reason;
+    if (staged.status === "rejected") throw staged.reason;
+    const reader = opened.value;
     const parsed = guestStateMetadata.safeParse(reader.metadata);
     if (!parsed.success) {
       throw new Error(`guest state ${source.ref.vmId}/${source.ref.stateId} was not written by a Ferry worker (its metadata has no engine manifest and disk list)`);
@@ -75,7 +83,7 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
       await rename(join(staging, `${disk.id}.qcow2`), disk.overlay);
     }
     shared = await sharing;
-    // Asked for now, so its first parts are fetched while QEMU starts. The engine checks the
+    // Asked for now, so its first part is fetched while QEMU starts. The engine checks the
     // whole stream against its manifest: the store checks each part.
     if (!shared) memory = reader.stream("memory", { wholeChecksum: false });
   } catch (error) {
