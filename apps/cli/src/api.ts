@@ -65,6 +65,65 @@ export interface Organization {
   createdAt: string;
 }
 
+/** A lab template (GET /templates): a published vm, its versions newest first. */
+export interface LabTemplate {
+  id: string;
+  name: string;
+  ownerId: string;
+  projectId: string;
+  createdAt: string;
+  versions: {
+    id: string;
+    version: number;
+    /** publishing | ready | failed */
+    status: string;
+    statusReason: string | null;
+    sourceVmId: string;
+    image: string;
+    vcpus: number;
+    memoryMiB: number;
+    storedBytes: number | null;
+    createdAt: string;
+    publishedAt: string | null;
+  }[];
+}
+
+/** A student's place in a class, as the instructor sees it. */
+export interface LabSeat {
+  id: string;
+  email: string;
+  userId: string | null;
+  vmId: string | null;
+  vmState: string | null;
+  workerId: string | null;
+  usedSeconds: number;
+  extraMinutes: number;
+  secondsLeft: number;
+  sessionSecondsLeft: number;
+  controlledBy: { id: string; name: string } | null;
+}
+
+/** A lab class (GET /classes/{id}); the list's items have no `seats`. */
+export interface LabClass {
+  id: string;
+  projectId: string;
+  templateId: string;
+  templateName: string;
+  templateVersion: number;
+  name: string;
+  opensAt: string;
+  closesAt: string;
+  sessionMinutes: number;
+  totalMinutes: number;
+  joinCode: string | null;
+  joinCodeExpiresAt: string | null;
+  /** scheduled | started | ended */
+  status: string;
+  whenFull: string;
+  seatCount: number;
+  seats?: LabSeat[];
+}
+
 export interface Page<T> {
   items: T[];
   nextCursor: string | null;
@@ -105,12 +164,12 @@ export class FerryApi {
     throw new CommandError(`${method} ${url} answered ${response.status} ${response.statusText}; is ${this.login.url} a Ferry portal?`, undefined, response.status);
   }
 
-  /** Every item of a paginated list (`/vms`, `/projects`...), walking its cursors. */
+  /** Every item of a paginated list (`/vms`, `/projects?…`...), walking its cursors. */
   async all<T>(path: string): Promise<T[]> {
     const items: T[] = [];
     let cursor: string | null = null;
     do {
-      const query: string = cursor === null ? "?limit=100" : `?limit=100&cursor=${encodeURIComponent(cursor)}`;
+      const query: string = `${path.includes("?") ? "&" : "?"}limit=100${cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`}`;
       const page: Page<T> = await this.request<Page<T>>("GET", `${path}${query}`);
       items.push(...page.items);
       cursor = page.nextCursor;
@@ -130,6 +189,24 @@ export class FerryApi {
     if (named.length === 1) return named[0]!;
     if (named.length === 0) throw new CommandError(`no vm named "${idOrName}" is visible to you; 'ferry vm list' shows your vms`, "vm_not_found", 404);
     throw new CommandError(`${named.length} vms are named "${idOrName}" (${named.map((vm) => vm.id).join(", ")}); name one by its id`, "ambiguous_name");
+  }
+
+  /** The lab class a person named on the command line, with its seats: by id, or by name when it is not an id. */
+  async findClass(idOrName: string): Promise<LabClass & { seats: LabSeat[] }> {
+    if (uuid.test(idOrName)) return this.request("GET", `/classes/${idOrName}`);
+    const named = (await this.all<LabClass>("/classes")).filter((labClass) => labClass.name === idOrName);
+    if (named.length === 1) return this.request("GET", `/classes/${named[0]!.id}`);
+    if (named.length === 0) throw new CommandError(`no class named "${idOrName}" is visible to you; 'ferry class list' shows your classes`, "not_found", 404);
+    throw new CommandError(`${named.length} classes are named "${idOrName}" (${named.map((c) => c.id).join(", ")}); name one by its id`, "ambiguous_name");
+  }
+
+  /** The lab template a person named: by id, or by name when it is not an id. */
+  async findTemplate(idOrName: string): Promise<LabTemplate> {
+    const templates = await this.all<LabTemplate>("/templates");
+    const found = templates.filter((template) => (uuid.test(idOrName) ? template.id === idOrName : template.name === idOrName));
+    if (found.length === 1) return found[0]!;
+    if (found.length === 0) throw new CommandError(`no template "${idOrName}" is visible to you; 'ferry template list' shows your templates`, "not_found", 404);
+    throw new CommandError(`${found.length} templates are named "${idOrName}" (in projects ${found.map((t) => t.projectId).join(", ")}); name one by its id`, "ambiguous_name");
   }
 }
 

@@ -254,3 +254,79 @@ describe("ferry", () => {
     expect(nowhere).toMatchObject({ code: 1, stderr: expect.stringContaining('no project with id "no-such-project" is visible to you') });
   });
 });
+
+describe("ferry template and ferry class", () => {
+  const source = `cli-lab-${process.pid}`;
+  const templateName = `cli-template-${process.pid}`;
+  const className = `cli-class-${process.pid}`;
+  type Seat = { id: string; email: string; vmId: string | null; extraMinutes: number };
+  type ClassJson = { id: string; name: string; status: string; seatCount: number; templateName: string; seats: Seat[] };
+
+  it("publishes a running vm as a template, waiting until its golden point is ready", async () => {
+    expect((await ferry(["vm", "create", "--name", source, "--image", "tiny", "--vcpus", "1", "--memory", "256"])).code).toBe(0);
+    const published = await ferry(["template", "publish", source, "--name", templateName, "--json"]);
+    expect(published.stderr).toMatch(new RegExp(`^template ${templateName} version 1: ready$`, "m"));
+    expect(published.code).toBe(0);
+    const template = JSON.parse(published.stdout) as { id: string; name: string; versions: { version: number; status: string }[] };
+    expect(template).toMatchObject({ name: templateName, versions: [{ version: 1, status: "ready" }] });
+
+    const listed = await ferry(["template", "list", "--json"]);
+    expect((JSON.parse(listed.stdout) as { items: { id: string }[] }).items.map((t) => t.id)).toContain(template.id);
+    const table = await ferry(["template", "list"]);
+    expect(table.stdout).toMatch(new RegExp(`^${templateName}\\s+1\\s+ready\\s+tiny\\s+256 MiB\\s+\\S+ MiB\\s+${template.id}$`, "m"));
+    const missingName = await ferry(["template", "publish", source]);
+    expect(missingName).toMatchObject({ code: 2, stderr: expect.stringContaining("missing --name") });
+  }, 180_000);
+
+  it("creates a class with a roster, adds a student, lists and shows it", async () => {
+    const opens = new Date(Date.now() - 60_000).toISOString();
+    // Closing well after the students' 60 minutes could run out, so each has exactly 1h00m left.
+    const closes = new Date(Date.now() + 3 * 3_600_000).toISOString();
+    const base = ["class", "create", "--template", templateName, "--name", className, "--opens", opens, "--closes", closes, "--session", "30", "--total", "60"];
+    const created = await ferry([...base, "--emails", "ada@example.com, bob@example.com", "--json"]);
+    expect(created.code).toBe(0);
+    expect(JSON.parse(created.stdout)).toMatchObject({ name: className, status: "scheduled", templateName, seatCount: 2 });
+    const again = await ferry(base);
+    expect(again.code).toBe(1);
+    const badTime = await ferry(["class", "create", "--template", templateName, "--name", "x", "--opens", "monday", "--closes", closes, "--session", "30", "--total", "60"]);
+    expect(badTime).toMatchObject({ code: 2, stderr: expect.stringContaining("--opens monday is not a date and time") });
+
+    const added = await ferry(["class", "roster", "add", className, "--emails", "cy@example.com", "--json"]);
+    expect(added.code).toBe(0);
+    expect((JSON.parse(added.stdout) as ClassJson).seats.map((s) => s.email).sort()).toEqual(["ada@example.com", "bob@example.com", "cy@example.com"]);
+
+    const list = await ferry(["class", "list"]);
+    expect(list.stdout).toMatch(new RegExp(`^${className}\\s+scheduled\\s+3\\s+${templateName} v1\\s`, "m"));
+    const shown = await ferry(["class", "show", className]);
+    expect(shown.stdout).toMatch(new RegExp(`^status:\\s+scheduled$`, "m"));
+    expect(shown.stdout).toMatch(/^ada@example\.com\s+-\s+-\s+-\s+1h00m\s+30m\s+-\s+\S+$/m);
+    const missing = await ferry(["class", "show", "no-such-class"]);
+    expect(missing).toMatchObject({ code: 1, stderr: expect.stringContaining('no class named "no-such-class"') });
+  });
+
+  it("starts, extends, resets, links a student and ends the class", async () => {
+    const started = await ferry(["class", "start", className, "--no-prewarm", "--json"]);
+    expect(started.code).toBe(0);
+    const startedClass = JSON.parse(started.stdout) as ClassJson;
+    expect(startedClass.status).toBe("started");
+    expect(startedClass.seats.every((s) => s.vmId === null)).toBe(true);
+
+    const extended = await ferry(["class", "extend", className, "--minutes", "15", "--students", "ada@example.com", "--json"]);
+    expect(extended.code).toBe(0);
+    const extra = Object.fromEntries((JSON.parse(extended.stdout) as ClassJson).seats.map((s) => [s.email, s.extraMinutes]));
+    expect(extra).toEqual({ "ada@example.com": 15, "bob@example.com": 0, "cy@example.com": 0 });
+    const nobody = await ferry(["class", "extend", className, "--minutes", "15", "--students", "zed@example.com"]);
+    expect(nobody).toMatchObject({ code: 1, stderr: expect.stringContaining(`class ${className} has no student zed@example.com`) });
+
+    const reset = await ferry(["class", "reset", className, "--students", "bob@example.com"]);
+    expect(reset).toMatchObject({ code: 0, stdout: `class ${className}: bob@example.com going back to the golden point; not reset:\n  bob@example.com: the student has no vm yet\n` });
+
+    const link = await ferry(["class", "link", className, "ada@example.com"]);
+    expect(link.code).toBe(0);
+    expect(link.stdout).toMatch(new RegExp(`^${cluster.baseUrl}/labs/link\\?token=\\S+\n$`));
+
+    const ended = await ferry(["class", "end", className]);
+    expect(ended).toMatchObject({ code: 0, stdout: expect.stringMatching(new RegExp(`^class ${className} \\(\\S+\\) is ended, 3 students\n$`)) });
+    expect((await ferry(["vm", "delete", source])).code).toBe(0);
+  }, 120_000);
+});

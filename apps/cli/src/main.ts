@@ -4,6 +4,7 @@
 import { parseArgs } from "node:util";
 import { FerryApi } from "./api.ts";
 import type { Command, OptionSpec } from "./command.ts";
+import { classCommands, templateCommands } from "./commands/lab.ts";
 import { loginCommand } from "./commands/login.ts";
 import { projectListCommand } from "./commands/project.ts";
 import { vmCommands } from "./commands/vm.ts";
@@ -12,7 +13,7 @@ import { currentLogin } from "./config.ts";
 import { parseEnv, type CliEnv } from "./env.ts";
 import { CommandError, UsageError } from "./errors.ts";
 
-const commands: Command[] = [loginCommand, projectListCommand, ...vmCommands, workerListCommand];
+const commands: Command[] = [loginCommand, projectListCommand, ...vmCommands, workerListCommand, ...templateCommands, ...classCommands];
 
 const commonOptions: Record<string, OptionSpec> = {
   json: { type: "boolean", description: "print the API's objects as JSON on stdout" },

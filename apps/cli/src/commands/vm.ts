@@ -22,7 +22,8 @@ async function followUp(context: CommandContext, vm: Vm, wanted: string, action:
   printVm(context, settled, settledSentence(settled));
 }
 
-function integerOption(values: CommandContext["values"], name: string, unitSuffixes: Record<string, number> = {}): number {
+/** A whole-number option, optionally with a unit suffix (`--memory 2G`); a usage error otherwise. */
+export function integerOption(values: CommandContext["values"], name: string, unitSuffixes: Record<string, number> = {}): number {
   const raw = values[name];
   if (typeof raw !== "string") throw new UsageError(`missing --${name}`);
   const match = /^(\d+)([A-Za-z]*)$/.exec(raw.trim());
