@@ -83,7 +83,7 @@ function memoryMiB(vmId: string): { rss: number; pss: number; private: number } 
 }
 
 /** Ask for `n` vms at once with `create`, time every console, read memory, then delete them. */
-async function measure(cluster: FerryCluster, n: number, create: (i: number) => Promise<ApiVm>): Promise<Run> {
+async function measure(cluster: FerryCluster, n: number, kind: "clones" | "coldBoots", create: (i: number) => Promise<ApiVm>): Promise<Run> {
   const started = performance.now();
   const vms = await Promise.all(Array.from({ length: n }, (_, i) => create(i)));
   // An instance that fails (a cold boot past the engine's boot deadline on a loaded host) is
@@ -94,11 +94,7 @@ async function measure(cluster: FerryCluster, n: number, create: (i: number) => 
   const memory = vms.flatMap((vm, i) => (outcomes[i]!.status === "fulfilled" ? [memoryMiB(vm.id)] : []));
   const workers: Record<string, number> = {};
   for (const { workerId } of ready) workers[workerId] = (workers[workerId] ?? 0) + 1;
-  await Promise.all(vms.map((vm) => api(cluster, "DELETE", `/vms/${vm.id}`)));
-  for (const vm of vms) {
-    while ((await cluster.api<ApiVm>("GET", `/vms/${vm.id}`)).body.state !== "deleted") await sleep(200);
-  }
-  return {
+  const run: Run = {
     ready: ready.length,
     failed: [...new Set(failed)],
     allReadyMs: round(Math.max(...ready.map((r) => r.at)) - started),
@@ -108,6 +104,26 @@ async function measure(cluster: FerryCluster, n: number, create: (i: number) => 
     medianPrivateMiB: round(median(memory.map((m) => m.private))),
     workers,
   };
+  // Printed before the cleanup: 30 deletes at once on a loaded host have lost a run to a
+  // connection the portal closed ("fetch failed: other side closed"); a delete is retried.
+  console.error(JSON.stringify({ n, [kind]: run }));
+  await Promise.all(vms.map((vm) => deleteVm(cluster, vm.id)));
+  for (const vm of vms) {
+    while ((await cluster.api<ApiVm>("GET", `/vms/${vm.id}`)).body.state !== "deleted") await sleep(200);
+  }
+  return run;
+}
+
+async function deleteVm(cluster: FerryCluster, id: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await api(cluster, "DELETE", `/vms/${id}`);
+      return;
+    } catch (error) {
+      if (attempt === 5 || !(error instanceof TypeError)) throw error;
+      await sleep(1000);
+    }
+  }
 }
 
 async function main(): Promise<void> {
@@ -131,10 +147,8 @@ async function main(): Promise<void> {
     const publishMs = round(performance.now() - publishStarted);
     const results: Record<string, { clones: Run; coldBoots: Run }> = {};
     for (const n of sizes) {
-      const clones = await measure(cluster, n, (i) => api<ApiVm>(cluster, "POST", `/templates/${template.id}/instances`, { name: `student-${n}-${i}` }));
-      console.error(JSON.stringify({ n, clones }));
-      const coldBoots = await measure(cluster, n, (i) => api<ApiVm>(cluster, "POST", "/vms", { name: `cold-${n}-${i}`, image: "tiny", vcpus: 1, memoryMiB: guestMemoryMiB }));
-      console.error(JSON.stringify({ n, coldBoots }));
+      const clones = await measure(cluster, n, "clones", (i) => api<ApiVm>(cluster, "POST", `/templates/${template.id}/instances`, { name: `student-${n}-${i}` }));
+      const coldBoots = await measure(cluster, n, "coldBoots", (i) => api<ApiVm>(cluster, "POST", "/vms", { name: `cold-${n}-${i}`, image: "tiny", vcpus: 1, memoryMiB: guestMemoryMiB }));
       results[String(n)] = { clones, coldBoots };
     }
     console.log(
