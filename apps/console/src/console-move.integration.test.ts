@@ -197,13 +197,13 @@ beforeAll(async () => {
   await addWorker(db, "destination");
   const guest = await engine.start(await specFor("source"), { bootMarker: "FERRY-BOOT-OK" });
   guests.set("source", guest);
-  await guest.whenState("running", { timeoutMs: 30_000 });
+  await guest.whenState("running", { timeoutMs: 90_000 });
   // The shell on the console is up once the guest ticks.
   await guest.waitForSerial(/ferry-tick/, { timeoutMs: 30_000 });
   const { projectId } = await createTestProject(db, userId);
   await createTestVm(db, { id: vmId, name: "console-mover", ownerId: userId, projectId, state: "running", workerId: "source" });
   ({ gateway, address: gatewayAddress } = await startTestGateway({ db, redis, prefix, secret, logLines }));
-}, 60_000);
+}, 150_000);
 
 afterAll(async () => {
   try {
