@@ -22,7 +22,10 @@ let redis: Redis;
 const ticks = (text: string) => [...text.matchAll(/ferry-tick (\d+)/g)].map((m) => Number(m[1]));
 
 beforeAll(async () => {
-  await cluster.start({ redisUrl: testServices.redisUrl, controller: { reconcileIntervalMs: 500, workerTimeoutMs: 6000 } });
+  // The worker timeout must outlast a killed worker's restart (node, tsx, the accelerator probe's
+  // cache), which took up to ~18 s on a loaded host: a shorter one makes the controller give the
+  // vm up before the restarted worker can report its guest lost.
+  await cluster.start({ redisUrl: testServices.redisUrl, controller: { reconcileIntervalMs: 500, workerTimeoutMs: 20_000 } });
   ({ db, redis } = cluster);
 });
 
