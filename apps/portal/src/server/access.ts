@@ -91,7 +91,13 @@ export async function visibleProjectIds(db: Db, viewer: Viewer): Promise<string[
 export async function roleIn(db: Db, viewer: Viewer, organizationId: string): Promise<OrgRole | null> {
   if (isOperator(viewer)) return "owner";
   const membership = await db.membership.findUnique({ where: { organizationId_userId: { organizationId, userId: viewer.id } }, select: { role: true } });
-  return membership !== null && isOrgRole(membership.role) ? membership.role : null;
+  return actingRole(viewer, membership?.role ?? null);
+}
+
+/** The role a viewer acts with, given their membership's role (null: not a member): an operator acts as owner everywhere. */
+function actingRole(viewer: Viewer, membershipRole: string | null): OrgRole | null {
+  if (isOperator(viewer)) return "owner";
+  return membershipRole !== null && isOrgRole(membershipRole) ? membershipRole : null;
 }
 
 /**
@@ -101,7 +107,19 @@ export async function roleIn(db: Db, viewer: Viewer, organizationId: string): Pr
  */
 export async function authorize(db: Db, viewer: Viewer, project: Pick<Project, "id" | "organizationId">, need: Need, notFound: () => PortalError): Promise<OrgRole> {
   if (viewer.token !== null && !isOperator(viewer) && viewer.token.projectId !== project.id) throw notFound();
-  const role = await roleIn(db, viewer, project.organizationId);
+  return permitted(viewer, await roleIn(db, viewer, project.organizationId), need, notFound);
+}
+
+/**
+ * `authorize` when the viewer's membership in the project's organization was read along with
+ * the thing asked for (`membershipRole`, null when they are not a member): no query of its own.
+ */
+export function authorizeWithMembership(viewer: Viewer, project: Pick<Project, "id">, membershipRole: string | null, need: Need, notFound: () => PortalError): OrgRole {
+  if (viewer.token !== null && !isOperator(viewer) && viewer.token.projectId !== project.id) throw notFound();
+  return permitted(viewer, actingRole(viewer, membershipRole), need, notFound);
+}
+
+function permitted(viewer: Viewer, role: OrgRole | null, need: Need, notFound: () => PortalError): OrgRole {
   if (role === null) throw notFound();
   const wanted = needs[need];
   if (!roleAtLeast(role, wanted.role)) {

@@ -9,7 +9,7 @@ import { z } from "zod";
 import { guestImages, profileNames } from "../catalog.ts";
 import { PortalError } from "../errors.ts";
 import { displayName, recordId } from "../fields.ts";
-import { type Need, authorize, findProject, isOperator } from "../access.ts";
+import { type Need, authorizeWithMembership, findProject, isOperator } from "../access.ts";
 import { visibleProjectsSql } from "../access-sql.ts";
 import { createOnce } from "../idempotency.ts";
 import { checkQuota, lockProject } from "../quota.ts";
@@ -98,12 +98,17 @@ export function toView(vm: ViewedVm): VmView {
  */
 export async function findVm(db: Db, viewer: Viewer, id: string, need: Need = "read", audit?: AuditTarget): Promise<Vm> {
   const notFound = () => new PortalError("vm_not_found", `no vm with id "${id}" is visible to you; list your vms with GET /api/v1/vms`, { id });
-  const vm = await db.vm.findUnique({ where: { id }, include: { project: { select: { id: true, organizationId: true } } } });
-  if (vm === null) throw notFound();
-  await authorize(db, viewer, vm.project, need, notFound);
+  // One query: the vm and the viewer's membership in its project's organization.
+  const [row] = await db.$queryRaw<(Vm & { membershipRole: string | null })[]>`
+    SELECT vm.*, m.role AS "membershipRole" FROM vm
+    JOIN project p ON p.id = vm."projectId"
+    LEFT JOIN membership m ON m."organizationId" = p."organizationId" AND m."userId" = ${viewer.id}
+    WHERE vm.id = ${id}`;
+  if (row === undefined) throw notFound();
+  const { membershipRole, ...vm } = row;
+  authorizeWithMembership(viewer, { id: vm.projectId }, membershipRole, need, notFound);
   if (audit) audit.projectId = vm.projectId;
-  const { project: _project, ...row } = vm;
-  return row;
+  return vm;
 }
 
 /** The project a new vm goes to: the one asked for, else the token's, else the person's only one. */
