@@ -5,15 +5,25 @@ const now = new Date("2030-01-01T10:00:00Z");
 const minutesAgo = (m: number) => new Date(now.getTime() - m * 60_000);
 const started: ClassSnapshot = { name: "shells", status: "started", opensAt: minutesAgo(60), closesAt: new Date("2030-01-01T12:00:00Z"), sessionMinutes: 30, totalMinutes: 120 };
 const vm = (state: string, desiredState = "running", stateChangedAt = minutesAgo(5)) => ({ state, desiredState, stateChangedAt });
-const seat: SeatSnapshot = { email: "ada@school.test", usedSeconds: 0, extraMinutes: 0, sessionStartedAt: null, vm: null };
+const seat: SeatSnapshot = { email: "ada@school.test", usedSeconds: 0, extraMinutes: 0, sessionStartedAt: null, startRequestedAt: null, vm: null };
+/** the student asked for their vm `m` minutes ago */
+const asked = (m: number) => ({ startRequestedAt: minutesAgo(m) });
 
 describe("lab seat decision", () => {
   const cases: [string, Partial<SeatSnapshot>, Partial<ClassSnapshot>, SeatDecision][] = [
     ["no vm yet: nothing to count", {}, {}, { kind: "wait" }],
-    ["a vm on its way (resuming from the golden point) starts no session yet", { vm: vm("resuming") }, {}, { kind: "wait" }],
-    ["a vm that reached running starts a session from when it did", { vm: vm("running") }, {}, { kind: "begin", at: minutesAgo(5) }],
-    ["a pre-warmed vm running before the class opened counts from the opening", { vm: vm("running", "running", minutesAgo(90)) }, {}, { kind: "begin", at: minutesAgo(60) }],
-    ["before the class opens a running vm uses no time", { vm: vm("running") }, { opensAt: new Date(now.getTime() + 60_000) }, { kind: "wait" }],
+    ["a vm on its way (resuming from the golden point) starts no session yet", { vm: vm("resuming"), ...asked(1) }, {}, { kind: "wait" }],
+    ["a pre-warmed running vm its student has not asked for uses none of their time", { vm: vm("running") }, {}, { kind: "wait" }],
+    ["asked for before it ran: the session begins when it reached running", { vm: vm("running"), ...asked(8) }, {}, { kind: "begin", at: minutesAgo(5) }],
+    ["asked for after it ran (pre-warmed): the session begins at the request", { vm: vm("running", "running", minutesAgo(40)), ...asked(2) }, {}, { kind: "begin", at: minutesAgo(2) }],
+    [
+      "asked for and running before the class opened: the session begins at the opening",
+      { vm: vm("running", "running", minutesAgo(90)), ...asked(70) },
+      {},
+      { kind: "begin", at: minutesAgo(60) },
+    ],
+    ["before the class opens a running vm uses no time, asked for or not", { vm: vm("running"), ...asked(1) }, { opensAt: new Date(now.getTime() + 60_000) }, { kind: "wait" }],
+    ["a request for a vm that is not running yet (queued, suspended) starts nothing", { vm: vm("suspended"), ...asked(1) }, {}, { kind: "wait" }],
     ["a running session within its limits goes on", { vm: vm("running"), sessionStartedAt: minutesAgo(10) }, {}, { kind: "wait" }],
     ["a session goes on while the vm is reset (resuming) or live-migrated", { vm: vm("migrating"), sessionStartedAt: minutesAgo(10) }, {}, { kind: "wait" }],
     [
@@ -41,6 +51,7 @@ describe("lab seat decision", () => {
       { closesAt: now },
       { kind: "suspend", seconds: 600, reason: "class shells closed at 2030-01-01T10:00:00.000Z" },
     ],
+    ["a pre-warmed vm nobody asked for is suspended at closesAt too", { vm: vm("running") }, { closesAt: now }, { kind: "suspend", seconds: 0, reason: "class shells closed at 2030-01-01T10:00:00.000Z" }],
     ["a queued vm (suspended, wanted running) of a closed class is suspended too", { vm: vm("suspended") }, { closesAt: minutesAgo(1) }, { kind: "suspend", seconds: 0, reason: "class shells closed at 2030-01-01T09:59:00.000Z" }],
     ["an ended class suspends what still runs", { vm: vm("running") }, { status: "ended" }, { kind: "suspend", seconds: 0, reason: "class shells ended" }],
     ["a session whose vm was suspended (by the student, an instructor) ends and is counted", { vm: vm("suspending", "suspended"), sessionStartedAt: minutesAgo(12) }, {}, { kind: "end", seconds: 720 }],

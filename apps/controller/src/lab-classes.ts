@@ -1,8 +1,11 @@
 // Lab classes in the reconcile pass: each student's time, and the class schedule.
 //
-// 1. Sessions. A student's session starts when their vm is running (after they start it, or
-//    after the class's pre-warm), not before the class opens; it ends when the vm stops
-//    running for any reason, and its seconds are added to the seat's usedSeconds.
+// 1. Sessions. A student's session begins once they have asked for their vm (labSeat.start,
+//    .console or .openLink set startRequestedAt) and it is running, not before the class
+//    opens: at the latest of the three. A pre-warmed vm nobody asked for runs unmetered, ready
+//    for its student. The session ends when the vm stops running for any reason: its seconds
+//    are added to the seat's usedSeconds and the request is forgotten, so the next session
+//    waits for the student to ask again.
 // 2. Limits. A vm whose session minutes, or whose student's total (with extensions), ran out
 //    is asked to suspend through the normal path: its guest state goes to object storage and
 //    the next start resumes it where it was.
@@ -31,6 +34,8 @@ export interface SeatSnapshot {
   usedSeconds: number;
   extraMinutes: number;
   sessionStartedAt: Date | null;
+  /** when the student asked for their vm since the last session ended */
+  startRequestedAt: Date | null;
   vm: { state: string; desiredState: string; stateChangedAt: Date } | null;
 }
 
@@ -78,9 +83,11 @@ export function seatDecision(klass: ClassSnapshot, seat: SeatSnapshot, now: Date
     return { kind: "end", seconds: time.sessionSeconds };
   }
 
-  // 3. A vm that reached running starts a session, counted from then (not before the class opens).
-  if (wanted !== null && wanted.state === "running" && klass.opensAt <= now) {
-    return { kind: "begin", at: wanted.stateChangedAt > klass.opensAt ? wanted.stateChangedAt : klass.opensAt };
+  // 3. A running vm its student asked for starts a session: from the latest of the request, the
+  //    vm reaching running and the opening. Without a request (pre-warmed) it waits for them.
+  if (wanted !== null && wanted.state === "running" && seat.startRequestedAt !== null && klass.opensAt <= now) {
+    const at = [wanted.stateChangedAt, seat.startRequestedAt].reduce((latest, t) => (t > latest ? t : latest), klass.opensAt);
+    return { kind: "begin", at };
   }
   return { kind: "wait" };
 }
@@ -152,7 +159,7 @@ export class LabClasses {
           await tx.vmEvent.create({ data: { vmId: vm.id, kind: "action.suspend", message: `suspended: ${decision.reason}`, at: now } });
           return true;
         });
-        if (seat.sessionStartedAt !== null) await this.#endSession(seat, decision.seconds);
+        await this.#endSession(seat, decision.seconds);
         if (!suspended) return;
         log.info({ seatId: seat.id, vmId: vm.id, reason: decision.reason }, "lab vm suspended: time is up");
         await this.#options.reconcileVm(vm.id);
@@ -160,10 +167,11 @@ export class LabClasses {
     }
   }
 
+  /** Count the session's seconds (0 when none ran) and forget the student's request with it. */
   async #endSession(seat: { id: string; sessionStartedAt: Date | null }, seconds: number): Promise<void> {
     await this.#options.db.labSeat.updateMany({
       where: { id: seat.id, sessionStartedAt: seat.sessionStartedAt },
-      data: { usedSeconds: { increment: seconds }, sessionStartedAt: null },
+      data: { usedSeconds: { increment: seconds }, sessionStartedAt: null, startRequestedAt: null },
     });
   }
 }

@@ -5,9 +5,10 @@
 // clones on one worker share its copy of the golden point's memory (copy-on-write); a reset
 // takes a clone back there; the template outlives its source vm; republished from a clone it
 // makes version 2, and a damaged golden point is refused naming the part. Then a class of 5
-// from version 1: every student's clone continues from the golden point, one is reset, one's
-// session runs out and it is suspended (the controller's class pass), and resumes later where
-// it was; at closesAt every vm of the class is suspended and the class ends.
+// from version 1: every student's clone continues from the golden point, a session begins only
+// for the students who asked for their vm (a pre-warmed vm nobody asked for uses no time), one
+// is reset, one's session runs out and it is suspended (the controller's class pass), and
+// resumes later where it was; at closesAt every vm of the class is suspended and the class ends.
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -325,7 +326,14 @@ describe("a lab class of 5", () => {
     }
   }
 
-  it("starts: every student's clone continues from the golden point with the marker file, and a session starts when it runs", async () => {
+  /** What labSeat.start, .console and .openLink write: the student asked for their vm (the first ask of a session is kept). */
+  async function studentAsks(seatId: string): Promise<Date> {
+    const at = new Date();
+    await db.labSeat.updateMany({ where: { id: seatId, startRequestedAt: null }, data: { startRequestedAt: at } });
+    return (await db.labSeat.findUniqueOrThrow({ where: { id: seatId } })).startRequestedAt!;
+  }
+
+  it("starts: every student's clone continues from the golden point with the marker file; a session begins when its student asks", async () => {
     // The class is taught from version 1; the vms of the tests above are gone or suspended.
     version = await db.labTemplateVersion.findFirstOrThrow({ where: { version: 1, status: "ready" }, orderBy: { createdAt: "asc" } });
     const source = await db.vm.findUniqueOrThrow({ where: { id: version.sourceVmId } });
@@ -340,11 +348,22 @@ describe("a lab class of 5", () => {
       expect(await serialText(vmId)).not.toContain("FERRY-BOOT-OK");
       await run(vmId, "sync; echo 3 >/proc/sys/vm/drop_caches; cat /data/labnote >/dev/ttyS0", "lab-note-content");
     }
-    const counted = await until("a session on every seat", async () => {
-      const rows = await db.labSeat.findMany({ where: { classId } });
+    // Every vm has run for a while, pre-warmed: none of it is the students' time.
+    expect(await db.labSeat.count({ where: { classId, sessionStartedAt: { not: null } } })).toBe(0);
+    // Four students come (the fifth never does): each session begins at their request, the vm being already running.
+    const asked = new Map<string, Date>();
+    for (const seat of seats.slice(0, 4)) asked.set(seat.id, await studentAsks(seat.id));
+    const counted = await until("a session on each seat whose student asked", async () => {
+      const rows = await db.labSeat.findMany({ where: { id: { in: [...asked.keys()] } } });
       return rows.every((row) => row.sessionStartedAt !== null) ? rows : undefined;
     });
-    for (const row of counted) expect(row.usedSeconds).toBe(0);
+    for (const row of counted) {
+      expect(row.sessionStartedAt).toEqual(asked.get(row.id));
+      expect(row.usedSeconds).toBe(0);
+    }
+    // The pass that began those sessions saw the fifth seat's running vm too, and left it uncounted.
+    const absent = await db.labSeat.findUniqueOrThrow({ where: { id: seats[4]!.id }, include: { vm: true } });
+    expect(absent).toMatchObject({ sessionStartedAt: null, startRequestedAt: null, usedSeconds: 0, vm: { state: "running" } });
   }, 300_000);
 
   it("resets one student's vm to the golden point", async () => {
@@ -367,20 +386,28 @@ describe("a lab class of 5", () => {
     expect(suspended.guestStateId).not.toBeNull();
     const seat = await db.labSeat.findUniqueOrThrow({ where: { id: seatId } });
     expect(seat.sessionStartedAt).toBeNull();
+    expect(seat.startRequestedAt).toBeNull();
     expect(seat.usedSeconds).toBeGreaterThanOrEqual(31 * 60);
     const events = await db.vmEvent.findMany({ where: { vmId, kind: "action.suspend" } });
     expect(events.map((e) => e.message)).toContain("suspended: student-2@school.test's session of 30 minutes in class shells-101 is over");
     const atSuspend = await serialText(vmId);
     const lastTick = ticks(atSuspend).at(-1)!.n;
 
-    // What labSeat.start writes: wanted running again; it resumes from its own guest state.
+    // What labSeat.start writes: wanted running again, and the student's request; it resumes from its own guest state.
     await request(vmId, "running");
+    const askedAgain = await studentAsks(seatId);
     await vmIn(vmId, "running", 120_000);
     const next = await until("a tick after the resume", async () => ticks((await serialText(vmId)).slice(atSuspend.length))[0]);
     expect(next.n).toBeGreaterThan(lastTick);
     expect(next.n).toBeLessThan(lastTick + 10);
     expect(await serialText(vmId)).not.toContain("FERRY-BOOT-OK");
-    await until("a new session", async () => (await db.labSeat.findUniqueOrThrow({ where: { id: seatId } })).sessionStartedAt !== null);
+    const resumed = await until("a new session", async () => {
+      const row = await db.labSeat.findUniqueOrThrow({ where: { id: seatId }, include: { vm: true } });
+      return row.sessionStartedAt !== null ? row : undefined;
+    });
+    // Asked for before it ran again: the session begins when it reached running.
+    expect(resumed.sessionStartedAt!.getTime()).toBeGreaterThanOrEqual(askedAgain.getTime());
+    expect(resumed.sessionStartedAt).toEqual(resumed.vm!.stateChangedAt);
   }, 300_000);
 
   it("at closesAt suspends every vm of the class and ends it", async () => {
@@ -392,7 +419,7 @@ describe("a lab class of 5", () => {
       return row.status === "ended" ? row : undefined;
     });
     expect(ended.endedAt).not.toBeNull();
-    expect(await db.labSeat.count({ where: { classId, sessionStartedAt: { not: null } } })).toBe(0);
+    expect(await db.labSeat.count({ where: { classId, OR: [{ sessionStartedAt: { not: null } }, { startRequestedAt: { not: null } }] } })).toBe(0);
     for (const seat of seats) expect(qemuProcesses(seat.vmId)).toHaveLength(0);
   }, 300_000);
 });

@@ -127,13 +127,19 @@ describe("students", () => {
 
   it("refuses a start before the class is started, and in a closed class; makes a late student's clone on first start", async () => {
     const [seat] = (await portal.as(students[1]!).labSeat.mine()).items;
+    const requestedAt = async () => (await portal.services.db.labSeat.findUniqueOrThrow({ where: { id: seat!.id } })).startRequestedAt;
     expect(await refusal(portal.as(students[1]!).labSeat.start({ id: seat!.id }))).toMatchObject({ message: expect.stringContaining("has not been started by its instructor yet") });
+    expect(await requestedAt()).toBeNull();
     const started = await portal.as(tenant.owner).labClass.start({ id: classId, prewarm: false });
     expect(started.status).toBe("started");
     expect(started.seats.every((s) => s.vmId === null)).toBe(true);
 
+    const beforeStart = new Date();
     const view = await portal.as(students[1]!).labSeat.start({ id: seat!.id });
     expect(view.vmId).not.toBeNull();
+    // The student asked for their vm: their session begins once it runs (the controller's pass).
+    const asked = await requestedAt();
+    expect(asked!.getTime()).toBeGreaterThanOrEqual(beforeStart.getTime());
     const vm = await portal.services.db.vm.findUniqueOrThrow({ where: { id: view.vmId! } });
     expect(vm).toMatchObject({ state: "suspended", desiredState: "running", projectId: tenant.projectId, ownerId: tenant.owner.id, guestStateId: null });
     expect(vm.sourceTemplateVersionId).not.toBeNull();
@@ -143,6 +149,7 @@ describe("students", () => {
     const again = await portal.as(students[1]!).labSeat.start({ id: seat!.id });
     expect(again.vmId).toBe(vm.id);
     expect(await portal.services.db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ desiredState: "running", operation: "resume", generation: vm.generation + 1 });
+    expect(await requestedAt()).toEqual(asked);
 
     await portal.services.db.labSeat.update({ where: { id: seat!.id }, data: { usedSeconds: 3600 } });
     expect(await refusal(portal.as(students[1]!).labSeat.start({ id: seat!.id }))).toMatchObject({ message: expect.stringContaining("you have used all 60 minutes of class seats") });
@@ -190,8 +197,17 @@ describe("running a class", () => {
     const klass = await owner.labClass.create(classInput("live", { emails: [student.email, "absent@school.test"], whenFull: "queue" }));
     const started = await owner.labClass.start({ id: klass.id, prewarm: true });
     const seat = started.seats.find((s) => s.email === student.email)!;
-    // As the workers would report it: the student's vm runs, a session counted from 10 minutes ago.
-    await portal.services.db.vm.update({ where: { id: seat.vmId! }, data: { state: "running", workerId: "w1", operation: null } });
+    const absent = started.seats.find((s) => s.email === "absent@school.test")!;
+    const requestOf = async (seatId: string) => (await portal.services.db.labSeat.findUniqueOrThrow({ where: { id: seatId } })).startRequestedAt;
+    // Pre-warmed, both vms run; neither student has asked for theirs, so no session can begin.
+    for (const { vmId } of [seat, absent]) await portal.services.db.vm.update({ where: { id: vmId! }, data: { state: "running", workerId: "w1", operation: null } });
+    expect(await requestOf(seat.id)).toBeNull();
+    expect(await requestOf(absent.id)).toBeNull();
+    // The student opens their console: that is their request; a session counted from 10 minutes ago.
+    const beforeConsole = new Date();
+    expect((await portal.as(student).labSeat.console({ id: seat.id })).url).toContain("/console?token=");
+    const asked = await requestOf(seat.id);
+    expect(asked!.getTime()).toBeGreaterThanOrEqual(beforeConsole.getTime());
     await portal.services.db.labSeat.update({ where: { id: seat.id }, data: { sessionStartedAt: new Date(Date.now() - 600_000) } });
 
     const control = await owner.labClass.console({ id: klass.id, seatId: seat.id, mode: "control" });
@@ -214,11 +230,18 @@ describe("running a class", () => {
     const twice = await portal.rest("/seats/open-link", { method: "POST", body: JSON.stringify({ token }) });
     expect(twice.status).toBe(401);
     expect(((await twice.json()) as { error: { message: string } }).error.message).toContain("it was already opened");
+    expect(await requestOf(seat.id)).toEqual(asked);
+    // A link opened for the absent student is their request.
+    const absentLink = new URL((await owner.labClass.studentLink({ id: klass.id, seatId: absent.id })).url).searchParams.get("token")!;
+    expect((await portal.rest("/seats/open-link", { method: "POST", body: JSON.stringify({ token: absentLink }) })).status).toBe(200);
+    expect(await requestOf(absent.id)).not.toBeNull();
 
     const ended = await owner.labClass.end({ id: klass.id });
     expect(ended.status).toBe("ended");
     const after = await portal.services.db.labSeat.findUniqueOrThrow({ where: { id: seat.id }, include: { vm: true } });
     expect(after.sessionStartedAt).toBeNull();
+    expect(after.startRequestedAt).toBeNull();
+    expect(await requestOf(absent.id)).toBeNull();
     expect(after.usedSeconds).toBeGreaterThanOrEqual(600);
     expect(after.vm).toMatchObject({ desiredState: "suspended", operation: "suspend" });
     expect(await refusal(portal.as(student).labSeat.start({ id: seat.id }))).toMatchObject({ message: expect.stringContaining("closed at") });

@@ -248,16 +248,19 @@ async function checkRoom(db: Db, klass: ClassRow, version: { memoryMiB: number; 
 }
 
 /**
- * Close the seats' running sessions (their time so far added to usedSeconds) and ask every vm
- * of theirs that is wanted running to suspend, so it resumes later from where it was. Returns
- * the vms to reconcile.
+ * Close the seats' running sessions (their time so far added to usedSeconds, the students'
+ * requests forgotten) and ask every vm of theirs that is wanted running to suspend, so it
+ * resumes later from where it was. Returns the vms to reconcile.
  */
 export async function suspendSeats(tx: Prisma.TransactionClient, seats: SeatRow[], why: string, now: Date): Promise<Vm[]> {
   const asked: Vm[] = [];
   for (const seat of seats) {
-    if (seat.sessionStartedAt !== null) {
-      const seconds = Math.max(0, Math.floor((now.getTime() - seat.sessionStartedAt.getTime()) / 1000));
-      await tx.labSeat.updateMany({ where: { id: seat.id, sessionStartedAt: seat.sessionStartedAt }, data: { usedSeconds: { increment: seconds }, sessionStartedAt: null } });
+    if (seat.sessionStartedAt !== null || seat.startRequestedAt !== null) {
+      const seconds = seat.sessionStartedAt === null ? 0 : Math.max(0, Math.floor((now.getTime() - seat.sessionStartedAt.getTime()) / 1000));
+      await tx.labSeat.updateMany({
+        where: { id: seat.id, sessionStartedAt: seat.sessionStartedAt },
+        data: { usedSeconds: { increment: seconds }, sessionStartedAt: null, startRequestedAt: null },
+      });
     }
     const vm = liveVm(seat);
     if (vm === null || vm.desiredState !== "running") continue;

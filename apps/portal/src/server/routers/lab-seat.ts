@@ -90,9 +90,18 @@ function refuseStart(klass: ClassRow, seat: StudentSeat, what: string): void {
 }
 
 /**
+ * Record that the student asked for their vm (start, console, link). Their session begins once
+ * it is also running (the controller's class pass), so a pre-warmed vm spends none of their
+ * time before they come; the first ask of a session is kept, and the pass forgets it when the
+ * session ends.
+ */
+async function markStartRequested(db: Db, seatId: string): Promise<void> {
+  await db.labSeat.updateMany({ where: { id: seatId, startRequestedAt: null }, data: { startRequestedAt: new Date() } });
+}
+
+/**
  * Run the seat's vm: its clone made now when it has none (as students who join after the
- * class started get theirs), else a suspended or stopped one asked to run again. Its session
- * starts when the vm is running (the controller's class pass).
+ * class started get theirs), else a suspended or stopped one asked to run again.
  */
 async function startSeat(ctx: PortalContext & { viewer: Viewer }, seat: StudentSeat): Promise<void> {
   const { db } = ctx.services;
@@ -192,7 +201,7 @@ export const labSeatRouter = createTRPCRouter({
     }),
 
   start: auditedProcedure("seat.start")
-    .meta({ openapi: { method: "POST", path: "/seats/{id}/start", protect: true, tags: ["seats"], summary: "Start (or resume) your vm; your session's time starts when it runs" } })
+    .meta({ openapi: { method: "POST", path: "/seats/{id}/start", protect: true, tags: ["seats"], summary: "Start (or resume) your vm; your session's time starts once it runs" } })
     .input(byId)
     .output(seatView)
     .mutation(async ({ ctx, input }) => {
@@ -200,6 +209,7 @@ export const labSeatRouter = createTRPCRouter({
       const seat = await findOwnSeat(db, ctx.viewer, input.id, ctx.audit);
       refuseStart(seat.class, seat, "start your vm");
       await startSeat(ctx, seat);
+      await markStartRequested(db, seat.id);
       return toSeatView(db, await findOwnSeat(db, ctx.viewer, seat.id));
     }),
 
@@ -223,7 +233,9 @@ export const labSeatRouter = createTRPCRouter({
     .output(consoleGrant)
     .mutation(async ({ ctx, input }) => {
       const seat = await findOwnSeat(ctx.services.db, ctx.viewer, input.id, ctx.audit);
-      return seatConsole(ctx, seat, ctx.viewer.id, ctx.viewer);
+      const grant = seatConsole(ctx, seat, ctx.viewer.id, ctx.viewer);
+      await markStartRequested(ctx.services.db, seat.id);
+      return grant;
     }),
 
   openLink: linkProcedure
@@ -247,6 +259,7 @@ export const labSeatRouter = createTRPCRouter({
       const grant = seatConsole(ctx, seat, seat.userId ?? seat.class.instructorId, null);
       const first = await redis.set(redisKeys.labLinkUsed(settings.queuePrefix, link.linkId), "1", "EXAT", Math.ceil(link.expiresAt.getTime() / 1000) + 60, "NX");
       if (first !== "OK") throw refused("it was already opened");
+      await markStartRequested(db, seat.id);
       return grant;
     }),
 });

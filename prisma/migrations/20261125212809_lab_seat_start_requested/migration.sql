@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "lab_seat" ADD COLUMN     "startRequestedAt" TIMESTAMP(3);
