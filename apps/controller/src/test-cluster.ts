@@ -58,6 +58,7 @@ export class TestCluster {
   failed = false;
   private redisUrl = "";
   private ownRedis = false;
+  private workerTimeoutMs = 0;
 
   /** `folder` names the temporary folder; `pollMs` is how often `until` probes. */
   constructor(
@@ -72,6 +73,7 @@ export class TestCluster {
   async start(options: TestClusterStart): Promise<void> {
     this.redisUrl = options.redisUrl;
     this.ownRedis = options.ownRedis ?? false;
+    this.workerTimeoutMs = options.controller.workerTimeoutMs;
     this.database = await createTestDatabase(testServices.databaseServerUrl);
     this.db = this.database.db;
     this.redis = new Redis(options.redisUrl, options.redisOptions ?? {});
@@ -106,6 +108,8 @@ export class TestCluster {
         FERRY_WORKER_MEMORY_MIB: "1024",
         FERRY_IMAGES_DIR: testServices.imagesDir,
         FERRY_ACCELERATOR: "tcg",
+        // The controller's figure: a worker cut off for that long pauses its guests.
+        FERRY_WORKER_TIMEOUT_MS: String(this.workerTimeoutMs),
         ...env,
       },
       stdio: ["ignore", "pipe", "pipe"],

@@ -10,6 +10,8 @@ const schema = z.object({
   FERRY_QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/, { error: "must be letters, digits, - or _" }).default("ferry"),
   FERRY_CLUSTER_SECRET: z.string().min(32, { error: "must be at least 32 characters (the cluster's HMAC key)" }),
   FERRY_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal"]).default("info"),
+  /** The controller's: after this long without a heartbeat it places the worker's vms elsewhere, so the worker pauses its guests. */
+  FERRY_WORKER_TIMEOUT_MS: z.coerce.number().int().min(1000).default(10_000),
   FERRY_WORKER_ID: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, { error: "must be lowercase letters, digits and dashes, e.g. w1" }),
   FERRY_WORKER_STATE_DIR: z.string().startsWith("/", { error: "must be an absolute path" }),
   FERRY_WORKER_VCPUS: z.coerce.number().int().positive(),

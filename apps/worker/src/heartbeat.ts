@@ -3,6 +3,8 @@
 import type { Db } from "@ferry/db";
 import type { Logger } from "pino";
 
+import type { Fence } from "./fence.ts";
+
 /** What a worker tells the controller about itself; fixed for the life of the process. */
 export interface WorkerInfo {
   id: string;
@@ -34,11 +36,21 @@ export async function startHeartbeat(options: {
   info: WorkerInfo;
   used: () => { vcpus: number; memoryMiB: number };
   intervalMs: number;
+  /** FERRY_WORKER_TIMEOUT_MS: the controller counts the worker gone after this long without a beat */
+  workerTimeoutMs: number;
+  /** what to do about guests when beats stop getting through, and when they get through again */
+  fence: Fence;
   log: Logger;
 }): Promise<Heartbeat> {
-  const { db, info, log } = options;
+  const { db, info, log, fence } = options;
   let status: "online" | "draining" = "online";
+  // When the newest beat that reached the database started: the controller compares the
+  // lastHeartbeatAt it wrote against its timeout, so the worker counts from the same instant.
+  let lastBeatAt = Date.now();
+  let cutOff = false;
+  let givenUp = false;
   const beat = async () => {
+    const startedAt = new Date();
     const used = options.used();
     const row = {
       hostname: info.hostname,
@@ -55,17 +67,33 @@ export async function startHeartbeat(options: {
       sharedStorage: info.sharedStorage,
       migrationHost: info.migrationHost,
       startedAt: info.startedAt,
-      lastHeartbeatAt: new Date(),
+      lastHeartbeatAt: startedAt,
     };
     // An admin's drain (POST /workers/{id}/drain) sets status "draining" in the row: a beat
     // keeps it, and only brings back online a worker the controller had marked offline.
     await db.worker.upsert({ where: { id: info.id }, create: { id: info.id, ...row, status }, update: status === "draining" ? { ...row, status } : row });
-    if (status === "online") await db.worker.updateMany({ where: { id: info.id, status: "offline" }, data: { status } });
+    const markedOffline = status === "online" && (await db.worker.updateMany({ where: { id: info.id, status: "offline" }, data: { status } })).count === 1;
+    lastBeatAt = startedAt.getTime();
+    if (markedOffline) {
+      log.warn("the controller had marked this worker offline; back online, fencing the guests it gave up");
+      givenUp = true;
+    }
+    // Both flags stay set until the fence has run, so a fence that failed runs at the next beat.
+    if (givenUp || cutOff) {
+      await fence.back(givenUp);
+      givenUp = false;
+      cutOff = false;
+    }
   };
 
   await beat();
   let inFlight: Promise<void> | undefined;
   const timer = setInterval(() => {
+    if (!cutOff && Date.now() - lastBeatAt > options.workerTimeoutMs) {
+      cutOff = true;
+      log.warn({ lastBeatAt: new Date(lastBeatAt), workerTimeoutMs: options.workerTimeoutMs }, "no heartbeat got through for longer than the worker timeout; pausing guests");
+      void fence.cutOff();
+    }
     if (inFlight) return;
     inFlight = beat()
       .catch((error: unknown) => log.warn({ err: error }, "heartbeat failed; retrying at the next interval"))

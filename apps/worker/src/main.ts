@@ -28,6 +28,7 @@ const worker = await startWorker({
   guestStateOrphanAgeMs: env.FERRY_GUEST_STATE_ORPHAN_AGE_MS,
   ...(env.FERRY_WORKER_SHARED_STORAGE === undefined ? {} : { sharedStorage: env.FERRY_WORKER_SHARED_STORAGE }),
   migrationHost: env.FERRY_WORKER_MIGRATION_HOST ?? env.FERRY_WORKER_CONSOLE_HOST,
+  workerTimeoutMs: env.FERRY_WORKER_TIMEOUT_MS,
   log,
 });
 

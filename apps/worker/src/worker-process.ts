@@ -3,7 +3,9 @@
 //
 // 1. Accelerator (probed or configured) and the engine, which kills QEMUs a previous run of
 //    this worker left behind.
-// 2. Console relay, then the first heartbeat (its consoleAddress and startedAt).
+// 2. Console relay, then the first heartbeat (its consoleAddress and startedAt). The heartbeat
+//    also fences the guests (fence.ts) when beats stop getting through or the controller had
+//    counted the worker gone.
 // 3. Vms the database places here in a state with a live QEMU are reported lost: QEMU dies
 //    with its worker, so nothing can be re-adopted. The controller decides what follows.
 // 4. Only then the job queue: every job is checked for staleness and ownership first.
@@ -21,6 +23,7 @@ import type { Logger } from "pino";
 
 import { startConsoleRelay } from "./console-relay.ts";
 import { type HostedVm, WorkerContext } from "./context.ts";
+import { createFence } from "./fence.ts";
 import { openGuestStates, startGuestStateSweeper } from "./guest-state-store.ts";
 import { type Heartbeat, startHeartbeat } from "./heartbeat.ts";
 import { deleteVm } from "./jobs/delete-vm.ts";
@@ -65,6 +68,8 @@ export interface WorkerOptions {
   /** where incoming live migrations connect; defaults to consoleHost */
   migrationHost?: string;
   heartbeatIntervalMs?: number;
+  /** FERRY_WORKER_TIMEOUT_MS, the controller's figure: cut off this long, the worker pauses its guests (fence.ts) */
+  workerTimeoutMs: number;
   stopGraceMs?: number;
   log: Logger;
 }
@@ -168,6 +173,8 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     },
     used: () => ctx.used(),
     intervalMs: options.heartbeatIntervalMs ?? 2000,
+    workerTimeoutMs: options.workerTimeoutMs,
+    fence: createFence(ctx, log),
     log,
   });
 
