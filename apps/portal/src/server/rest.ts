@@ -7,7 +7,7 @@ import { apiTokenHash } from "./api-token.ts";
 import type { ApiError } from "./trpc.ts";
 import { appRouter } from "./root.ts";
 import type { PortalServices } from "./services.ts";
-import { createPortalContext } from "./trpc.ts";
+import { busyRetryAfterSeconds, createPortalContext } from "./trpc.ts";
 
 /** Where the REST API is mounted. */
 export const restBasePath = "/api/v1";
@@ -48,7 +48,7 @@ export async function handleRestRequest(request: Request, services: PortalServic
   if (response.status < 400) return response;
   const body = (await response.json().catch(() => null)) as { data?: { ferry?: ApiError } } | null;
   const error = body?.data?.ferry ?? { code: "internal", message: "The portal hit an unexpected error; it has been logged. Try again, and report it if it persists." };
-  return errorResponse(response.status, error);
+  return errorResponse(response.status, error, response.status === 503 ? { "Retry-After": String(busyRetryAfterSeconds) } : {});
 }
 
 function errorResponse(status: number, error: ApiError, extraHeaders: Record<string, string> = {}): Response {

@@ -2,6 +2,7 @@
 // 1. context: who is asking (session cookie or API token) and the services procedures use
 // 2. errors: one function turns any thrown error into our `{ code, message, details }`
 // 3. procedures: `authedProcedure` (and `auditedProcedure` on it) for everything but lab student links
+import { isDatabaseBusy } from "@ferry/db";
 import { initTRPC, TRPCError } from "@trpc/server";
 import type { TRPC_ERROR_CODE_KEY } from "@trpc/server/rpc";
 import type { OpenApiMeta } from "trpc-to-openapi";
@@ -186,8 +187,18 @@ export const authedProcedure = t.procedure.use(async ({ ctx, next }) => {
   }
   const result = await next({ ctx: { ...ctx, viewer: ctx.viewer } });
   if (!result.ok && result.error.cause instanceof PortalError) throw toTRPCError(result.error.cause);
+  if (!result.ok && isDatabaseBusy(result.error.cause)) throw toTRPCError(databaseBusy());
   return result;
 });
+
+/** The answer when the database could not start a transaction in time: nothing was changed. */
+function databaseBusy(): PortalError {
+  return new PortalError("unavailable", `the database is too busy to take this request now; nothing was changed. Retry after ${busyRetryAfterSeconds} s`, {
+    retryAfterSeconds: busyRetryAfterSeconds,
+  });
+}
+
+export const busyRetryAfterSeconds = 2;
 
 /**
  * A procedure anyone may call: its input carries the credential itself (a lab student link).
@@ -196,6 +207,7 @@ export const authedProcedure = t.procedure.use(async ({ ctx, next }) => {
 export const linkProcedure = t.procedure.use(async ({ next }) => {
   const result = await next();
   if (!result.ok && result.error.cause instanceof PortalError) throw toTRPCError(result.error.cause);
+  if (!result.ok && isDatabaseBusy(result.error.cause)) throw toTRPCError(databaseBusy());
   return result;
 });
 
