@@ -81,9 +81,13 @@ if [ -f e2e/playwright.config.ts ]; then
   say "starting a whole Ferry for the e2e suite on $FERRY_E2E_BASE_URL"
   PGPASSWORD="$(cat "$run_dir/postgres/password")" "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/createdb" \
     -h 127.0.0.1 -p "$(sed -n 4p "$run_dir/postgres/data/postmaster.pid")" -U ferry ferry_e2e
-  FERRY_STATE_DIR="$run_dir/e2e" FERRY_DATABASE_URL="$e2e_database_url" FERRY_REDIS_URL="$redis_url" \
+  # A short state folder: each guest's unix sockets are in <state>/workers/wN/run/<vm id>-<pid>-<tag>/,
+  # and with "$run_dir/e2e" a suspend's state-out.sock was 108 characters for a 5-digit worker
+  # pid, past the 107 a unix socket path may have (Node binds it cut short, QEMU cannot connect,
+  # the suspend waits forever). Four vCPUs per worker: the labs journey runs 5 one-vCPU clones.
+  FERRY_STATE_DIR="$run_dir/e" FERRY_DATABASE_URL="$e2e_database_url" FERRY_REDIS_URL="$redis_url" \
     FERRY_QUEUE_PREFIX=ferry-e2e FERRY_PORT="$e2e_port" FERRY_CONSOLE_PORT="$console_port" \
-    FERRY_ACCELERATOR="${FERRY_ACCELERATOR:-tcg}" \
+    FERRY_ACCELERATOR="${FERRY_ACCELERATOR:-tcg}" FERRY_WORKER_VCPUS="${FERRY_WORKER_VCPUS:-4}" \
     node_modules/.bin/tsx infra/launcher/main.ts > "$run_dir/e2e-ferry.log" 2>&1 &
   launcher_pid=$!
   for _ in $(seq 300); do
