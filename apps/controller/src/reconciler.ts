@@ -257,9 +257,16 @@ export class Reconciler {
   }
 
   async #mark(vm: Vm, decision: Extract<Decision, { kind: "mark" }>, now: Date): Promise<void> {
-    const { db, log } = this.#options;
+    const { db, log, workerTimeoutMs } = this.#options;
+    // A vm is released from its worker only while that worker is still gone: one that came back
+    // since this pass read the workers has already checked which guests it keeps (its fence),
+    // so releasing the vm now would leave its guest running beside the next placement.
+    const stillGone =
+      decision.release && vm.workerId !== null
+        ? { worker: { OR: [{ status: "offline" }, { lastHeartbeatAt: { lt: new Date(now.getTime() - workerTimeoutMs) } }] } }
+        : {};
     const updated = await db.vm.updateMany({
-      where: { id: vm.id, generation: vm.generation, state: vm.state },
+      where: { id: vm.id, generation: vm.generation, state: vm.state, ...stillGone },
       data: {
         state: decision.state,
         stateReason: decision.reason,
