@@ -5,6 +5,7 @@ import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { once } from "node:events";
 import {
+  type FSWatcher,
   copyFileSync,
   createReadStream,
   createWriteStream,
@@ -13,8 +14,10 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   rmSync,
   statSync,
+  watch,
   writeFileSync,
 } from "node:fs";
 import net from "node:net";
@@ -224,6 +227,60 @@ describe("Engine with real QEMU", () => {
     expect(Number(after[2])).toBeGreaterThan(Number(before[2]));
     await typeInto(restored, "cat /data/f > /dev/ttyS0\n");
     await restored.waitForSerial(/^kept-across-restore$/, { timeoutMs: 30_000 });
+  });
+
+  it("a run folder of 150 characters: the vm boots, saves and restores, its sockets in a short folder removed with it", async () => {
+    const longRunDir = path.join(suiteDir, "r".repeat(150 - suiteDir.length - 1));
+    expect(longRunDir).toHaveLength(150);
+    const longEngine = await Engine.open({ runDir: longRunDir, accelerator: "tcg" });
+    try {
+      const spec = newSpec();
+      const vm = await longEngine.start(spec, { bootMarker: image.bootMarker });
+      await vm.whenState("running", { timeoutMs: 60_000 });
+      const [processDir] = readdirSync(longRunDir);
+      // The socket folder was needed only until QMP connected.
+      expect(readdirSync(path.join(longRunDir, String(processDir)))).not.toContain("sockets");
+      const before = await vm.waitForSerial(tickLine, { timeoutMs: 30_000 });
+
+      const stateFile = path.join(suiteDir, `${spec.id}.state.zst`);
+      const manifest = await saveToFile(vm, stateFile);
+      await vm.stop({ graceMs: 0 });
+
+      const restored = await longEngine.restore(spec, { file: stateFile }, manifest);
+      const after = await restored.waitForSerial(tickLine, { timeoutMs: 10_000 });
+      expect(Number(after[1])).toBeGreaterThan(Number(before[1]));
+      await restored.stop({ graceMs: 0 });
+      expect(readdirSync(longRunDir)).toEqual([]);
+    } finally {
+      await longEngine.shutdown({ graceMs: 0 });
+    }
+  });
+
+  it("a save whose socket QEMU cannot reach fails with save_failed at once, and the guest keeps running", async () => {
+    const spec = newSpec();
+    const vm = await bootedVm(spec);
+    const processDir = path.join(engine.runDir, String(readdirSync(engine.runDir).find((name) => name.startsWith(`${spec.id}-`))));
+    // The save's socket is unlinked as soon as it is bound: QEMU's connect then finds nothing.
+    let socketDir = "";
+    let socketWatcher: FSWatcher | undefined;
+    const watcher = watch(processDir, (_, name) => {
+      if (name !== "sockets" || socketWatcher) return;
+      socketDir = readlinkSync(path.join(processDir, name));
+      const unlink = () => rmSync(path.join(socketDir, "state-out.sock"), { force: true });
+      socketWatcher = watch(socketDir, unlink);
+      // It may be bound already: the save asks QEMU only after three QMP round trips.
+      unlink();
+    });
+    try {
+      const error = await expectEngineError(saveToFile(vm, path.join(suiteDir, `${spec.id}.state.zst`)), "save_failed");
+      expect(error.message).toContain(`QEMU did not connect to ${path.join(socketDir, "state-out.sock")}`);
+    } finally {
+      watcher.close();
+      socketWatcher?.close();
+    }
+    expect(existsSync(socketDir)).toBe(false);
+    expect(vm.state).toBe("running");
+    await vm.waitForSerial(tickLine, { timeoutMs: 10_000, fromOffset: statSync(spec.serial.logFile).size });
   });
 
   it("a slow sink gets the whole guest state; a failing sink fails the save and the guest keeps running", async () => {

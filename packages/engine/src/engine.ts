@@ -15,6 +15,7 @@ import {
 } from "./guest-state.ts";
 import { canTransition } from "./lifecycle.ts";
 import { guestMemoryBytes } from "./qemu-argv.ts";
+import { checkUnixSocketPath, removeSocketDir } from "./socket-paths.ts";
 import { parseVmSpec, type VmSpec } from "./spec.ts";
 import { type EngineLogger, Vm, type VmHost } from "./vm.ts";
 
@@ -222,7 +223,7 @@ export class Engine {
     const uri =
       options.listen.kind === "tcp"
         ? `tcp:${options.listen.host}:${options.listen.port}`
-        : `unix:${options.listen.path}`;
+        : `unix:${checkUnixSocketPath(options.listen.path, `the migration socket of vm ${valid.id}`)}`;
     const vm = await this.#launch(valid, { incoming: "defer" });
     try {
       await vm.listenForMigration(uri);
@@ -309,6 +310,7 @@ async function cleanStaleProcesses(runDir: string, log: EngineLogger | undefined
         await waitGone(pid);
       }
     }
+    removeSocketDir(dir);
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -14,7 +14,8 @@ export type EngineErrorCode =
   | "incompatible"
   | "migration_failed"
   | "save_failed"
-  | "restore_failed";
+  | "restore_failed"
+  | "socket_path_too_long";
 
 /** Throw this from the engine: the message says what happened and what to do next. */
 export class EngineError extends Error {

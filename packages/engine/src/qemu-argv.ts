@@ -4,6 +4,7 @@
 // PCI slots are fixed here, never left to QEMU's order of creation.
 import { EngineError } from "./errors.ts";
 import { hardwareProfiles } from "./profiles.ts";
+import { checkUnixSocketPath } from "./socket-paths.ts";
 import type { VmSpec } from "./spec.ts";
 
 /** How this particular QEMU process is started; everything the guest sees is in the spec. */
@@ -156,9 +157,9 @@ export function toQemuArgv(spec: VmSpec, launch: LaunchOptions): string[] {
 
   // No local window ever; the console is VNC on a unix socket that only the gateway reaches.
   argv.push("-display", "none");
-  if (spec.display !== null) argv.push("-vnc", `unix:${spec.display.vncSocket}`);
+  if (spec.display !== null) argv.push("-vnc", `unix:${checkUnixSocketPath(spec.display.vncSocket, `vm ${spec.id}'s VNC socket`)}`);
 
-  argv.push("-qmp", `unix:${launch.qmpSocket},server=on,wait=off`, "-pidfile", launch.pidFile);
+  argv.push("-qmp", `unix:${checkUnixSocketPath(launch.qmpSocket, `vm ${spec.id}'s QMP socket`)},server=on,wait=off`, "-pidfile", launch.pidFile);
   if (launch.startPaused === true) argv.push("-S");
   if (launch.incoming !== undefined) argv.push("-incoming", launch.incoming);
   return argv;

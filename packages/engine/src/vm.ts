@@ -3,7 +3,8 @@
 // lifecycle table and notices when QEMU dies on its own.
 //
 // 1. Launch: spawn QEMU under `setpriv --pdeathsig SIGKILL` so the kernel kills it when the
-//    worker dies, with a pidfile and QMP socket in a directory of its own under runDir.
+//    worker dies, with a pidfile in a directory of its own under runDir and its sockets in a
+//    short folder of their own (socket-paths.ts).
 // 2. Supervision: an exit nobody asked for moves the vm to `failed` with the exit status and
 //    the last lines of QEMU's stderr. Every exit removes the process's runtime files.
 // 3. Operations: stop, reset, saveState (stream → zstd → file → sink), liveMigrate.
@@ -28,6 +29,7 @@ import {
 import { assertTransition, type VmLifecycleState } from "./lifecycle.ts";
 import { toQemuArgv } from "./qemu-argv.ts";
 import { QmpClient } from "./qmp-client.ts";
+import { createSocketDir, removeSocketDir } from "./socket-paths.ts";
 import type { VmSpec } from "./spec.ts";
 
 /** Why a vm's QEMU is gone when nobody stopped it. */
@@ -108,6 +110,8 @@ interface PendingRestore {
 }
 const stderrTailLines = 20;
 const qmpConnectTimeoutMs = 10_000;
+// QEMU connects to a local socket at once; this bounds a save whose socket it cannot reach.
+const stateConnectTimeoutMs = 30_000;
 
 export interface Vm {
   on(event: "state", listener: (state: VmLifecycleState, change: VmStateChange) => void): this;
@@ -191,7 +195,14 @@ export class Vm extends EventEmitter {
   ): Promise<Vm> {
     const processDir = path.join(host.runDir, `${spec.id}-${process.pid}-${Date.now().toString(36)}`);
     mkdirSync(processDir, { recursive: true });
-    const qmpSocket = path.join(processDir, "qmp.sock");
+    let socketDir: string;
+    try {
+      socketDir = createSocketDir(processDir);
+    } catch (error) {
+      rmSync(processDir, { recursive: true, force: true });
+      throw error;
+    }
+    const qmpSocket = path.join(socketDir, "qmp.sock");
     const pidFile = path.join(processDir, "qemu.pid");
     let argv: string[];
     try {
@@ -205,7 +216,7 @@ export class Vm extends EventEmitter {
         ...(launch.startPaused ? { startPaused: true } : {}),
       });
     } catch (error) {
-      rmSync(processDir, { recursive: true, force: true });
+      removeProcessDir(processDir);
       throw error;
     }
     for (const file of [spec.serial.logFile, spec.parallel.logFile]) mkdirSync(path.dirname(file), { recursive: true });
@@ -220,7 +231,7 @@ export class Vm extends EventEmitter {
       try {
         stateFileFd = openSync(launch.restore.file, "r");
       } catch (error) {
-        rmSync(processDir, { recursive: true, force: true });
+        removeProcessDir(processDir);
         throw new EngineError(
           "restore_failed",
           `cannot read vm ${spec.id}'s guest state file ${launch.restore.file} (${(error as NodeJS.ErrnoException).code}). Fetch the guest state first.`,
@@ -244,7 +255,7 @@ export class Vm extends EventEmitter {
     });
     if (spawned) {
       if (stateFileFd !== undefined) closeSync(stateFileFd);
-      rmSync(processDir, { recursive: true, force: true });
+      removeProcessDir(processDir);
       throw new EngineError("qemu_not_found", `cannot start ${host.setprivBinary} for QEMU: ${spawned.message}. Install util-linux and qemu-system-x86.`);
     }
     vm.#expectExit = true;
@@ -271,6 +282,10 @@ export class Vm extends EventEmitter {
     } catch (error) {
       await vm.#kill();
       throw vm.#exitError(`QEMU for vm ${spec.id} did not come up`, error);
+    } finally {
+      // Nothing connects to QMP again, so the folder goes now: a worker killed later, whose
+      // run folder a test or an operator then deletes, leaves nothing in the temp folder.
+      removeSocketDir(processDir);
     }
     vm.#expectExit = false;
     if (spec.display) {
@@ -284,13 +299,13 @@ export class Vm extends EventEmitter {
     return vm;
   }
 
-  // QEMU creates the QMP socket a few tens of ms after spawn. The process directory is watched
+  // QEMU creates the QMP socket a few tens of ms after spawn. The socket folder is watched
   // (inotify) so the connection is tried the moment the socket appears; the short timer covers
   // a socket bound but not yet listening (ECONNREFUSED), and QEMU exiting first.
   async #connectQmp(socketPath: string): Promise<QmpClient> {
     const deadline = Date.now() + qmpConnectTimeoutMs;
     let wake: (() => void) | undefined;
-    const watcher = watch(this.#processDir, () => wake?.());
+    const watcher = watch(path.dirname(socketPath), () => wake?.());
     try {
       for (;;) {
         if (this.#hasExited) {
@@ -374,7 +389,7 @@ export class Vm extends EventEmitter {
     for (const stopWatching of this.#serialWatches) stopWatching();
     this.#restore?.zstd.kill("SIGKILL");
     void this.#qmp?.close();
-    rmSync(this.#processDir, { recursive: true, force: true });
+    removeProcessDir(this.#processDir);
     if (this.spec.display && this.#vncSocketInode !== undefined) {
       // Only our own socket: a migration destination on this host may have bound the same path.
       try {
@@ -624,10 +639,11 @@ export class Vm extends EventEmitter {
       );
     }
     const identity = await guestStateIdentity(this.spec, this.#host);
+    const socketDir = createSocketDir(this.#processDir);
     this.#setState("suspending", "suspend");
     const qmp = this.#qmpClient;
     const timeoutMs = options.timeoutMs ?? 600_000;
-    const socketPath = path.join(this.#processDir, "state-out.sock");
+    const socketPath = path.join(socketDir, "state-out.sock");
     const compressedFile = path.join(this.#processDir, "state-out.zst");
     const server = net.createServer();
     const digest = new DigestStream();
@@ -649,7 +665,7 @@ export class Vm extends EventEmitter {
       migrationEnded = finished;
       await qmp.execute("migrate", { uri: `unix:${socketPath}` });
       migrating = true;
-      const [socket] = await connection;
+      const [socket] = await this.#stateConnection(connection, finished, socketPath);
       server.close();
       // zstd reads QEMU's socket and writes a file itself, as fast as it would alone; Node
       // reads the file behind it in large blocks to hash them and hand them to the sink. Piped
@@ -686,7 +702,7 @@ export class Vm extends EventEmitter {
             vmId: this.id,
           });
     } finally {
-      rmSync(socketPath, { force: true });
+      removeSocketDir(this.#processDir);
       rmSync(compressedFile, { force: true });
     }
     this.#setState("suspended", "suspend");
@@ -700,6 +716,43 @@ export class Vm extends EventEmitter {
       sha256: digest.digest(),
       createdAt: new Date().toISOString(),
     };
+  }
+
+  // QEMU connects to the save's socket after `migrate` has replied: a socket it cannot reach
+  // shows only as a failed MIGRATION event, and the connection would never come.
+  async #stateConnection(
+    connection: Promise<[net.Socket]>,
+    finished: Promise<{ data?: Record<string, unknown> }>,
+    socketPath: string,
+  ): Promise<[net.Socket]> {
+    let timer: NodeJS.Timeout | undefined;
+    const failed = handled(
+      finished.then(async (event) => {
+        throw new EngineError(
+          "save_failed",
+          `QEMU did not connect to ${socketPath} to save vm ${this.id}'s guest state (migration ${String(event.data?.status)}; ${await migrationError(this.#qmpClient)}). The vm keeps running; retry the suspend.`,
+          { vmId: this.id, socketPath },
+        );
+      }),
+    );
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new EngineError(
+              "save_failed",
+              `QEMU did not connect to ${socketPath} within ${stateConnectTimeoutMs} ms to save vm ${this.id}'s guest state. The vm keeps running; retry the suspend.`,
+              { vmId: this.id, socketPath },
+            ),
+          ),
+        stateConnectTimeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([connection, failed, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -864,6 +917,11 @@ export class Vm extends EventEmitter {
       bytesSent: info.ram?.transferred ?? 0,
     };
   }
+}
+
+function removeProcessDir(processDir: string): void {
+  removeSocketDir(processDir);
+  rmSync(processDir, { recursive: true, force: true });
 }
 
 function terminalMigrationStatus(event: { data?: Record<string, unknown> }): boolean {
