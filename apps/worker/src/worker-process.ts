@@ -14,7 +14,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 
 import { createDb } from "@ferry/db";
-import { Engine, EngineError, loadImage, parseHostCpu, probeAccelerator } from "@ferry/engine";
+import { checkUnixSocketPath, Engine, EngineError, loadImage, parseHostCpu, probeAccelerator } from "@ferry/engine";
 import { type VmJob, type VmState, type WorkerJobName, queueNames, vmJob, workerJobNames } from "@ferry/jobs";
 import type { StoreConfig } from "@ferry/storage";
 import { UnrecoverableError, Worker as QueueWorker } from "bullmq";
@@ -106,6 +106,9 @@ const lostStates: VmState[] = ["booting", "running", "rebooting", "stopping", "s
 export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
   const { workerId, stateDir, log } = options;
   const startedAt = new Date();
+  // A vm's console is QEMU's VNC on <stateDir>/vms/<vm id>/vnc.sock: a state folder too long
+  // for that socket is refused here, not at every vm's start.
+  checkUnixSocketPath(join(stateDir, "vms", "00000000-0000-0000-0000-000000000000", "vnc.sock"), `a vm's VNC socket under state folder ${stateDir}`);
   await mkdir(stateDir, { recursive: true });
 
   // 1.

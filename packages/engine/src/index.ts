@@ -5,6 +5,7 @@ export { toQemuArgv, type LaunchOptions } from "./qemu-argv.ts";
 export { vmLifecycleStates, canTransition, assertTransition, type VmLifecycleState } from "./lifecycle.ts";
 export { guestImageCatalog, loadImage, specForVm, macForVm, type GuestImage } from "./images.ts";
 export { parseHostCpu, checkCompatibility, cpuModelFeatures, type HostCpu, type GuestCpuRequirements, type TargetHost, type Compatibility } from "./cpu.ts";
+export { checkUnixSocketPath, maxUnixSocketPathBytes } from "./socket-paths.ts";
 export { QmpClient, type QmpEvent, type QmpGreeting, type QmpConnectOptions } from "./qmp-client.ts";
 export { Engine, type EngineOptions, type StartOptions, type RestoreOptions, type ShareMemoryOptions, type IncomingListen } from "./engine.ts";
 export {
