@@ -667,6 +667,8 @@ export class Vm extends EventEmitter {
       migrating = true;
       const [socket] = await this.#stateConnection(connection, finished, socketPath);
       server.close();
+      // Connected: the folder goes now, so a worker killed during the upload leaves none behind.
+      removeSocketDir(this.#processDir);
       // zstd reads QEMU's socket and writes a file itself, as fast as it would alone; Node
       // reads the file behind it in large blocks to hash them and hand them to the sink. Piped
       // through Node instead, every 64 KiB read woke Node and stalled zstd: 1.3× raw QEMU.
