@@ -29,6 +29,9 @@ export function createAuth(options: {
     emailAndPassword: { enabled: true, disableSignUp: true, minPasswordLength: 8 },
     user: { additionalFields: { role: { type: "string", defaultValue: "member", input: false } } },
     telemetry: { enabled: false },
+    // On in every mode, so tests see the limits production has. Email sign-in is limited per
+    // account by sign-in-limit.ts instead (see there why).
+    rateLimit: { enabled: true, customRules: { "/sign-in/email": false } },
     plugins: [nextCookies()],
     ...(onSessionEnded ? { databaseHooks: { session: { delete: { after: (session: { id: string; userId: string }) => onSessionEnded(session) } } } } : {}),
   });

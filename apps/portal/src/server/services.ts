@@ -10,6 +10,7 @@ import { revokeAccess } from "./access-revocation.ts";
 import { createAuth, ensureAdmin, type PortalAuth } from "./auth.ts";
 import { followRevocations, TokenViewers } from "./token-viewers.ts";
 import type { ProjectQuota } from "./quota.ts";
+import { createSignInLimiter } from "./sign-in-limit.ts";
 import { env } from "../env.ts";
 
 export interface PortalSettings {
@@ -36,6 +37,8 @@ export interface PortalServices {
   auth: PortalAuth;
   /** REST requests per API token per minute, counted in Redis so every portal process shares the count */
   rateLimiter: RateLimiterRedis;
+  /** email sign-in attempts per account per minute, in Redis */
+  signInLimiter: RateLimiterRedis;
   /** API tokens resolved in the last second, forgotten when access is revoked */
   tokenViewers: TokenViewers;
   log: Logger;
@@ -71,6 +74,7 @@ export async function createPortalServices(settings: PortalSettings): Promise<Po
     controllerQueue,
     auth,
     rateLimiter,
+    signInLimiter: createSignInLimiter(redis, settings.queuePrefix),
     tokenViewers,
     log,
     async close() {
@@ -117,4 +121,16 @@ export function portalServices(): Promise<PortalServices> {
     throw error;
   });
   return holder.ferryPortalServices;
+}
+
+/** A route handler's answer from this process's services, or 503 saying why they cannot be reached. */
+export async function withPortalServices(respond: (services: PortalServices) => Promise<Response>): Promise<Response> {
+  let services: PortalServices;
+  try {
+    services = await portalServices();
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    return Response.json({ error: { code: "unavailable", message: `The portal cannot reach its services: ${message}` } }, { status: 503 });
+  }
+  return respond(services);
 }

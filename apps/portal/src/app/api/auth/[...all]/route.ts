@@ -1,8 +1,8 @@
-import { portalServices } from "../../../../server/services.ts";
+import { handleAuthRequest } from "../../../../server/sign-in-limit.ts";
+import { withPortalServices } from "../../../../server/services.ts";
 
-async function handler(req: Request): Promise<Response> {
-  const { auth } = await portalServices();
-  return auth.handler(req);
+function handler(req: Request): Promise<Response> {
+  return withPortalServices((services) => handleAuthRequest(req, services));
 }
 
 export { handler as GET, handler as POST };
