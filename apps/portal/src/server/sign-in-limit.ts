@@ -17,7 +17,7 @@ export function createSignInLimiter(redis: Redis, keyPrefix: string): RateLimite
  * The 429 answer when an email sign-in request's account has used up its attempts for the
  * current minute; null to let better-auth handle it (including a body it will refuse itself).
  */
-export async function signInLimited(request: Request, limiter: RateLimiterRedis): Promise<Response | null> {
+async function signInLimited(request: Request, limiter: RateLimiterRedis): Promise<Response | null> {
   if (request.method !== "POST" || !new URL(request.url).pathname.endsWith("/sign-in/email")) return null;
   const body = (await request
     .clone()
