@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything Ferry needs before it can start or be tested, on Debian 12 with only Debian's archive
 # and the npm registry reachable. Idempotent: each step checks first, so a re-run takes seconds.
-#   1. Debian packages (QEMU, PostgreSQL, Redis, Chromium, the guest image's tools)
+#   1. Debian packages (PostgreSQL, Redis, Chromium, the guest image's tools); QEMU >= 10 from
+#      bookworm-backports
 #   2. Node.js >= 20.19 (Debian 12 ships 18: then Node 20 comes from the npm registry)
 #   3. npm ci, when node_modules does not match package-lock.json
 #   4. prisma generate, when the schema changed
@@ -19,7 +20,7 @@ setup_log() { echo "setup: $*" >&2; }
 
 # 1. Debian packages ---------------------------------------------------------------------------
 ferry_apt_packages=(
-  qemu-system-x86 qemu-utils redis-server postgresql chromium busybox-static zstd cpio
+  redis-server postgresql chromium busybox-static zstd cpio
   e2fsprogs xz-utils util-linux socat procps ca-certificates git
 )
 
@@ -40,6 +41,50 @@ setup_debian_packages() {
   DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
     { "${apt[@]}" update -qq &&
       DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+}
+
+# QEMU comes from bookworm-backports (10.0): bookworm's 7.2 loses guest writes during a TCG live
+# migration when guest RAM is a multiple of 256 KiB (fixed upstream in 9.0), and the 8 KiB trim that
+# works around it freezes the guest for up to a second when migration starts. apt upgrades installed
+# QEMU packages that would clash (qemu-system-gui, qemu-block-extra) along with it.
+ferry_qemu_min_version=1:10
+ferry_backports_sources=/etc/apt/sources.list.d/ferry-bookworm-backports.sources
+
+qemu_is_recent() {
+  local pkg version
+  for pkg in qemu-system-x86 qemu-utils; do
+    version="$(dpkg-query -W -f '${Version}' "$pkg" 2>/dev/null)" || return 1
+    dpkg-query -W -f '${db:Status-Abbrev}' "$pkg" | grep -q '^ii' || return 1
+    dpkg --compare-versions "$version" ge "$ferry_qemu_min_version" || return 1
+  done
+}
+
+setup_qemu() {
+  qemu_is_recent && return 0
+  [ "$(id -u)" = 0 ] || {
+    echo "setup: QEMU >= 10 from bookworm-backports is not installed. Run as root, or add bookworm-backports to apt's sources and: sudo apt-get install -t bookworm-backports --no-install-recommends qemu-system-x86 qemu-utils" >&2
+    exit 1
+  }
+  setup_log "installing QEMU 10 (qemu-system-x86, qemu-utils) from bookworm-backports"
+  if [ ! -f "$ferry_backports_sources" ]; then
+    cat > "$ferry_backports_sources" <<'SOURCES'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+  fi
+  local apt=(apt-get -o DPkg::Lock::Timeout=600)
+  local install=(install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils)
+  if ! compgen -G "/var/lib/apt/lists/*bookworm-backports*_Packages*" >/dev/null; then "${apt[@]}" update -qq; fi
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" "${install[@]}" >/dev/null ||
+    { "${apt[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${apt[@]}" "${install[@]}" >/dev/null; } ||
+    { echo "setup: installing QEMU from bookworm-backports failed (apt's messages above). Check that $ferry_backports_sources can be fetched, then re-run." >&2; exit 1; }
+  qemu_is_recent || {
+    echo "setup: apt finished but qemu-system-x86 is $(dpkg-query -W -f '${Version}' qemu-system-x86 2>/dev/null || echo missing), not >= 10: is bookworm-backports pinned below the default release?" >&2
+    exit 1
+  }
 }
 
 # 2. Node.js -------------------------------------------------------------------------------------
@@ -131,6 +176,7 @@ setup_cli() {
 
 mkdir -p "$ferry_state_dir"
 setup_debian_packages
+setup_qemu
 setup_node
 setup_node_modules
 setup_prisma_client
