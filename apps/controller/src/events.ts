@@ -66,6 +66,7 @@ export async function applyVmEvent(db: Db, event: VmStateEvent, log: Logger, pub
         state: event.state,
         stateReason: event.reason ?? null,
         ...(event.accelerator ? { accelerator: event.accelerator } : {}),
+        ...(event.memoryLayout ? { memoryLayout: event.memoryLayout } : {}),
         ...(event.progress ? { progress: event.progress } : {}),
         ...(settledStates.has(event.state) ? { operation: null, progress: Prisma.DbNull } : {}),
         ...(release ? { workerId: null } : {}),

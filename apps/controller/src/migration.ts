@@ -15,7 +15,7 @@
 import { randomUUID } from "node:crypto";
 
 import { type Db, Prisma, type Vm, type Worker } from "@ferry/db";
-import { type MigrationHost, chooseMigrationTarget } from "@ferry/engine";
+import { type MigrationHost, chooseMigrationTarget, memoryLayoutOf } from "@ferry/engine";
 import {
   type VmJob,
   type VmMovedMessage,
@@ -105,6 +105,7 @@ export function migrationHostOf(worker: Worker, now: Date, workerTimeoutMs: numb
     vcpusFree: worker.vcpusFree,
     memoryMiBFree: worker.memoryMiBFree,
     sharedStorage: worker.sharedStorage,
+    qemuVersion: worker.qemuVersion,
   };
 }
 
@@ -182,7 +183,7 @@ export class MigrationRunner {
     const sourceHost = hosts.find((h) => h.id === source);
     if (!sourceHost) return this.#giveUp(vm, source, null, `worker ${source} is not registered`);
     const choice = chooseMigrationTarget(
-      { id: vm.id, cpuModel: vm.cpuModel, accelerator: vm.accelerator ?? sourceHost.accelerator, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB },
+      { id: vm.id, cpuModel: vm.cpuModel, accelerator: vm.accelerator ?? sourceHost.accelerator, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB, memoryLayout: memoryLayoutOf(vm.memoryLayout) },
       sourceHost,
       hosts,
       vm.targetWorkerId,

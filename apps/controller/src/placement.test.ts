@@ -15,6 +15,7 @@ function worker(id: string, more: Partial<PlacementWorker> = {}): PlacementWorke
     cpuVendor: "GenuineIntel",
     cpuModelName: "Intel Xeon",
     cpuFlags: ["sse2", "avx2"],
+    qemuVersion: "10.0.2",
     ...more,
   };
 }
@@ -99,6 +100,20 @@ describe("placeVm", () => {
     const placement = placeVm(input({ workers: [worker("w1")], vm }));
     expect(placement.ok).toBe(false);
     expect(placement.ok === false && placement.reason).toMatch(/^no worker with room can run CPU model Pentium-9000 \(w1: CPU model 'Pentium-9000' is not one QEMU can present here/);
+  });
+
+  it("resumes a guest state on a worker with the same QEMU or a newer one only", () => {
+    const saved = { vcpus: 1, memoryMiB: 256, cpuModel: "qemu64", accelerator: "tcg", saved: { qemuVersion: "10.0.2", memoryLayout: "exact" as const } };
+    const on72 = worker("w1", { qemuVersion: "7.2.22", memoryMiBFree: 8192 });
+    expect(placeVm(input({ workers: [on72, worker("w2")], vm: saved }))).toEqual({ ok: true, workerId: "w2" });
+    const refused = placeVm(input({ workers: [on72], vm: saved }));
+    expect(refused.ok === false && refused.reason).toMatch(
+      /^no worker with room can load the vm's guest state, saved with QEMU 10\.0\.2 \(worker w1 runs QEMU 7\.2\.22, older than the 10\.0\.2 .* Choose a worker with QEMU 10\.0\.2 or newer, .* worker w1 runs QEMU 7\.2\.22, which under TCG loses guest writes/,
+    );
+    // A trimmed state saved on 7.2 resumes on 7.2 and on 10.
+    const trimmed = { ...saved, saved: { qemuVersion: "7.2.22", memoryLayout: "trimmed-8k" as const } };
+    expect(placeVm(input({ workers: [on72], vm: trimmed }))).toEqual({ ok: true, workerId: "w1" });
+    expect(placeVm(input({ workers: [worker("w2")], vm: trimmed }))).toEqual({ ok: true, workerId: "w2" });
   });
 
   it("places a named model on a KVM worker only when its CPU has the model's features", () => {

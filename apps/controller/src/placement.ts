@@ -2,7 +2,7 @@
 // decides. Workers only report their free capacity every few seconds, so vms placed since a
 // worker's last heartbeat are subtracted here ("promised"), or a burst of creates would all
 // land on the same worker.
-import { checkCompatibility } from "@ferry/engine";
+import { type MemoryLayout, checkCompatibility, effectiveMemoryLayout, qemuMoveRefusals } from "@ferry/engine";
 
 /** A worker as placement sees it (a Worker row). */
 export interface PlacementWorker {
@@ -15,6 +15,7 @@ export interface PlacementWorker {
   cpuVendor: string;
   cpuModelName: string;
   cpuFlags: string[];
+  qemuVersion: string;
 }
 
 /** What a vm asks of its worker. */
@@ -28,6 +29,8 @@ export interface PlacementRequest {
   requiredWorkerId?: string | null;
   /** a saved guest state's accelerator: it loads only under the same one */
   accelerator?: string | null;
+  /** a saved guest state's QEMU and memory layout: it loads only on the same QEMU or a newer one */
+  saved?: { qemuVersion: string; memoryLayout: MemoryLayout | undefined } | null;
 }
 
 /** Capacity held by a vm placed on a worker but not yet counted in that worker's heartbeat. */
@@ -114,8 +117,23 @@ export function placeVm(input: PlacementInput): Placement {
       reason: `no worker with ${vm.memoryMiB} MiB free has ${vm.vcpus} vCPUs free (largest free: ${Math.max(largest, 0)}); waiting for capacity`,
     };
   }
+  const saved = vm.saved;
+  let loadable = withVcpus;
+  if (saved) {
+    const accelerator = vm.accelerator === "kvm" ? "kvm" : "tcg";
+    const guest = { qemuVersion: saved.qemuVersion, accelerator, memoryLayout: effectiveMemoryLayout({ memoryLayout: saved.memoryLayout }, accelerator) } as const;
+    const qemuRefusals: string[] = [];
+    loadable = withVcpus.filter((f) => {
+      const reasons = qemuMoveRefusals(guest, { name: `worker ${f.worker.id}`, qemuVersion: f.worker.qemuVersion });
+      if (reasons.length > 0) qemuRefusals.push(reasons.join(" "));
+      return reasons.length === 0;
+    });
+    if (loadable.length === 0) {
+      return { ok: false, reason: `no worker with room can load the vm's guest state, saved with QEMU ${saved.qemuVersion} (${qemuRefusals.join("; ")})` };
+    }
+  }
   const refusals: string[] = [];
-  const compatible = withVcpus.filter((f) => {
+  const compatible = loadable.filter((f) => {
     const check = input.cpuCheck(vm.cpuModel, f.worker, vm.accelerator);
     if (!check.ok) refusals.push(`${f.worker.id}: ${check.reasons.join(", ")}`);
     return check.ok;

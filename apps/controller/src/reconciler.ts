@@ -3,6 +3,7 @@
 // generation, state and reboot counter it decided on, so a concurrent API update or a second
 // controller makes it a no-op instead of a wrong action; the next pass sees the new row.
 import { type Db, Prisma, type Vm, type Worker } from "@ferry/db";
+import { memoryLayoutOf } from "@ferry/engine";
 import { type VmJob, type VmState, type WorkerJobName, workerJobId } from "@ferry/jobs";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
@@ -175,7 +176,7 @@ export class Reconciler {
   async #placeResume(vm: Vm, workers: Worker[], now: Date): Promise<void> {
     const { db, log, workerTimeoutMs, cpuCheck } = this.#options;
     const [saved, promised] = await Promise.all([
-      vm.guestStateId ? db.guestState.findUnique({ where: { id: vm.guestStateId }, select: { accelerator: true } }) : null,
+      vm.guestStateId ? db.guestState.findUnique({ where: { id: vm.guestStateId }, select: { accelerator: true, qemuVersion: true, memoryLayout: true } }) : null,
       this.#promised(workers),
     ]);
     const placement = placeVm({
@@ -186,6 +187,7 @@ export class Reconciler {
         preferredWorkerId: null,
         requiredWorkerId: vm.targetWorkerId,
         accelerator: saved?.accelerator ?? vm.accelerator,
+        saved: saved?.qemuVersion ? { qemuVersion: saved.qemuVersion, memoryLayout: memoryLayoutOf(saved.memoryLayout) } : null,
       },
       workers,
       promised,

@@ -105,19 +105,30 @@ export class WorkerContext {
     return image;
   }
 
-  /** The engine spec for a hosted vm (throws EngineError invalid_spec / image_not_found). */
-  async spec(hosted: HostedVm): Promise<{ spec: VmSpec; image: GuestImage }> {
+  /**
+   * The engine spec for a hosted vm (throws EngineError invalid_spec / image_not_found). It
+   * carries the vm's recorded memory layout, except for a cold boot, which chooses anew for this
+   * host's QEMU (reported with the vm's state, so the vm's row records it).
+   */
+  async spec(hosted: HostedVm, options: { coldBoot?: boolean } = {}): Promise<{ spec: VmSpec; image: GuestImage }> {
     const { definition } = hosted;
     const image = await this.image(definition.image);
-    const spec = specForVm({
-      id: definition.vmId,
-      vcpus: definition.vcpus,
-      memoryMiB: definition.memoryMiB,
-      profile: definition.profile,
-      cpuModel: definition.cpuModel,
-      image,
-      vmDir: hosted.dir,
-    });
+    const spec = {
+      ...specForVm({
+        id: definition.vmId,
+        vcpus: definition.vcpus,
+        memoryMiB: definition.memoryMiB,
+        profile: definition.profile,
+        cpuModel: definition.cpuModel,
+        image,
+        vmDir: hosted.dir,
+      }),
+      ...(options.coldBoot
+        ? { memoryLayout: this.options.engine.coldBootMemoryLayout }
+        : definition.memoryLayout === undefined
+          ? {}
+          : { memoryLayout: definition.memoryLayout }),
+    };
     const shared = this.options.sharedStorage;
     if (shared === undefined) return { spec, image };
     // Disks go to the shared folder, at the same path on every worker, so a live migration
@@ -137,12 +148,16 @@ export class WorkerContext {
     state: VmState,
     extra: { reason?: string; progress?: VmStateEvent["progress"]; refused?: boolean; byGuest?: boolean } = {},
   ): Promise<void> {
+    // The layout of the QEMU running the vm: a cold boot's choice reaches the vm's row this way.
+    const engineVm = this.vms.get(vm.vmId)?.engineVm;
+    const memoryLayout = WorkerContext.isAlive(engineVm) ? engineVm.spec.memoryLayout : undefined;
     const event: VmStateEvent = {
       vmId: vm.vmId,
       workerId: this.workerId,
       state,
       generation: vm.generation,
       accelerator: this.options.accelerator,
+      ...(memoryLayout === undefined ? {} : { memoryLayout }),
       at: new Date().toISOString(),
       ...(extra.reason === undefined ? {} : { reason: extra.reason }),
       ...(extra.progress === undefined ? {} : { progress: extra.progress }),

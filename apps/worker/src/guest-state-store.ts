@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 
 import type { Db } from "@ferry/db";
-import { type GuestStateManifest, guestStateManifestSchema } from "@ferry/engine";
+import { type GuestStateManifest, guestStateManifestSchema, manifestMemoryLayout } from "@ferry/engine";
 import { type GuestStateSummary, GuestStateStore, type StoreConfig, openObjectStore } from "@ferry/storage";
 import type { Logger } from "pino";
 import { z } from "zod";
@@ -68,6 +68,8 @@ export async function recordGuestState(db: Db, summary: GuestStateSummary, engin
         memoryMiB: engine.memoryMiB,
         vcpus: engine.vcpus,
         profile: engine.profile,
+        qemuVersion: engine.qemuVersion,
+        memoryLayout: manifestMemoryLayout(engine),
         createdAt: summary.createdAt,
       },
     }),

@@ -109,7 +109,7 @@ export function checkCompatibility(
 
   if (target.machineTypes !== undefined && !target.machineTypes.includes(guest.machineType)) {
     reasons.push(
-      `The target host's QEMU does not offer machine type ${guest.machineType}. Choose a host running the same QEMU version (7.2) as the vm's.`,
+      `The target host's QEMU does not offer machine type ${guest.machineType}. Choose a host whose QEMU is the same as the vm's or newer.`,
     );
   }
 

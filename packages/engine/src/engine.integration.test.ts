@@ -26,6 +26,7 @@ import path from "node:path";
 import { Readable, Writable } from "node:stream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { probeAccelerator } from "./accel-probe.ts";
+import { guestMemoryBytes } from "./qemu-argv.ts";
 import { memoryFileMapping } from "./testing.ts";
 import { Engine } from "./engine.ts";
 import { EngineError } from "./errors.ts";
@@ -320,11 +321,13 @@ describe("Engine with real QEMU", () => {
   });
 
   it("live-migrates between two QEMU processes; the counter continues on the destination", async () => {
-    const source = newSpec();
+    // The layout a worker's cold boot gives (exact on QEMU >= 9, also under TCG).
+    const source: VmSpec = { ...newSpec(), memoryLayout: engine.coldBootMemoryLayout };
     const vm = await bootedVm(source);
     const lastOnSource = await vm.waitForSerial(/ferry-tick [1-9]\d* /, { timeoutMs: 30_000 });
-    // Same disk (shared storage), own serial log and runtime files.
-    const destination: VmSpec = { ...source, serial: { logFile: path.join(suiteDir, `${source.id}-dst-serial.log`) }, display: null };
+    // Same disk (shared storage), own serial log and runtime files; the running vm's spec has
+    // the memory layout its cold boot chose, which the stream's RAM size must match.
+    const destination: VmSpec = { ...vm.spec, serial: { logFile: path.join(suiteDir, `${source.id}-dst-serial.log`) }, display: null };
     const port = await freePort();
     const incoming = await engine.prepareIncoming(destination, { listen: { kind: "tcp", host: "127.0.0.1", port } });
     expect(incoming.state).toBe("resuming");
@@ -349,6 +352,12 @@ describe("Engine with real QEMU", () => {
     const stateFile = path.join(suiteDir, `${golden.id}.state.zst`);
     const manifest = await saveToFile(vm, stateFile);
     await vm.stop({ graceMs: 0 });
+    // Booted without a layout: what every vm had before layouts were recorded.
+    const memoryLayout = engine.accelerator === "tcg" ? "trimmed-8k" : "exact";
+    expect(manifest).toMatchObject({ memoryLayout, memoryBytes: guestMemoryBytes(256, memoryLayout) });
+    const otherLayout = memoryLayout === "exact" ? "trimmed-8k" : "exact";
+    const mismatch = await expectEngineError(engine.restore({ ...golden, memoryLayout: otherLayout }, { file: stateFile }, manifest), "state_mismatch");
+    expect(mismatch.message).toContain(`memoryLayout ${memoryLayout} (${manifest.memoryBytes} bytes of RAM) but this vm has ${otherLayout}`);
 
     // Loaded as the golden vm itself, from a copy of its disk, and never run.
     const shareDir = path.join(suiteDir, `${golden.id}-shared`);
@@ -367,7 +376,7 @@ describe("Engine with real QEMU", () => {
     expect(devices).toMatchObject({ vmId: golden.id, sharedMemory: true, memoryMiB: 256 });
     expect(devices.streamBytes).toBe(statSync(devicesFile).size);
     expect(devices.streamBytes).toBeLessThan(manifest.streamBytes / 10);
-    expect(statSync(memoryFile).size).toBe(262136 * 1024);
+    expect(statSync(memoryFile).size).toBe(manifest.memoryBytes);
     expect(readFileSync(sharer.serial.logFile, "utf8")).not.toMatch(tickLine);
     const memoryHash = createHash("sha256").update(new Uint8Array(readFileSync(memoryFile))).digest("hex");
 
@@ -424,7 +433,7 @@ describe("Engine with real QEMU", () => {
     await resumed.waitForSerial(/^only-in-first$/, { timeoutMs: 30_000 });
 
     // And a live migration carries it whole to a QEMU with ordinary RAM.
-    const destination: VmSpec = { ...second.spec, serial: { logFile: path.join(suiteDir, `${second.spec.id}-dst-serial.log`) }, display: null };
+    const destination: VmSpec = { ...second.clone.spec, serial: { logFile: path.join(suiteDir, `${second.spec.id}-dst-serial.log`) }, display: null };
     const port = await freePort();
     const incoming = await engine.prepareIncoming(destination, { listen: { kind: "tcp", host: "127.0.0.1", port } });
     await second.clone.liveMigrate(`tcp:127.0.0.1:${port}`, { downtimeLimitMs: 50, timeoutMs: 60_000 });

@@ -12,9 +12,12 @@ import {
   type GuestStateSource,
   guestStateIdentity,
   guestStateManifestSchema,
+  manifestMemoryLayout,
 } from "./guest-state.ts";
 import { canTransition } from "./lifecycle.ts";
-import { guestMemoryBytes } from "./qemu-argv.ts";
+import { effectiveMemoryLayout, guestMemoryBytes } from "./qemu-argv.ts";
+import { coldBootMemoryLayout } from "./qemu-version.ts";
+import type { MemoryLayout } from "./spec.ts";
 import { checkUnixSocketPath, removeSocketDir } from "./socket-paths.ts";
 import { parseVmSpec, type VmSpec } from "./spec.ts";
 import { type EngineLogger, Vm, type VmHost } from "./vm.ts";
@@ -103,14 +106,24 @@ export class Engine {
     return new Engine(options, { qemu, qemuImg }, match[1]);
   }
 
+  /** The memory layout a vm cold-booted here should get (exact, unless TCG on a QEMU before 9.0). */
+  get coldBootMemoryLayout(): MemoryLayout {
+    return coldBootMemoryLayout(this.accelerator, this.qemuVersion);
+  }
+
   /** The vms whose QEMU this engine started and that are still alive. */
   get vms(): readonly Vm[] {
     return [...this.#vms];
   }
 
-  /** Boots a vm: creates its disk overlays if missing, starts QEMU; `booting`, then `running`. */
+  /**
+   * Boots a vm: creates its disk overlays if missing, starts QEMU; `booting`, then `running`.
+   * Give the spec this host's coldBootMemoryLayout (unset: trimmed under TCG, as before it was
+   * recorded), record it, and give it to every restore and migration until the next cold boot.
+   */
   async start(spec: VmSpec, options: StartOptions = {}): Promise<Vm> {
-    const valid = parseVmSpec(spec);
+    const parsed = parseVmSpec(spec);
+    const valid = { ...parsed, memoryLayout: effectiveMemoryLayout(parsed, this.accelerator) };
     await this.#prepareDisks(valid);
     const vm = await this.#launch(valid, {});
     try {
@@ -126,19 +139,21 @@ export class Engine {
    * Starts a new QEMU for `spec` and loads a saved guest state into it; resolves `running`.
    * The manifest is checked against the spec and this host before QEMU starts. Pass a local
    * file as `{ file }` when there is one: it is verified before QEMU reads it, and it is faster.
-   * A state loads only into the vm that saved it, or as a clone (`options.cloneOf`).
+   * A state loads only into the vm that saved it, or as a clone (`options.cloneOf`). A spec
+   * without a memory layout takes the one the state was saved with.
    */
   async restore(spec: VmSpec, source: GuestStateSource, manifest: GuestStateManifest, options: RestoreOptions = {}): Promise<Vm> {
-    const valid = parseVmSpec(spec);
+    const given = parseVmSpec(spec);
     const parsed = guestStateManifestSchema.safeParse(manifest);
     if (!parsed.success) {
       throw new EngineError(
         "state_corrupt",
-        `the manifest given for vm ${valid.id} is not a ferry-guest-state/1 manifest (${parsed.error.issues
+        `the manifest given for vm ${given.id} is not a ferry-guest-state/1 manifest (${parsed.error.issues
           .map((i) => i.path.join(".") || "manifest")
           .join(", ")} invalid). Pass the manifest saveState returned.`,
       );
     }
+    const valid = { ...given, memoryLayout: given.memoryLayout ?? manifestMemoryLayout(parsed.data) };
     assertGuestStateMatches(valid.id, parsed.data, await guestStateIdentity(valid, this.#host), options.cloneOf);
     if (options.sharedMemory !== undefined || parsed.data.sharedMemory) this.#assertMemoryFile(valid, parsed.data, options.sharedMemory);
     await this.#prepareDisks(valid);
@@ -158,14 +173,15 @@ export class Engine {
    * disks are opened, so give copies of the overlays).
    */
   async shareMemory(spec: VmSpec, source: { file: string }, manifest: GuestStateManifest, options: ShareMemoryOptions): Promise<GuestStateManifest> {
-    const valid = parseVmSpec(spec);
+    const given = parseVmSpec(spec);
     const parsed = guestStateManifestSchema.safeParse(manifest);
     if (!parsed.success || parsed.data.sharedMemory) {
       throw new EngineError(
         "state_corrupt",
-        `the manifest given for vm ${valid.id} is not that of a whole ferry-guest-state/1 (memory and devices). Pass the manifest saveState returned.`,
+        `the manifest given for vm ${given.id} is not that of a whole ferry-guest-state/1 (memory and devices). Pass the manifest saveState returned.`,
       );
     }
+    const valid = { ...given, memoryLayout: given.memoryLayout ?? manifestMemoryLayout(parsed.data) };
     assertGuestStateMatches(valid.id, parsed.data, await guestStateIdentity(valid, this.#host));
     await this.#prepareDisks(valid);
     rmSync(options.memoryFile, { force: true });
@@ -196,7 +212,8 @@ export class Engine {
         { vmId: spec.id },
       );
     }
-    const expected = guestMemoryBytes(spec.memoryMiB, this.accelerator);
+    const layout = effectiveMemoryLayout(spec, this.accelerator);
+    const expected = guestMemoryBytes(spec.memoryMiB, layout);
     let size: number;
     try {
       size = statSync(memoryFile).size;
@@ -210,15 +227,19 @@ export class Engine {
     if (size !== expected) {
       throw new EngineError(
         "state_mismatch",
-        `vm ${spec.id}'s memory file ${memoryFile} holds ${size} bytes but its ${spec.memoryMiB} MiB of RAM take ${expected} under ${this.accelerator}. Share the guest state's memory again (Engine.shareMemory).`,
+        `vm ${spec.id}'s memory file ${memoryFile} holds ${size} bytes but its ${spec.memoryMiB} MiB of RAM take ${expected} with memory layout ${layout}. Share the guest state's memory again (Engine.shareMemory).`,
         { vmId: spec.id },
       );
     }
   }
 
-  /** Starts QEMU waiting for an incoming live migration on `listen`; the vm is `resuming` until it arrives. */
+  /**
+   * Starts QEMU waiting for an incoming live migration on `listen`; the vm is `resuming` until
+   * it arrives. Give the spec the memory layout the source runs with (the stream's RAM size must match).
+   */
   async prepareIncoming(spec: VmSpec, options: { listen: IncomingListen }): Promise<Vm> {
-    const valid = parseVmSpec(spec);
+    const parsed = parseVmSpec(spec);
+    const valid = { ...parsed, memoryLayout: effectiveMemoryLayout(parsed, this.accelerator) };
     await this.#prepareDisks(valid);
     const uri =
       options.listen.kind === "tcp"

@@ -49,6 +49,8 @@ describe("assertGuestStateMatches: whose state may load", () => {
     cpuModel: "qemu64",
     profile: "standard@1",
     memoryMiB: 256,
+    memoryLayout: "exact",
+    memoryBytes: 256 * 1024 * 1024,
     vcpus: 1,
     accelerator: "tcg",
     disks: [{ id: "data", base: "data.qcow2@image:abc" }],
@@ -62,9 +64,9 @@ describe("assertGuestStateMatches: whose state may load", () => {
     sha256: sha,
     createdAt: "2026-11-25T17:00:00.000Z",
   };
-  const outcome = (vmId: string, cloneOf: string | undefined, differs: Partial<GuestStateIdentity> = {}) => {
+  const outcome = (vmId: string, cloneOf: string | undefined, differs: Partial<GuestStateIdentity> = {}, saved: GuestStateManifest = manifest) => {
     try {
-      assertGuestStateMatches(vmId, manifest, { ...identity, ...differs }, cloneOf);
+      assertGuestStateMatches(vmId, saved, { ...identity, ...differs }, cloneOf);
       return "loads";
     } catch (error) {
       return (error as EngineError).message;
@@ -82,6 +84,34 @@ describe("assertGuestStateMatches: whose state may load", () => {
     const result = outcome(vmId, cloneOf, differs);
     if (expected === "loads") expect(result).toBe("loads");
     else expect(result).toContain(expected);
+  });
+
+  it.each([
+    ["the same QEMU", { qemuVersion: "7.2.22" }, "loads"],
+    ["a newer QEMU", { qemuVersion: "10.0.2" }, "loads"],
+    [
+      "an older QEMU",
+      { qemuVersion: "7.2.21" },
+      "qemuVersion 7.2.22 but this host's QEMU is 7.2.21, older (a state loads only on the same QEMU or a newer one: restore it on a worker with QEMU 7.2.22 or newer)",
+    ],
+  ] as const)("on %s", (_what, host, expected) => {
+    const result = outcome("golden", undefined, host);
+    if (expected === "loads") expect(result).toBe("loads");
+    else expect(result).toContain(expected);
+  });
+
+  it("refuses another memory layout, naming both", () => {
+    expect(outcome("golden", undefined, { memoryLayout: "trimmed-8k", memoryBytes: 262136 * 1024 })).toContain(
+      "memoryLayout exact (268435456 bytes of RAM) but this vm has trimmed-8k (268427264 bytes; give the vm's spec memoryLayout exact)",
+    );
+  });
+
+  it("reads a manifest saved before layouts were recorded as trimmed under TCG, exact under KVM", () => {
+    const { memoryLayout: _layout, memoryBytes: _bytes, ...legacy } = manifest;
+    const trimmed = { memoryLayout: "trimmed-8k", memoryBytes: 262136 * 1024 } as const;
+    expect(outcome("golden", undefined, trimmed, legacy)).toBe("loads");
+    expect(outcome("golden", undefined, {}, legacy)).toContain("memoryLayout trimmed-8k (268427264 bytes of RAM) but this vm has exact");
+    expect(outcome("golden", undefined, { accelerator: "kvm" }, { ...legacy, accelerator: "kvm" })).toBe("loads");
   });
 
   it("is a state_mismatch naming the vm", () => {

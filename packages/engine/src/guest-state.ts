@@ -11,7 +11,9 @@ import { Transform, type TransformCallback } from "node:stream";
 import { z } from "zod";
 import { EngineError } from "./errors.ts";
 import { hardwareProfiles, profileIdentity } from "./profiles.ts";
-import type { VmSpec } from "./spec.ts";
+import { effectiveMemoryLayout, guestMemoryBytes } from "./qemu-argv.ts";
+import { compareQemuVersions } from "./qemu-version.ts";
+import { type MemoryLayout, memoryLayouts, type VmSpec } from "./spec.ts";
 
 /** The manifest stored beside every guest state stream. */
 export const guestStateManifestSchema = z.object({
@@ -22,6 +24,10 @@ export const guestStateManifestSchema = z.object({
   cpuModel: z.string(),
   profile: z.string(),
   memoryMiB: z.number().int().positive(),
+  /** Absent in states saved before it was recorded: those have trimmed RAM under TCG, exact under KVM. */
+  memoryLayout: z.enum(memoryLayouts).optional(),
+  /** The guest's RAM in bytes, as QEMU's pc.ram block has it (informative: memoryMiB and the layout decide it). */
+  memoryBytes: z.number().int().positive().optional(),
   vcpus: z.number().int().positive(),
   accelerator: z.enum(["kvm", "tcg"]),
   disks: z.array(z.object({ id: z.string(), base: z.string() })),
@@ -42,7 +48,12 @@ export type GuestStateManifest = z.infer<typeof guestStateManifestSchema>;
 export type GuestStateIdentity = Pick<
   GuestStateManifest,
   "qemuVersion" | "machineType" | "cpuModel" | "profile" | "memoryMiB" | "vcpus" | "accelerator" | "disks"
->;
+> & { memoryLayout: MemoryLayout; memoryBytes: number };
+
+/** The memory layout a state was saved with (recorded, or what every vm had before it was). */
+export function manifestMemoryLayout(manifest: Pick<GuestStateManifest, "memoryLayout" | "accelerator">): MemoryLayout {
+  return effectiveMemoryLayout(manifest, manifest.accelerator);
+}
 
 const baseIdentityCache = new Map<string, string>();
 
@@ -77,12 +88,15 @@ export async function guestStateIdentity(
   host: { qemuVersion: string; accelerator: "kvm" | "tcg" },
 ): Promise<GuestStateIdentity> {
   const profile = hardwareProfiles[spec.profile];
+  const memoryLayout = effectiveMemoryLayout(spec, host.accelerator);
   return {
     qemuVersion: host.qemuVersion,
     machineType: profile.machineType,
     cpuModel: spec.cpuModel,
     profile: profileIdentity(profile),
     memoryMiB: spec.memoryMiB,
+    memoryLayout,
+    memoryBytes: guestMemoryBytes(spec.memoryMiB, memoryLayout),
     vcpus: spec.vcpus,
     accelerator: host.accelerator,
     disks: await Promise.all(spec.disks.map(async (d) => ({ id: d.id, base: await diskBaseIdentity(d.base) }))),
@@ -92,8 +106,13 @@ export async function guestStateIdentity(
 /** Every way `manifest` differs from `identity`, as "field X but this vm has Y" phrases. */
 export function guestStateDifferences(manifest: GuestStateManifest, identity: GuestStateIdentity): string[] {
   const differences: string[] = [];
+  // QEMU loads streams of older versioned machine types; an older QEMU may not know a newer one's.
+  if (compareQemuVersions(identity.qemuVersion, manifest.qemuVersion) < 0) {
+    differences.push(
+      `qemuVersion ${manifest.qemuVersion} but this host's QEMU is ${identity.qemuVersion}, older (a state loads only on the same QEMU or a newer one: restore it on a worker with QEMU ${manifest.qemuVersion} or newer)`,
+    );
+  }
   const scalar = [
-    "qemuVersion",
     "machineType",
     "cpuModel",
     "profile",
@@ -105,6 +124,13 @@ export function guestStateDifferences(manifest: GuestStateManifest, identity: Gu
     if (manifest[field] !== identity[field]) {
       differences.push(`${field} ${manifest[field]} but this vm has ${identity[field]}`);
     }
+  }
+  const savedLayout = manifestMemoryLayout(manifest);
+  if (savedLayout !== identity.memoryLayout) {
+    const savedBytes = manifest.memoryBytes ?? guestMemoryBytes(manifest.memoryMiB, savedLayout);
+    differences.push(
+      `memoryLayout ${savedLayout} (${savedBytes} bytes of RAM) but this vm has ${identity.memoryLayout} (${identity.memoryBytes} bytes; give the vm's spec memoryLayout ${savedLayout})`,
+    );
   }
   const describe = (disks: GuestStateIdentity["disks"]) =>
     disks.length === 0 ? "none" : disks.map((d) => `${d.id}=${d.base}`).join(", ");

@@ -1,7 +1,8 @@
 export { EngineError, type EngineErrorCode } from "./errors.ts";
-export { vmSpecSchema, parseVmSpec, type VmSpec } from "./spec.ts";
+export { vmSpecSchema, parseVmSpec, memoryLayouts, memoryLayoutOf, type MemoryLayout, type VmSpec } from "./spec.ts";
 export { hardwareProfiles, profileNames, profileIdentity, type HardwareProfile, type ProfileName } from "./profiles.ts";
-export { toQemuArgv, type LaunchOptions } from "./qemu-argv.ts";
+export { toQemuArgv, effectiveMemoryLayout, type LaunchOptions } from "./qemu-argv.ts";
+export { compareQemuVersions, coldBootMemoryLayout, exactTcgMemoryQemuVersion, qemuMoveRefusals, type MovingGuest } from "./qemu-version.ts";
 export { vmLifecycleStates, canTransition, assertTransition, type VmLifecycleState } from "./lifecycle.ts";
 export { guestImageCatalog, loadImage, specForVm, macForVm, type GuestImage } from "./images.ts";
 export { parseHostCpu, checkCompatibility, cpuModelFeatures, type HostCpu, type GuestCpuRequirements, type TargetHost, type Compatibility } from "./cpu.ts";
@@ -20,6 +21,7 @@ export {
 export {
   guestStateManifestSchema,
   guestStateDifferences,
+  manifestMemoryLayout,
   type GuestStateManifest,
   type GuestStateIdentity,
   type GuestStateSource,

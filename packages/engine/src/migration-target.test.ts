@@ -12,6 +12,7 @@ const host = (id: string, more: Partial<MigrationHost> = {}): MigrationHost => (
   vcpusFree: 2,
   memoryMiBFree: 1024,
   sharedStorage: "/srv/ferry-disks",
+  qemuVersion: "10.0.2",
   ...more,
 });
 const source = host("w1");
@@ -43,6 +44,38 @@ describe("checkMigrationTarget", () => {
   ])("%s", (_name, target, reasons) => {
     const check = checkMigrationTarget(vm, source, target);
     expect(check.ok ? [] : check.reasons).toEqual(reasons);
+  });
+
+  describe("QEMU versions", () => {
+    const exact = { ...vm, memoryLayout: "exact" as const };
+    const trimmed = { ...vm, memoryLayout: "trimmed-8k" as const };
+    const on72 = host("w2", { qemuVersion: "7.2.22" });
+    it.each([
+      ["a trimmed vm from 7.2 to 10", trimmed, host("w1", { qemuVersion: "7.2.22" }), host("w2"), "ok"],
+      ["an exact vm from 10 to a newer 10", exact, source, host("w2", { qemuVersion: "10.1.0" }), "ok"],
+      ["a vm recorded before layouts (trimmed) from 7.2 to 7.2", vm, host("w1", { qemuVersion: "7.2.22" }), on72, "ok"],
+      ["a trimmed vm from 10 back to 7.2", trimmed, source, on72, "older"],
+      ["an exact vm from 9.0 to 7.2", exact, host("w1", { qemuVersion: "9.0.0" }), on72, "older+exact"],
+    ] as const)("%s", (_what, guest, from, to, expected) => {
+      const check = checkMigrationTarget(guest, from, to);
+      const reasons = check.ok ? [] : check.reasons;
+      if (expected === "ok") return expect(reasons).toEqual([]);
+      expect(reasons[0]).toBe(
+        `Worker w2 runs QEMU 7.2.22, older than the ${from.qemuVersion} the vm's state comes from; a guest moves only to the same QEMU or a newer one. Choose a worker with QEMU ${from.qemuVersion} or newer, or upgrade that worker's QEMU (infra/setup.sh).`,
+      );
+      expect(reasons.length).toBe(expected === "older" ? 1 : 2);
+    });
+
+    it("never sends a TCG vm with exact RAM to a QEMU before 9.0, saying why", () => {
+      // Not reachable from a real 7.2 source (it boots vms trimmed), but a recorded layout is a fact to respect.
+      const check = checkMigrationTarget(exact, host("w1", { qemuVersion: "7.2.22" }), on72);
+      expect(check.ok ? [] : check.reasons).toEqual([
+        "Worker w2 runs QEMU 7.2.22, which under TCG loses guest writes during live migration when the guest's RAM is exact (fixed in QEMU 9.0.0), and the vm was booted with exact RAM. Choose a worker with QEMU 9.0.0 or newer, upgrade that worker's QEMU (infra/setup.sh), or stop the vm and start it there afresh.",
+      ]);
+      // KVM tracks dirty pages itself: exact RAM moves between 7.2 workers.
+      const kvm = checkMigrationTarget({ ...exact, accelerator: "kvm" }, host("w1", { accelerator: "kvm", qemuVersion: "7.2.22" }), { ...on72, accelerator: "kvm" });
+      expect((kvm.ok ? [] : kvm.reasons).filter((reason) => reason.includes("QEMU"))).toEqual([]);
+    });
   });
 
   it("refuses every target of a source on local disks", () => {

@@ -3,6 +3,9 @@
 // holds the vm's disk. Pure, so the portal (to refuse a request at once, with the reason) and
 // the controller (to choose a target) apply the same rules.
 import { checkCompatibility } from "./cpu.ts";
+import { effectiveMemoryLayout } from "./qemu-argv.ts";
+import { qemuMoveRefusals } from "./qemu-version.ts";
+import type { MemoryLayout } from "./spec.ts";
 
 /** A worker as a migration sees it (its Worker row, with liveness decided by the caller). */
 export interface MigrationHost {
@@ -15,6 +18,8 @@ export interface MigrationHost {
   vcpusFree: number;
   memoryMiBFree: number;
   sharedStorage: string | null;
+  /** the worker's QEMU, e.g. "10.0.2" */
+  qemuVersion: string;
 }
 
 /** The running vm to move. */
@@ -25,6 +30,8 @@ export interface MigratingVm {
   accelerator: string;
   vcpus: number;
   memoryMiB: number;
+  /** as recorded when the vm cold-booted; null or absent: booted before it was recorded */
+  memoryLayout?: MemoryLayout | null;
 }
 
 export type MigrationTargetCheck = { ok: true } | { ok: false; reasons: string[] };
@@ -45,10 +52,17 @@ export function checkMigrationTarget(vm: MigratingVm, source: MigrationHost, tar
       `Worker ${target.id} does not share storage with worker ${source.id} (${target.sharedStorage ?? "local disks"} vs ${source.sharedStorage}). Choose a worker with FERRY_WORKER_SHARED_STORAGE=${source.sharedStorage}.`,
     );
   }
+  const accelerator = vm.accelerator === "kvm" ? "kvm" : "tcg";
+  reasons.push(
+    ...qemuMoveRefusals(
+      { qemuVersion: source.qemuVersion, accelerator, memoryLayout: effectiveMemoryLayout({ memoryLayout: vm.memoryLayout ?? undefined }, accelerator) },
+      { name: `Worker ${target.id}`, qemuVersion: target.qemuVersion },
+    ),
+  );
   const compatibility = checkCompatibility(
     {
       cpuModel: vm.cpuModel,
-      accelerator: vm.accelerator === "kvm" ? "kvm" : "tcg",
+      accelerator,
       vcpus: vm.vcpus,
       memoryMiB: vm.memoryMiB,
       machineType: "",

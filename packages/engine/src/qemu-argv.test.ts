@@ -17,15 +17,19 @@ function values(argv: string[], flag: string): string[] {
 describe("toQemuArgv golden files", () => {
   // One argument per line so a change shows as a readable diff. After an intended change,
   // run `npx vitest run --project unit packages/engine -u` and review the golden diff.
-  for (const profile of ["standard", "compat"] as const) {
+  // standard: exact RAM (a vm cold-booted on QEMU >= 9); compat: trimmed (first booted under TCG on QEMU 7.2).
+  for (const [profile, memoryLayout] of [
+    ["standard", "exact"],
+    ["compat", "trimmed-8k"],
+  ] as const) {
     it(`matches __golden__/${profile}.argv.txt`, async () => {
-      const argv = toQemuArgv(exampleSpec(profile), { ...launch, tcgTranslationCacheMiB: 64 });
+      const argv = toQemuArgv({ ...exampleSpec(profile), memoryLayout }, { ...launch, tcgTranslationCacheMiB: 64 });
       await expect(`${argv.join("\n")}\n`).toMatchFileSnapshot(`./__golden__/${profile}.argv.txt`);
     });
   }
 
   it("matches __golden__/standard-memory-file.argv.txt (a clone mapping a golden point's memory)", async () => {
-    const argv = toQemuArgv(exampleSpec(), {
+    const argv = toQemuArgv({ ...exampleSpec(), memoryLayout: "exact" }, {
       ...launch,
       tcgTranslationCacheMiB: 64,
       incoming: "defer",
@@ -84,14 +88,28 @@ describe("toQemuArgv", () => {
   });
 
   it.each([
-    [{ accelerator: "tcg", shared: false }, "size=262136K", "share=off"],
-    [{ accelerator: "kvm", shared: true }, "size=256M", "share=on"],
-  ] as const)("a memory file (%o) backs the RAM with the same size and block name as -m alone", ({ accelerator, shared }, size, share) => {
-    const argv = toQemuArgv(exampleSpec(), { ...launch, accelerator, memoryFile: { path: "/srv/golden/memory.ram", shared } });
+    [{ memoryLayout: "trimmed-8k", shared: false }, "size=262136K", "share=off", 262136 * 1024],
+    [{ memoryLayout: "exact", shared: true }, "size=256M", "share=on", 256 * 1024 * 1024],
+  ] as const)("a memory file (%o) backs the RAM with the same size and block name as -m alone", ({ memoryLayout, shared }, size, share, bytes) => {
+    const argv = toQemuArgv({ ...exampleSpec(), memoryLayout }, { ...launch, memoryFile: { path: "/srv/golden/memory.ram", shared } });
     expect(values(argv, "-object")).toEqual([`memory-backend-file,id=pc.ram,${size},mem-path=/srv/golden/memory.ram,${share}`]);
     expect(values(argv, "-machine")).toEqual(["pc-q35-7.2,memory-backend=pc.ram"]);
     expect(values(argv, "-m")).toEqual([size.slice("size=".length)]);
-    expect(guestMemoryBytes(256, accelerator)).toBe(accelerator === "tcg" ? 262136 * 1024 : 256 * 1024 * 1024);
+    expect(guestMemoryBytes(256, memoryLayout)).toBe(bytes);
+  });
+
+  // The layout is the vm's, recorded at its cold boot: the accelerator decides only for a spec
+  // without one (vms booted before it was recorded, all trimmed under TCG).
+  it.each([
+    ["exact", "tcg", "256M"],
+    ["exact", "kvm", "256M"],
+    ["trimmed-8k", "tcg", "262136K"],
+    ["trimmed-8k", "kvm", "262136K"],
+    [undefined, "tcg", "262136K"],
+    [undefined, "kvm", "256M"],
+  ] as const)("memory layout %s under %s gives -m %s", (memoryLayout, accelerator, size) => {
+    const spec = memoryLayout === undefined ? exampleSpec() : { ...exampleSpec(), memoryLayout };
+    expect(values(toQemuArgv(spec, { ...launch, accelerator }), "-m")).toEqual([size]);
   });
 
   it("leaves the RAM anonymous, as before, without a memory file", () => {

@@ -5,7 +5,7 @@
 import { EngineError } from "./errors.ts";
 import { hardwareProfiles } from "./profiles.ts";
 import { checkUnixSocketPath } from "./socket-paths.ts";
-import type { VmSpec } from "./spec.ts";
+import type { MemoryLayout, VmSpec } from "./spec.ts";
 
 /** How this particular QEMU process is started; everything the guest sees is in the spec. */
 export interface LaunchOptions {
@@ -68,7 +68,7 @@ export function toQemuArgv(spec: VmSpec, launch: LaunchOptions): string[] {
         : `tcg,tb-size=${positiveInteger("tcgTranslationCacheMiB", launch.tcgTranslationCacheMiB)}`
       : "kvm";
 
-  const memory = memorySize(spec.memoryMiB, launch.accelerator);
+  const memory = memorySize(spec.memoryMiB, effectiveMemoryLayout(spec, launch.accelerator));
   const argv: string[] = [
     "-nodefaults",
     "-no-user-config",
@@ -170,14 +170,20 @@ export function toQemuArgv(spec: VmSpec, launch: LaunchOptions): string[] {
 // clears the dirty bits without resetting the vCPU's TLB, so later stores through that TLB
 // are never marked, never sent, and the guest on the destination runs on stale memory (a
 // guest dirtying memory panics within a few moves). 8 KiB less RAM makes QEMU take its
-// page-by-page sync, which resets the TLB. KVM tracks dirty pages itself and keeps the size.
-function memorySize(memoryMiB: number, accelerator: LaunchOptions["accelerator"]): string {
-  return accelerator === "tcg" ? `${memoryMiB * 1024 - 8}K` : `${memoryMiB}M`;
+// page-by-page sync, which resets the TLB, but that sync freezes the guest for 0.25-1 s when a
+// migration starts; so only vms first booted under TCG on such a QEMU get it (coldBootMemoryLayout).
+function memorySize(memoryMiB: number, layout: MemoryLayout): string {
+  return layout === "trimmed-8k" ? `${memoryMiB * 1024 - 8}K` : `${memoryMiB}M`;
+}
+
+/** The spec's memory layout; a spec without one has what every vm had before it was recorded. */
+export function effectiveMemoryLayout(spec: Pick<VmSpec, "memoryLayout">, accelerator: LaunchOptions["accelerator"]): MemoryLayout {
+  return spec.memoryLayout ?? (accelerator === "tcg" ? "trimmed-8k" : "exact");
 }
 
 /** The size in bytes of the RAM QEMU gives a guest of `memoryMiB` (what a memory file must hold). */
-export function guestMemoryBytes(memoryMiB: number, accelerator: LaunchOptions["accelerator"]): number {
-  return accelerator === "tcg" ? (memoryMiB * 1024 - 8) * 1024 : memoryMiB * 1024 * 1024;
+export function guestMemoryBytes(memoryMiB: number, layout: MemoryLayout): number {
+  return layout === "trimmed-8k" ? (memoryMiB * 1024 - 8) * 1024 : memoryMiB * 1024 * 1024;
 }
 
 function hex(slot: number): string {

@@ -19,12 +19,31 @@ const absolutePath = z
     error: "must not contain a comma, a newline or a NUL (QEMU option syntax)",
   });
 
+/**
+ * How much RAM QEMU gives the guest: `exact` is memoryMiB; `trimmed-8k` is 8 KiB less, which a
+ * TCG guest first booted on QEMU < 9.0 needs (qemu-argv.ts says why). A migration stream
+ * carries the RAM's size, so the choice made at a cold boot holds until the next cold boot.
+ */
+export const memoryLayouts = ["exact", "trimmed-8k"] as const;
+export type MemoryLayout = (typeof memoryLayouts)[number];
+
+/** A memory layout as stored in a database column; anything else (null: not recorded) is undefined. */
+export function memoryLayoutOf(value: string | null | undefined): MemoryLayout | undefined {
+  return memoryLayouts.find((layout) => layout === value);
+}
+
 /** The shape of a vm spec; use parseVmSpec to validate one with readable errors. */
 export const vmSpecSchema = z
   .strictObject({
     id,
     vcpus: z.number().int().min(1).max(64),
     memoryMiB: z.number().int().min(64).max(262144),
+    /**
+     * Chosen at a cold boot (Engine.coldBootMemoryLayout) and recorded with the vm. Unset:
+     * trimmed under TCG and exact under KVM, what every vm got before the choice was recorded
+     * (a restore takes the guest state's own).
+     */
+    memoryLayout: z.enum(memoryLayouts).optional(),
     profile: z.enum(profileNames),
     cpuModel: z
       .string()

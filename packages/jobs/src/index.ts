@@ -42,6 +42,9 @@ export type DesiredState = (typeof desiredStates)[number];
 
 export const hardwareProfiles = ["standard", "compat"] as const;
 
+/** The engine's memory layouts: the guest's RAM is memoryMiB exactly, or 8 KiB less (TCG on QEMU < 9). */
+export const memoryLayouts = ["exact", "trimmed-8k"] as const;
+
 /** controller queue, job name "vm.reconcile" */
 export const reconcileJob = z.object({ vmId: z.string() });
 export type ReconcileJob = z.infer<typeof reconcileJob>;
@@ -54,6 +57,8 @@ export const vmDefinition = z.object({
   memoryMiB: z.number().int().positive(),
   profile: z.enum(hardwareProfiles),
   cpuModel: z.string(),
+  /** as the vm's last cold boot chose it; a restore or an incoming migration must use it (unset: not recorded yet) */
+  memoryLayout: z.enum(memoryLayouts).optional(),
 });
 export type VmDefinition = z.infer<typeof vmDefinition>;
 
@@ -129,6 +134,8 @@ export const vmStateEvent = z.object({
   generation: z.number().int().nonnegative(),
   reason: z.string().optional(),
   accelerator: z.enum(["kvm", "tcg"]).optional(),
+  /** the memory layout the vm's QEMU runs with, recorded on the vm */
+  memoryLayout: z.enum(memoryLayouts).optional(),
   progress: z.object({ done: z.number(), total: z.number() }).optional(),
   /**
    * The worker could not carry out the requested action (a suspend whose storage failed, a

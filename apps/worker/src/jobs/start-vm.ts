@@ -12,7 +12,7 @@ export async function startVm(ctx: WorkerContext, hosted: HostedVm): Promise<voi
     await ctx.report(hosted, state === "running" ? "running" : "booting");
     return;
   }
-  const { spec, image } = await ctx.spec(hosted);
+  const { spec, image } = await ctx.spec(hosted, { coldBoot: true });
   await mkdir(hosted.dir, { recursive: true });
   // A start boots from the disk; files an interrupted suspend or resume left no longer apply.
   await discardStaging(hosted.dir);

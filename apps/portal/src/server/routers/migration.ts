@@ -1,7 +1,7 @@
 // Live migration and worker drain, for the portal UI (tRPC) and programs (REST under /api/v1).
 // Requests are checked here with the engine's target rules, so a refusal comes back at once
 // with its reason; the controller (apps/controller/src/migration.ts) runs the migration.
-import { type MigrationHost, chooseMigrationTarget } from "@ferry/engine";
+import { type MigrationHost, chooseMigrationTarget, memoryLayoutOf } from "@ferry/engine";
 import { Prisma, type Worker } from "@ferry/db";
 import { z } from "zod";
 
@@ -25,6 +25,7 @@ function hostOf(worker: Worker, now: Date): MigrationHost {
     vcpusFree: worker.vcpusFree,
     memoryMiBFree: worker.memoryMiBFree,
     sharedStorage: worker.sharedStorage,
+    qemuVersion: worker.qemuVersion,
   };
 }
 
@@ -89,7 +90,7 @@ export const migrationRouter = createTRPCRouter({
       const source = hosts.find((h) => h.id === vm.workerId);
       if (!source) throw new PortalError("action_refused", `vm ${vm.name} runs on worker ${vm.workerId}, which is not registered any more`, { id: vm.id });
       const choice = chooseMigrationTarget(
-        { id: vm.id, cpuModel: vm.cpuModel, accelerator: vm.accelerator ?? source.accelerator, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB },
+        { id: vm.id, cpuModel: vm.cpuModel, accelerator: vm.accelerator ?? source.accelerator, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB, memoryLayout: memoryLayoutOf(vm.memoryLayout) },
         source,
         hosts,
         input.workerId,
@@ -145,7 +146,7 @@ export const migrationRouter = createTRPCRouter({
       const hosts = (await db.worker.findMany({ orderBy: { id: "asc" } })).map((w) => hostOf(w, now));
       const source = hosts.find((h) => h.id === vm.workerId);
       if (!source) return { items: [] };
-      const guest = { id: vm.id, cpuModel: vm.cpuModel, accelerator: vm.accelerator ?? source.accelerator, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB };
+      const guest = { id: vm.id, cpuModel: vm.cpuModel, accelerator: vm.accelerator ?? source.accelerator, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB, memoryLayout: memoryLayoutOf(vm.memoryLayout) };
       return {
         items: hosts
           .filter((h) => h.id !== source.id)
