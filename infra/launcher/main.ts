@@ -81,7 +81,8 @@ async function buildPortal(cluster: Cluster): Promise<void> {
 function startApps(cluster: Cluster): void {
   const env = clusterEnv(config, cluster);
   const tsx = bin("tsx");
-  group.start("portal", bin("next"), ["start", "-p", String(config.port)], { cwd: join(repoRoot, "apps", "portal"), env });
+  // The portal's own server (apps/portal/src/main.ts): Next's build for pages, REST on node:http.
+  group.start("portal", tsx, ["src/main.ts"], { cwd: join(repoRoot, "apps", "portal"), env: { ...env, NODE_ENV: "production" } });
   group.start("control", tsx, ["apps/controller/src/main.ts"], { cwd: repoRoot, env });
   group.start("console", tsx, ["apps/console/src/main.ts"], { cwd: repoRoot, env });
   const capacity = workerCapacity();

@@ -22,6 +22,8 @@ const portalEnvSchema = z
     FERRY_PROJECT_QUOTA_VMS: z.coerce.number().int().min(0).max(1_000_000).default(100),
     FERRY_PROJECT_QUOTA_STATE_GIB: z.coerce.number().int().min(0).max(1_048_576).default(100),
     FERRY_API_RATE_LIMIT: z.coerce.number().int().min(1).max(10_000_000).default(1200),
+    /** production: serve `next build`'s output; anything else: Next's dev server */
+    NODE_ENV: z.string().default("development"),
     FERRY_CPU_MODEL: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, { error: "must be a QEMU -cpu model name" }).default("qemu64"),
   })
   .transform((raw) => ({

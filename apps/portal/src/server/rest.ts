@@ -1,7 +1,7 @@
 // The REST API for programs: the same procedures as the UI, mapped to /api/v1 paths by
 // trpc-to-openapi. This file only adapts the wire format: empty bodies, status codes and
 // the `{ error: { code, message, details? } }` body every failure carries.
-import { createOpenApiFetchHandler, generateOpenApiDocument } from "trpc-to-openapi";
+import { createOpenApiNodeHttpHandler, generateOpenApiDocument } from "trpc-to-openapi";
 import { RateLimiterRes } from "rate-limiter-flexible";
 import { apiTokenHash } from "./api-token.ts";
 import type { ApiError } from "./trpc.ts";
@@ -24,7 +24,7 @@ export function openApiDocument(publicUrl: string) {
   });
 }
 
-/** Answer one REST request; the Next route handler at /api/v1/[...path] calls this. */
+/** Answer one REST request; the portal's server (http.ts) calls this for every path under /api/v1. */
 export async function handleRestRequest(request: Request, services: PortalServices): Promise<Response> {
   const url = new URL(request.url);
   if (url.pathname === `${restBasePath}/openapi.json`) {
@@ -33,23 +33,73 @@ export async function handleRestRequest(request: Request, services: PortalServic
   }
   const limited = await rateLimited(request, services);
   if (limited !== null) return limited;
-  const checked = await checkedRequest(request);
+  const checked = await checkedBody(request);
   if (checked instanceof Response) return checked;
-  const response = await createOpenApiFetchHandler({
-    req: checked,
-    endpoint: restBasePath,
-    router: appRouter,
-    createContext: () => createPortalContext(services, request.headers),
-    responseMeta: ({ paths, errors }) => (errors.length === 0 && paths?.[0] === "vm.create" ? { status: 201 } : {}),
-    onError: ({ error, path }) => {
-      if (error.code === "INTERNAL_SERVER_ERROR") services.log.error({ err: error.cause ?? error, path }, "REST request failed");
-    },
-  });
-  if (response.status < 400) return response;
-  const body = (await response.json().catch(() => null)) as { data?: { ferry?: ApiError } } | null;
+  const answer = await callProcedure(request, checked.body, services);
+  if (answer.status < 400) return new Response(answer.body, { status: answer.status, headers: { "content-type": "application/json" } });
+  const body = JSON.parse(answer.body) as { data?: { ferry?: ApiError } } | null;
   const error = body?.data?.ferry ?? { code: "internal", message: "The portal hit an unexpected error; it has been logged. Try again, and report it if it persists." };
-  return errorResponse(response.status, error, response.status === 503 ? { "Retry-After": String(busyRetryAfterSeconds) } : {});
+  return errorResponse(answer.status, error, answer.status === 503 ? { "Retry-After": String(busyRetryAfterSeconds) } : {});
 }
+
+/** What trpc-to-openapi's handler is given: the request, as it reads it, and who serves it. */
+interface ProcedureCall {
+  request: Request;
+  services: PortalServices;
+}
+
+type OpenApiHandler = (request: Request, response: { statusCode: number; setHeader(name: string, value: string | string[]): void; end(body: string): void }) => Promise<void>;
+let openApiHandler: OpenApiHandler | undefined;
+
+/**
+ * Run the procedure the path names with `body` (already read and checked) through
+ * trpc-to-openapi's node handler, built once: its fetch adapter built the routing table (and,
+ * outside production, the whole OpenAPI document) again for every request. The handler is
+ * given the request itself (a Fetch Request, so it takes its abort signal rather than making a
+ * second Request) with the path below /api/v1 and the body.
+ */
+function callProcedure(request: Request, body: unknown, services: PortalServices): Promise<{ status: number; body: string }> {
+  openApiHandler ??= createOpenApiNodeHttpHandler({
+    router: appRouter,
+    createContext: ({ req }: { req: object }) => {
+      const call = procedureCalls.get(req)!;
+      return createPortalContext(call.services, call.request.headers);
+    },
+    responseMeta: ({ paths, errors }: { paths?: string[]; errors: unknown[] }) => (errors.length === 0 && paths?.[0] === "vm.create" ? { status: 201 } : {}),
+    onError: ({ error, path, req }: { error: { code: string; cause?: unknown }; path?: string; req: object }) => {
+      if (error.code === "INTERNAL_SERVER_ERROR") procedureCalls.get(req)?.services.log.error({ err: error.cause ?? error, path }, "REST request failed");
+    },
+  } as never) as unknown as OpenApiHandler;
+  const url = request.url.replace(restBasePath, "");
+  // A body was read and checked as JSON (or was empty, read as {}): say so to the handler.
+  const headers = body !== undefined && request.headers.get("content-type") !== "application/json" ? new Headers(request.headers) : request.headers;
+  if (headers !== request.headers) headers.set("content-type", "application/json");
+  const proxy = new Proxy(request, {
+    get: (target, property) => {
+      if (property === "url") return url;
+      if (property === "body") return body;
+      if (property === "headers") return headers;
+      return Reflect.get(target, property, target);
+    },
+    has: (target, property) => property === "body" || Reflect.has(target, property),
+  });
+  procedureCalls.set(proxy, { request, services });
+  return new Promise((resolve) => {
+    let status = 200;
+    void openApiHandler!(proxy, {
+      get statusCode() {
+        return status;
+      },
+      set statusCode(code: number) {
+        status = code;
+      },
+      setHeader() {},
+      end: (text: string) => resolve({ status, body: text }),
+    });
+  });
+}
+
+const procedureCalls = new WeakMap<object, ProcedureCall>();
 
 function errorResponse(status: number, error: ApiError, extraHeaders: Record<string, string> = {}): Response {
   const headers = status === 401 ? { "WWW-Authenticate": 'Bearer realm="ferry"', ...extraHeaders } : extraHeaders;
@@ -95,25 +145,22 @@ const maxBodyBytes = 1024 * 1024;
  * `constructor` (its query parser indexes a plain object with them and throws), bodies over
  * `maxBodyBytes`, bodies that are not JSON, and JSON that is not an object (an action would
  * otherwise run on `null` or `[]`). Actions such as POST /vms/{id}/start carry no body;
- * trpc-to-openapi insists on a JSON one, so an empty body is read as `{}`.
+ * trpc-to-openapi insists on a JSON one, so an empty body is read as `{}`. Returns the body
+ * read (undefined for GET, HEAD and DELETE, whose input is the query).
  */
-async function checkedRequest(request: Request): Promise<Request | Response> {
+async function checkedBody(request: Request): Promise<{ body: unknown } | Response> {
   for (const name of new URL(request.url).searchParams.keys()) {
     if (name in Object.prototype) {
       return errorResponse(400, { code: "unknown_field", message: `unknown field "${name}"; remove it and send the request again`, details: { fields: [name] } });
     }
   }
-  if (request.method === "GET" || request.method === "HEAD" || request.method === "DELETE") return request;
+  if (request.method === "GET" || request.method === "HEAD" || request.method === "DELETE") return { body: undefined };
   const tooLarge = () =>
     errorResponse(413, { code: "payload_too_large", message: `The request body is larger than ${maxBodyBytes} bytes (1 MiB). Send a smaller body.` });
   if (Number(request.headers.get("content-length") ?? 0) > maxBodyBytes) return tooLarge();
   const text = await readText(request, maxBodyBytes);
   if (text === null) return tooLarge();
-  const headers = new Headers(request.headers);
-  if (text.trim() === "") {
-    headers.set("content-type", "application/json");
-    return new Request(request.url, { method: request.method, headers, body: "{}" });
-  }
+  if (text.trim() === "") return { body: {} };
   const mediaType = request.headers.get("content-type")?.split(";")[0]?.trim().toLowerCase();
   if (mediaType !== "application/json") {
     return errorResponse(415, {
@@ -141,7 +188,7 @@ async function checkedRequest(request: Request): Promise<Request | Response> {
       details: { issues: wrongTypes.map((w) => ({ path: [w.field], message: `expected a ${w.wanted}, got ${w.got}` })) },
     });
   }
-  return new Request(request.url, { method: request.method, headers, body: text });
+  return { body };
 }
 
 function describeJson(value: unknown): string {

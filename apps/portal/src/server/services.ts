@@ -123,11 +123,11 @@ export function portalServices(): Promise<PortalServices> {
   return holder.ferryPortalServices;
 }
 
-/** A route handler's answer from this process's services, or 503 saying why they cannot be reached. */
-export async function withPortalServices(respond: (services: PortalServices) => Promise<Response>): Promise<Response> {
+/** A route handler's answer from this process's services (or `from`), or 503 saying why they cannot be reached. */
+export async function withPortalServices(respond: (services: PortalServices) => Promise<Response>, from: () => Promise<PortalServices> = portalServices): Promise<Response> {
   let services: PortalServices;
   try {
-    services = await portalServices();
+    services = await from();
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     return Response.json({ error: { code: "unavailable", message: `The portal cannot reach its services: ${message}` } }, { status: 503 });

@@ -8,7 +8,9 @@ import { TRPCError } from "@trpc/server";
 import { expect } from "vitest";
 import { type OrgRole, type TokenScope, type Viewer, tokenScopes } from "./access.ts";
 import { apiTokenHash } from "./api-token.ts";
-import { handleRestRequest } from "./rest.ts";
+import type { AddressInfo } from "node:net";
+import type { Server } from "node:http";
+import { createPortalServer } from "./http.ts";
 import { createCaller } from "./root.ts";
 import { createPortalServices, type PortalServices, type PortalSettings } from "./services.ts";
 import { toApiError } from "./trpc.ts";
@@ -30,6 +32,10 @@ export class TestPortal {
   admin!: Viewer;
   /** the default project, the admin's */
   defaultProjectId!: string;
+  /** the portal's HTTP server on a free port, serving REST (other paths answer 404 where Next would) */
+  server!: Server;
+  /** where `server` listens, e.g. http://127.0.0.1:41234 */
+  baseUrl!: string;
 
   async start(settings: Partial<PortalSettings> = {}): Promise<this> {
     this.database = await createTestDatabase(serverUrl);
@@ -50,10 +56,20 @@ export class TestPortal {
     const row = await this.services.db.user.findUniqueOrThrow({ where: { email: "admin@ferry.test" } });
     this.admin = { id: row.id, email: row.email, name: row.name, role: "admin", token: null, sessionId: null };
     this.defaultProjectId = (await this.services.db.project.findFirstOrThrow({ where: { organizationId: "default", name: "default" } })).id;
+    const services = this.services;
+    this.server = createPortalServer(async (_request, response) => {
+      response.writeHead(404, { "content-type": "text/plain" }).end("not a REST path: Next answers it in the portal");
+    }, async () => services);
+    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", resolve));
+    this.baseUrl = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
     return this;
   }
 
   async stop(): Promise<void> {
+    if (this.server?.listening) {
+      this.server.closeAllConnections();
+      await new Promise((resolve) => this.server.close(resolve));
+    }
     if (this.services) {
       await this.services.controllerQueue.obliterate({ force: true });
       const keys = await this.services.redis.keys(`${this.services.settings.queuePrefix}:*`);
@@ -66,12 +82,12 @@ export class TestPortal {
   /** The procedures, called as `viewer` from `ip`. */
   as = (viewer: Viewer, ip = "192.0.2.7") => createCaller({ services: this.services, viewer, ip });
 
-  /** One REST request through the portal's handler. */
+  /** One REST request over HTTP to the portal's server. */
   rest = (path: string, init: RequestInit & { token?: string } = {}): Promise<Response> => {
     const headers = new Headers(init.headers);
     if (init.token !== undefined) headers.set("authorization", `Bearer ${init.token}`);
     if (init.body !== undefined && !headers.has("content-type")) headers.set("content-type", "application/json");
-    return handleRestRequest(new Request(`http://portal.test/api/v1${path}`, { ...init, headers }), this.services);
+    return fetch(`${this.baseUrl}/api/v1${path}`, { ...init, headers });
   };
 
   /** A person who can sign in, seen as signed in (no token). */
