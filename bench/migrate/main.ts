@@ -15,8 +15,9 @@
 //   destination closed (ended by the whole screen the destination sends),
 // - total time: POST /vms/{id}/migrate → the vm reported running on the other worker,
 // - raw QEMU only: QEMU's setup time, which under TCG is mostly the first dirty-bitmap sync
-//   (page by page, see toQemuArgv's memory size); QEMU holds its main lock through it, so no
-//   console frame leaves the source meanwhile.
+//   (page by page with trimmed RAM, see toQemuArgv's memory size: 0.25-1 s; 1-2 ms with exact
+//   RAM); QEMU holds its main lock through it, so no console frame leaves the source meanwhile.
+//   Both sides get the memory layout a worker's cold boot gives on this QEMU (memoryLayout in the JSON).
 //
 // Prints one JSON document with medians of BENCH_RUNS (default 5) runs per case.
 import { mkdtempSync, rmSync } from "node:fs";
@@ -282,7 +283,11 @@ async function rawRuns(engine: Engine, workDir: string, dirty: boolean): Promise
   const image = await loadImage(imagesDir, "tiny");
   const spec = (side: number): VmSpec => {
     const base = specForVm({ id: `bench-raw-${dirty ? "dirty" : "idle"}`, vcpus: 1, memoryMiB: 256, profile: "standard", cpuModel: "qemu64", image, vmDir: join(workDir, `${dirty ? "dirty" : "idle"}-${side}`) });
-    return { ...base, disks: base.disks.map((disk) => ({ ...disk, overlay: join(workDir, `${dirty ? "dirty" : "idle"}-shared.qcow2`) })) };
+    return {
+      ...base,
+      memoryLayout: engine.coldBootMemoryLayout,
+      disks: base.disks.map((disk) => ({ ...disk, overlay: join(workDir, `${dirty ? "dirty" : "idle"}-shared.qcow2`) })),
+    };
   };
   let vm: Vm = await engine.start(spec(0), { bootMarker: image.bootMarker });
   await vm.whenState("running", { timeoutMs: 120_000 });
@@ -342,6 +347,8 @@ async function main(): Promise<void> {
     const result = {
       bench: "migrate",
       runs,
+      qemuVersion: engine.qemuVersion,
+      memoryLayout: engine.coldBootMemoryLayout,
       guest: "tiny, 1 vCPU, 256 MiB, TCG, drawing a counter on its console every 100 ms; FERRY_MIGRATION_DOWNTIME_MS=50, auto-converge",
       consoleFrames: frameMode,
       dirtying: dirtyCommand.trim(),

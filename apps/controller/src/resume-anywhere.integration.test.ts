@@ -12,6 +12,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 
 import type { Db } from "@ferry/db";
+import { coldBootMemoryLayout } from "@ferry/engine";
 import { GuestStateStore, LocalFolderStore } from "@ferry/storage";
 import { S3Store } from "@ferry/storage/s3";
 import { type S3TestServer, startS3TestServer } from "@ferry/storage/testing";
@@ -94,7 +95,11 @@ async function suspendHereResumeThere(vmId: string, marker: string) {
   // The slot is freed: the paused QEMU and the vm's folder go just after the report.
   await until("QEMU and folder gone", async () => qemuProcesses(vmId).length === 0 && !existsSync(join(root, from, "vms", vmId)), 10_000);
   const row = await db.guestState.findUniqueOrThrow({ where: { id: suspended.guestStateId! } });
-  expect(row).toMatchObject({ vmId, workerId: from, cpuModel: "qemu64", accelerator: "tcg", memoryMiB: 256, vcpus: 1 });
+  // The layout the vm's cold boot chose on this QEMU, kept by every resume since.
+  const { qemuVersion } = await db.worker.findUniqueOrThrow({ where: { id: from } });
+  const memoryLayout = coldBootMemoryLayout("tcg", qemuVersion);
+  expect(before.memoryLayout).toBe(memoryLayout);
+  expect(row).toMatchObject({ vmId, workerId: from, cpuModel: "qemu64", accelerator: "tcg", memoryMiB: 256, vcpus: 1, qemuVersion, memoryLayout });
   expect(row.storedBytes).toBeGreaterThan(0n);
   const stopped = await lastTick(vmId);
 
@@ -103,6 +108,7 @@ async function suspendHereResumeThere(vmId: string, marker: string) {
   const running = await vmIn(vmId, "running");
   expect(running.workerId).toBe(to);
   expect(running.targetWorkerId).toBeNull();
+  expect(running.memoryLayout).toBe(memoryLayout);
   const after = await until("a tick after the resume", async () => ticks(await serialText(vmId)).find((t) => t.n > stopped.n));
   // The counter and uptime go on from where they stopped: no reboot, no reset.
   expect(after.n).toBeLessThan(stopped.n + 5);
