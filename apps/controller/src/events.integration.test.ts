@@ -63,6 +63,17 @@ describe("applyVmEvent", () => {
     expect((await db.vm.findUniqueOrThrow({ where: { id: other.id } })).desiredState).toBe("running");
   });
 
+  it("records a resume's progress as progressed (nothing to reconcile), and its end as applied", async () => {
+    const vm = await vmOn("w1", "resuming", 3);
+    const progress = { done: 1000, total: 4000 };
+    expect(await applyVmEvent(db, event(vm.id, { state: "resuming" }), log)).toBe("progressed");
+    expect(await applyVmEvent(db, event(vm.id, { state: "resuming", progress }), log)).toBe("progressed");
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: "resuming", progress, workerId: "w1" });
+    expect(await applyVmEvent(db, event(vm.id, { state: "running" }), log)).toBe("applied");
+    // A settled state reported again may clear an operation: the reconciler looks at it.
+    expect(await applyVmEvent(db, event(vm.id, { state: "running" }), log)).toBe("applied");
+  });
+
   it("ignores an event from a worker that does not own the vm", async () => {
     const vm = await vmOn("w2", "booting", 3);
     expect(await applyVmEvent(db, event(vm.id, { workerId: "w1" }), log)).toBe("ignored");

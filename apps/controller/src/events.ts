@@ -12,7 +12,11 @@ import type { Webhooks } from "./webhooks.ts";
 /** States where no action is in flight, so the vm's `operation` is cleared. */
 const settledStates: ReadonlySet<VmState> = new Set<VmState>(["pending", "running", "stopped", "suspended", "failed", "deleted"]);
 
-export type EventOutcome = "applied" | "ignored";
+/**
+ * `progressed`: applied, but the vm is in the same unsettled state, owner and wanted state as
+ * before (bytes done of a suspend or resume): nothing for the reconciler to decide.
+ */
+export type EventOutcome = "applied" | "progressed" | "ignored";
 
 /** Write one worker event to its vm (state, reason, accelerator, progress), log a VmEvent and tell the project's webhooks. */
 export async function applyVmEvent(db: Db, event: VmStateEvent, log: Logger, publish?: MovedPublisher, webhooks?: Webhooks): Promise<EventOutcome> {
@@ -89,5 +93,7 @@ export async function applyVmEvent(db: Db, event: VmStateEvent, log: Logger, pub
   ]);
   log.info({ vmId: vm.id, workerId: event.workerId, from: vm.state, to: event.state, reason: event.reason, release }, "vm state applied");
   if (changed) await webhooks?.vmChanged(vm, { previousState: vm.state as VmState, state: event.state, reason: event.reason ?? null, at });
-  return "applied";
+  // Progress comes every 250 ms of a suspend or resume, and the events are applied one at a
+  // time: a reconcile after each one held up the settled state the person waits for.
+  return changed || release || settleDesired || settledStates.has(event.state) ? "applied" : "progressed";
 }
