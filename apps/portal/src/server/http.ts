@@ -4,8 +4,8 @@
 // whole request; here it costs the conversion between node:http and the Fetch API only.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { Readable } from "node:stream";
-import { handleRestRequest, restBasePath } from "./rest.ts";
-import { type PortalServices, withPortalServices } from "./services.ts";
+import { answerRestRequest, restBasePath } from "./rest.ts";
+import { type PortalServices, portalServices, servicesUnavailable } from "./services.ts";
 
 /** Next's request handler (`next(...).getRequestHandler()`), or what stands in for it. */
 export type NextRequestHandler = (request: IncomingMessage, response: ServerResponse) => Promise<void>;
@@ -24,23 +24,28 @@ export function createPortalServer(next: NextRequestHandler, services?: () => Pr
       return;
     }
     serveRest(request, response, services).catch((error: unknown) => {
-      // Only a broken connection gets here: handleRestRequest answers every error itself.
+      // Only a broken connection gets here: answerRestRequest answers every error itself.
       if (!response.headersSent) response.writeHead(500, { "content-type": "application/json" });
       response.end(JSON.stringify({ error: { code: "internal", message: `The portal could not answer: ${error instanceof Error ? error.message : String(error)}. Try again.` } }));
     });
   });
 }
 
-async function serveRest(request: IncomingMessage, response: ServerResponse, services?: () => Promise<PortalServices>): Promise<void> {
-  const answer = await withPortalServices((portal) => handleRestRequest(toFetchRequest(request), portal), services);
-  const headers: Record<string, string> = {};
-  answer.headers.forEach((value, name) => {
-    headers[name] = value;
-  });
-  const body = Buffer.from(await answer.arrayBuffer());
-  headers["content-length"] = String(body.byteLength);
-  response.writeHead(answer.status, headers);
-  response.end(body);
+async function serveRest(request: IncomingMessage, response: ServerResponse, from: () => Promise<PortalServices> = portalServices): Promise<void> {
+  let services: PortalServices;
+  try {
+    services = await from();
+  } catch (error) {
+    const body = JSON.stringify(servicesUnavailable(error));
+    response.writeHead(503, { "content-type": "application/json", "content-length": Buffer.byteLength(body) }).end(body);
+    return;
+  }
+  const answer = await answerRestRequest(toFetchRequest(request), services);
+  if (answer.body === null) {
+    response.writeHead(answer.status, answer.headers).end();
+    return;
+  }
+  response.writeHead(answer.status, { ...answer.headers, "content-length": Buffer.byteLength(answer.body) }).end(answer.body);
 }
 
 function toFetchRequest(request: IncomingMessage): Request {

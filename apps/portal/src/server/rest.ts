@@ -24,22 +24,39 @@ export function openApiDocument(publicUrl: string) {
   });
 }
 
-/** Answer one REST request; the portal's server (http.ts) calls this for every path under /api/v1. */
+/** A REST answer before it is written: its status, headers and JSON text (null: no body). */
+export interface RestAnswer {
+  status: number;
+  headers: Record<string, string>;
+  body: string | null;
+}
+
+/** Answer one REST request as a Fetch Response (tests; the portal's server writes `answerRestRequest`'s answer itself). */
 export async function handleRestRequest(request: Request, services: PortalServices): Promise<Response> {
+  const answer = await answerRestRequest(request, services);
+  return new Response(answer.body, { status: answer.status, headers: answer.headers });
+}
+
+/** Answer one REST request; the portal's server (http.ts) calls this for every path under /api/v1. */
+export async function answerRestRequest(request: Request, services: PortalServices): Promise<RestAnswer> {
   const url = new URL(request.url);
   if (url.pathname === `${restBasePath}/openapi.json`) {
-    if (request.method !== "GET") return errorResponse(405, { code: "method_not_allowed", message: "openapi.json only answers GET" });
-    return Response.json(openApiDocument(services.settings.publicUrl));
+    if (request.method !== "GET") return errorAnswer(405, { code: "method_not_allowed", message: "openapi.json only answers GET" });
+    return jsonAnswer(200, openApiDocument(services.settings.publicUrl));
   }
   const limited = await rateLimited(request, services);
   if (limited !== null) return limited;
   const checked = await checkedBody(request);
-  if (checked instanceof Response) return checked;
+  if ("status" in checked) return checked;
   const answer = await callProcedure(request, checked.body, services);
-  if (answer.status < 400) return new Response(answer.body, { status: answer.status, headers: { "content-type": "application/json" } });
-  const body = JSON.parse(answer.body) as { data?: { ferry?: ApiError } } | null;
+  if (answer.status < 400) return { status: answer.status, headers: { "content-type": "application/json" }, body: answer.body ?? null };
+  const body = JSON.parse(answer.body ?? "null") as { data?: { ferry?: ApiError } } | null;
   const error = body?.data?.ferry ?? { code: "internal", message: "The portal hit an unexpected error; it has been logged. Try again, and report it if it persists." };
-  return errorResponse(answer.status, error, answer.status === 503 ? { "Retry-After": String(busyRetryAfterSeconds) } : {});
+  return errorAnswer(answer.status, error, answer.status === 503 ? { "Retry-After": String(busyRetryAfterSeconds) } : {});
+}
+
+function jsonAnswer(status: number, body: unknown, headers: Record<string, string> = {}): RestAnswer {
+  return { status, headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) };
 }
 
 /** What trpc-to-openapi's handler is given: the request, as it reads it, and who serves it. */
@@ -48,7 +65,7 @@ interface ProcedureCall {
   services: PortalServices;
 }
 
-type OpenApiHandler = (request: Request, response: { statusCode: number; setHeader(name: string, value: string | string[]): void; end(body: string): void }) => Promise<void>;
+type OpenApiHandler = (request: Request, response: { statusCode: number; setHeader(name: string, value: string | string[]): void; end(body: string | undefined): void }) => Promise<void>;
 let openApiHandler: OpenApiHandler | undefined;
 
 /**
@@ -58,7 +75,7 @@ let openApiHandler: OpenApiHandler | undefined;
  * given the request itself (a Fetch Request, so it takes its abort signal rather than making a
  * second Request) with the path below /api/v1 and the body.
  */
-function callProcedure(request: Request, body: unknown, services: PortalServices): Promise<{ status: number; body: string }> {
+function callProcedure(request: Request, body: unknown, services: PortalServices): Promise<{ status: number; body: string | undefined }> {
   openApiHandler ??= createOpenApiNodeHttpHandler({
     router: appRouter,
     createContext: ({ req }: { req: object }) => {
@@ -94,16 +111,16 @@ function callProcedure(request: Request, body: unknown, services: PortalServices
         status = code;
       },
       setHeader() {},
-      end: (text: string) => resolve({ status, body: text }),
+      end: (text: string | undefined) => resolve({ status, body: text }),
     });
   });
 }
 
 const procedureCalls = new WeakMap<object, ProcedureCall>();
 
-function errorResponse(status: number, error: ApiError, extraHeaders: Record<string, string> = {}): Response {
+function errorAnswer(status: number, error: ApiError, extraHeaders: Record<string, string> = {}): RestAnswer {
   const headers = status === 401 ? { "WWW-Authenticate": 'Bearer realm="ferry"', ...extraHeaders } : extraHeaders;
-  return Response.json({ error }, { status, headers });
+  return jsonAnswer(status, { error }, headers);
 }
 
 /**
@@ -111,7 +128,7 @@ function errorResponse(status: number, error: ApiError, extraHeaders: Record<str
  * requests for the current minute; null to go ahead. Counted before the token is looked up,
  * so a flood of requests with a bad token is limited too.
  */
-async function rateLimited(request: Request, services: PortalServices): Promise<Response | null> {
+async function rateLimited(request: Request, services: PortalServices): Promise<RestAnswer | null> {
   const bearer = /^Bearer\s+(\S+)$/i.exec(request.headers.get("authorization")?.trim() ?? "")?.[1];
   const address = request.headers.get("x-forwarded-for")?.split(",")[0]?.trim() || request.headers.get("x-real-ip") || "unknown";
   const key = bearer ? `token:${apiTokenHash(bearer)}` : `address:${address}`;
@@ -121,7 +138,7 @@ async function rateLimited(request: Request, services: PortalServices): Promise<
   } catch (rejection) {
     if (rejection instanceof RateLimiterRes) {
       const retryAfter = Math.max(1, Math.ceil(rejection.msBeforeNext / 1000));
-      return errorResponse(
+      return errorAnswer(
         429,
         {
           code: "rate_limited",
@@ -148,22 +165,22 @@ const maxBodyBytes = 1024 * 1024;
  * trpc-to-openapi insists on a JSON one, so an empty body is read as `{}`. Returns the body
  * read (undefined for GET, HEAD and DELETE, whose input is the query).
  */
-async function checkedBody(request: Request): Promise<{ body: unknown } | Response> {
+async function checkedBody(request: Request): Promise<{ body: unknown } | RestAnswer> {
   for (const name of new URL(request.url).searchParams.keys()) {
     if (name in Object.prototype) {
-      return errorResponse(400, { code: "unknown_field", message: `unknown field "${name}"; remove it and send the request again`, details: { fields: [name] } });
+      return errorAnswer(400, { code: "unknown_field", message: `unknown field "${name}"; remove it and send the request again`, details: { fields: [name] } });
     }
   }
   if (request.method === "GET" || request.method === "HEAD" || request.method === "DELETE") return { body: undefined };
   const tooLarge = () =>
-    errorResponse(413, { code: "payload_too_large", message: `The request body is larger than ${maxBodyBytes} bytes (1 MiB). Send a smaller body.` });
+    errorAnswer(413, { code: "payload_too_large", message: `The request body is larger than ${maxBodyBytes} bytes (1 MiB). Send a smaller body.` });
   if (Number(request.headers.get("content-length") ?? 0) > maxBodyBytes) return tooLarge();
   const text = await readText(request, maxBodyBytes);
   if (text === null) return tooLarge();
   if (text.trim() === "") return { body: {} };
   const mediaType = request.headers.get("content-type")?.split(";")[0]?.trim().toLowerCase();
   if (mediaType !== "application/json") {
-    return errorResponse(415, {
+    return errorAnswer(415, {
       code: "unsupported_media_type",
       message: `The request body is ${mediaType ? `"${mediaType}"` : "sent without a Content-Type"}. Send it as JSON with Content-Type: application/json.`,
     });
@@ -172,17 +189,17 @@ async function checkedBody(request: Request): Promise<{ body: unknown } | Respon
   try {
     body = JSON.parse(text);
   } catch {
-    return errorResponse(400, { code: "malformed_json", message: "The request body is not valid JSON. Send a JSON object with Content-Type: application/json." });
+    return errorAnswer(400, { code: "malformed_json", message: "The request body is not valid JSON. Send a JSON object with Content-Type: application/json." });
   }
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    return errorResponse(400, { code: "invalid_input", message: `The request body is ${describeJson(body)}. Send a JSON object, e.g. {}.` });
+    return errorAnswer(400, { code: "invalid_input", message: `The request body is ${describeJson(body)}. Send a JSON object, e.g. {}.` });
   }
   const wrongTypes = Object.entries(body).flatMap(([field, value]) => {
     const wanted = bodyFieldTypes(request.method, new URL(request.url).pathname)?.[field];
     return wanted !== undefined && typeof value !== wanted ? [{ field, wanted, got: describeJson(value) }] : [];
   });
   if (wrongTypes.length > 0) {
-    return errorResponse(400, {
+    return errorAnswer(400, {
       code: "invalid_input",
       message: `invalid input: ${wrongTypes.map((w) => `${w.field}: expected a ${w.wanted}, got ${w.got}`).join("; ")}. Fix these fields and send the request again.`,
       details: { issues: wrongTypes.map((w) => ({ path: [w.field], message: `expected a ${w.wanted}, got ${w.got}` })) },

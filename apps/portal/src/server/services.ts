@@ -123,14 +123,19 @@ export function portalServices(): Promise<PortalServices> {
   return holder.ferryPortalServices;
 }
 
-/** A route handler's answer from this process's services (or `from`), or 503 saying why they cannot be reached. */
-export async function withPortalServices(respond: (services: PortalServices) => Promise<Response>, from: () => Promise<PortalServices> = portalServices): Promise<Response> {
+/** The error body when this process's services cannot be reached (503). */
+export function servicesUnavailable(error: unknown): { error: { code: "unavailable"; message: string } } {
+  const message = error instanceof Error ? error.message : String(error);
+  return { error: { code: "unavailable", message: `The portal cannot reach its services: ${message}` } };
+}
+
+/** A route handler's answer from this process's services, or 503 saying why they cannot be reached. */
+export async function withPortalServices(respond: (services: PortalServices) => Promise<Response>): Promise<Response> {
   let services: PortalServices;
   try {
-    services = await from();
+    services = await portalServices();
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    return Response.json({ error: { code: "unavailable", message: `The portal cannot reach its services: ${message}` } }, { status: 503 });
+    return Response.json(servicesUnavailable(error), { status: 503 });
   }
   return respond(services);
 }

@@ -13,7 +13,7 @@ import { type Need, authorizeWithMembership, findProject, isOperator } from "../
 import { visibleProjectsSql } from "../access-sql.ts";
 import { createOnce } from "../idempotency.ts";
 import { checkQuota, lockProject } from "../quota.ts";
-import { type AuditTarget, auditedProcedure, authedProcedure, createTRPCRouter, type PortalContext, type Viewer } from "../trpc.ts";
+import { type AuditTarget, auditedProcedure, authedProcedure, createTRPCRouter, mappedOutput, type PortalContext, type Viewer } from "../trpc.ts";
 import { desiredStateOf, refusalOf, type VmAction } from "../vm-actions.ts";
 
 const vmId = recordId;
@@ -66,7 +66,8 @@ const viewedColumns = Prisma.raw(
 
 /** A Vm row as the API shows it. */
 export function toView(vm: ViewedVm): VmView {
-  const progress = progressSchema.safeParse(vm.progress);
+  // Most vms have no operation in progress; a failed safeParse of null builds a whole ZodError.
+  const progress = vm.progress === null ? null : progressSchema.safeParse(vm.progress);
   return {
     id: vm.id,
     name: vm.name,
@@ -85,7 +86,7 @@ export function toView(vm: ViewedVm): VmView {
     accelerator: vm.accelerator,
     generation: vm.generation,
     operation: vm.operation,
-    progress: progress.success ? progress.data : null,
+    progress: progress?.success ? progress.data : null,
     createdAt: vm.createdAt.toISOString(),
     stateChangedAt: vm.stateChangedAt.toISOString(),
   };
@@ -279,7 +280,7 @@ export const vmRouter = createTRPCRouter({
   list: authedProcedure
     .meta({ openapi: { method: "GET", path: "/vms", protect: true, tags: ["vms"], summary: "List vms, newest first" } })
     .input(z.strictObject({ limit: z.number().int().min(1).max(100).default(50), cursor: vmId.optional(), projectId: z.string().min(1).max(100).optional() }).default({ limit: 50 }))
-    .output(z.object({ items: z.array(vmView), nextCursor: z.string().nullable() }))
+    .output(mappedOutput(z.object({ items: z.array(vmView), nextCursor: z.string().nullable() })))
     .query(async ({ ctx, input }) => {
       const { db } = ctx.services;
       const visible =
@@ -301,7 +302,7 @@ export const vmRouter = createTRPCRouter({
   get: authedProcedure
     .meta({ openapi: { method: "GET", path: "/vms/{id}", protect: true, tags: ["vms"], summary: "One vm" } })
     .input(byId)
-    .output(vmView)
+    .output(mappedOutput(vmView))
     .query(async ({ ctx, input }) => toView(await findVm(ctx.services.db, ctx.viewer, input.id))),
 
   start: action("start", "Start a stopped vm"),
