@@ -83,7 +83,7 @@ export async function resumeVm(ctx: WorkerContext, hosted: HostedVm): Promise<vo
       await rename(join(staging, `${disk.id}.qcow2`), disk.overlay);
     }
     shared = await sharing;
-    // Asked for now, so its first part is fetched while QEMU starts. The engine checks the
+    // Asked for now, so its first parts are fetched while QEMU starts. The engine checks the
     // whole stream against its manifest: the store checks each part.
     if (!shared) memory = reader.stream("memory", { wholeChecksum: false });
   } catch (error) {
