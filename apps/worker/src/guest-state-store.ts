@@ -120,15 +120,17 @@ export function startGuestStateSweeper(db: Db, states: GuestStates, options: { i
 }
 
 /**
- * Reports `state` with progress (bytes done of total) at most every `intervalMs`. Every
- * report is a database write and a reconcile in the controller: a burst of them would delay
- * the settled state the person is waiting for.
+ * Reports `state` with progress (bytes done of total) at most every `intervalMs`, the first
+ * time `intervalMs` after it was made. Every report is a queue message and a database write
+ * in the controller, taking CPU from the QEMU being saved or loaded: a burst of them would
+ * delay the settled state the person is waiting for, and one at the first bytes, a few ms
+ * after the job said `suspending` or `resuming`, tells them nothing.
  */
 export function progressReporter(
   report: (progress: { done: number; total: number }) => void,
   intervalMs = 250,
 ): (done: number, total: number) => void {
-  let last = 0;
+  let last = Date.now();
   return (done, total) => {
     const now = Date.now();
     if (now - last < intervalMs) return;
