@@ -73,6 +73,23 @@ describe("POST /vms/{id}/migrate", () => {
     expect(await services.db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: "running", operation: null, targetWorkerId: null });
   });
 
+  it("refuses a worker with an older QEMU, and for a TCG vm with exact RAM one before 9.0, naming the worker and its QEMU", async () => {
+    await services.db.worker.update({ where: { id: "w1" }, data: { qemuVersion: "10.0.2" } });
+    try {
+      const vm = await runningVm(memberId);
+      await services.db.vm.update({ where: { id: vm.id }, data: { memoryLayout: "exact" } });
+      const response = await rest(`/vms/${vm.id}/migrate`, memberToken, { workerId: "w2" });
+      expect(response.status).toBe(409);
+      const { error } = await response.json();
+      expect(error.code).toBe("migration_refused");
+      expect(error.message).toContain("Worker w2 runs QEMU 7.2.22, older than the 10.0.2 the vm's state comes from");
+      expect(error.message).toContain("Worker w2 runs QEMU 7.2.22, which under TCG loses guest writes during live migration when the guest's RAM is exact");
+      expect(await services.db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: "running", operation: null, targetWorkerId: null });
+    } finally {
+      await services.db.worker.update({ where: { id: "w1" }, data: { qemuVersion: "7.2.22" } });
+    }
+  });
+
   it("refuses a vm that is not running", async () => {
     const vm = await portal.vmRow(projectId, memberId, { name: "stopped-one", state: "stopped", desiredState: "stopped" });
     const response = await rest(`/vms/${vm.id}/migrate`, memberToken, {});
