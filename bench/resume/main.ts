@@ -28,12 +28,19 @@ import { mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { type VmSpec, loadImage, specForVm } from "@ferry/engine";
+import { type VmSpec, coldBootMemoryLayout, loadImage, specForVm } from "@ferry/engine";
 import { startS3TestServer } from "@ferry/storage/testing";
 
 import { type FerryCluster, median, round, startFerryCluster } from "../lib/ferry-cluster.ts";
 import { childrenOf, gone } from "../lib/processes.ts";
 import { startRawQemu } from "../lib/raw-qemu.ts";
+
+const qemuVersionLine = execFileSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" }).split("\n")[0] ?? "";
+const qemuVersion: string =
+  /version (\d+\.\d+\.\d+)/.exec(qemuVersionLine)?.[1] ??
+  (() => {
+    throw new Error(`bench/resume: qemu-system-x86_64 --version printed no version ('${qemuVersionLine}'); run ./infra/ferry.sh setup`);
+  })();
 
 const runs = Math.max(5, Number(process.env.BENCH_RUNS ?? 5));
 // BENCH_SIZES=256 BENCH_DRIVERS=s3 give a quicker run of the figures the targets are about.
@@ -114,6 +121,8 @@ async function rawGuest(memoryMiB: number) {
     ...specForVm({ id: `bench-raw-${memoryMiB}`, vcpus: 1, memoryMiB, profile: "standard", cpuModel: "qemu64", image, vmDir: path.join(root, `raw-${memoryMiB}`) }),
     nics: [],
     display: null,
+    // The RAM layout a worker's cold boot gives a vm on this QEMU, so both sides move the same bytes.
+    memoryLayout: coldBootMemoryLayout("tcg", qemuVersion),
   };
   mkdirSync(path.dirname(spec.disks[0]!.overlay), { recursive: true });
   execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", spec.disks[0]!.base, "-F", "qcow2", spec.disks[0]!.overlay]);
@@ -241,7 +250,8 @@ try {
         bench: "resume",
         runs,
         guest: "tiny, 1 vCPU, TCG; suspend = API call → suspended (committed), resume = API call → running",
-        qemu: execFileSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" }).split("\n")[0],
+        qemu: qemuVersionLine,
+        memoryLayout: coldBootMemoryLayout("tcg", qemuVersion),
         pollMs,
         folder,
         s3,
