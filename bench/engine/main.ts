@@ -241,12 +241,13 @@ async function migrateRaw(): Promise<Series<Migration>> {
 async function alternate<T>(engineSeries: Series<T>, rawSeries: Series<T>): Promise<{ engine: T[]; raw: T[] }> {
   const results = { engine: [] as T[], raw: [] as T[] };
   try {
-    // One round first that is not counted: the very first step ran beside the other side's
-    // guest just booted, and through the engine's code for the first time (the first migration
-    // took 3-11x the median here, whichever way it was measured). Then each side goes first in
-    // every other round: with the engine always first, its migrations kept one phase against
-    // the periodic work beside them (the guests' ticks, the host's reclaim of freed memory) and
-    // were skewed as a group (engine/raw median 1.12-1.87 on this host; 0.8 with raw first).
+    // One round first that is not counted: a guest's first move is not like the others (moving a
+    // guest that booted in its QEMU took ~400 ms on QEMU 10, engine or raw at either end, and
+    // ~80-100 ms once it had arrived by migration; the benchmark's first migration took 3-11x
+    // the median). Then each side goes first in every other round: with the engine always
+    // first, its migrations kept one phase against the periodic work beside them (the guests'
+    // ticks, the host's reclaim of freed memory) and were skewed as a group (engine/raw median
+    // 1.12-1.87 on this host; 0.8 with raw first).
     await engineSeries.step();
     await rawSeries.step();
     for (let run = 0; run < RUNS; run++) {
