@@ -23,7 +23,9 @@ let vmCounter = 0;
 
 function spec(memoryMiB: number): VmSpec {
   const id = `bench-${++vmCounter}`;
-  return { ...specForVm({ id, vcpus: 1, memoryMiB, profile: "standard", cpuModel: "qemu64", image, vmDir: path.join(root, id) }), nics: [], display: null };
+  // The RAM layout a worker's cold boot gives a vm on this QEMU (raw QEMU gets the same argv).
+  const memoryLayout = engine.coldBootMemoryLayout;
+  return { ...specForVm({ id, vcpus: 1, memoryMiB, profile: "standard", cpuModel: "qemu64", image, vmDir: path.join(root, id) }), nics: [], display: null, memoryLayout };
 }
 
 function withSerial(s: VmSpec, suffix: string): VmSpec {
@@ -319,7 +321,7 @@ try {
     benchmark: "engine",
     runs: RUNS,
     statistic: "median",
-    host: { cpus: os.cpus().length, kernel: os.release(), qemu: engine.qemuVersion, accelerator: "tcg" },
+    host: { cpus: os.cpus().length, kernel: os.release(), qemu: engine.qemuVersion, accelerator: "tcg", memoryLayout: engine.coldBootMemoryLayout },
     notes: [
       "save: both clocks stop when the compressed stream is complete on disk (raw: QEMU's exec: zstd has exited and the file passes zstd -t; engine: saveState resolved, the sink finished)",
       "restore: both clocks run from spawning QEMU (engine: Engine.restore call) to the cont reply (the guest runs)",
