@@ -624,7 +624,7 @@ export class Vm extends EventEmitter {
   /**
    * Pauses the guest and streams its state through `zstd -1` into `sink` (which is ended).
    * zstd writes a file in runDir that the sink is fed from as it grows (up to the compressed
-   * state's size, removed afterwards), so a slow sink does not hold QEMU's save back.
+   * state's size, nameless once open), so a slow sink does not hold QEMU's save back.
    * The vm is `suspended` afterwards: QEMU is alive and paused; stop it or keep it.
    * `sharedMemory` leaves the RAM in the shared memory file QEMU was launched with: the state
    * holds the devices alone and loads only beside that file (Engine.shareMemory).
@@ -969,6 +969,10 @@ async function followFile(file: string, writerExit: Promise<number | null>, dige
     wake?.();
   });
   try {
+    // Open and watched, the file needs no name: nothing is left behind even if this process is
+    // killed, and its blocks are freed as the last descriptor closes, off the save's path
+    // (removing the 20 MB file at the end took ~3 ms of a 256 MiB save).
+    rmSync(file);
     let position = 0;
     for (;;) {
       // Exit is noted before the size is taken, so an exited zstd's last bytes are never missed.
@@ -996,7 +1000,7 @@ async function followFile(file: string, writerExit: Promise<number | null>, dige
     }
   } finally {
     watcher.close();
-    await handle.close();
+    void handled(handle.close());
   }
   if (exitCode !== 0) throw new Error(`zstd exited ${exitCode} while compressing it`);
   sink.end();
