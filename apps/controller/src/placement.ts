@@ -2,7 +2,7 @@
 // decides. Workers only report their free capacity every few seconds, so vms placed since a
 // worker's last heartbeat are subtracted here ("promised"), or a burst of creates would all
 // land on the same worker.
-import { type MemoryLayout, checkCompatibility, effectiveMemoryLayout, qemuMoveRefusals } from "@ferry/engine";
+import { type MemoryLayout, checkCompatibility, qemuMoveRefusals } from "@ferry/engine";
 
 /** A worker as placement sees it (a Worker row). */
 export interface PlacementWorker {
@@ -121,7 +121,7 @@ export function placeVm(input: PlacementInput): Placement {
   let loadable = withVcpus;
   if (saved) {
     const accelerator = vm.accelerator === "kvm" ? "kvm" : "tcg";
-    const guest = { qemuVersion: saved.qemuVersion, accelerator, memoryLayout: effectiveMemoryLayout({ memoryLayout: saved.memoryLayout }, accelerator) } as const;
+    const guest = { qemuVersion: saved.qemuVersion, accelerator, memoryLayout: saved.memoryLayout } as const;
     const qemuRefusals: string[] = [];
     loadable = withVcpus.filter((f) => {
       const reasons = qemuMoveRefusals(guest, { name: `worker ${f.worker.id}`, qemuVersion: f.worker.qemuVersion });

@@ -3,7 +3,6 @@
 // holds the vm's disk. Pure, so the portal (to refuse a request at once, with the reason) and
 // the controller (to choose a target) apply the same rules.
 import { checkCompatibility } from "./cpu.ts";
-import { effectiveMemoryLayout } from "./qemu-argv.ts";
 import { qemuMoveRefusals } from "./qemu-version.ts";
 import type { MemoryLayout } from "./spec.ts";
 
@@ -55,7 +54,7 @@ export function checkMigrationTarget(vm: MigratingVm, source: MigrationHost, tar
   const accelerator = vm.accelerator === "kvm" ? "kvm" : "tcg";
   reasons.push(
     ...qemuMoveRefusals(
-      { qemuVersion: source.qemuVersion, accelerator, memoryLayout: effectiveMemoryLayout({ memoryLayout: vm.memoryLayout ?? undefined }, accelerator) },
+      { qemuVersion: source.qemuVersion, accelerator, memoryLayout: vm.memoryLayout ?? undefined },
       { name: `Worker ${target.id}`, qemuVersion: target.qemuVersion },
     ),
   );

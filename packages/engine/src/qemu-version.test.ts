@@ -47,4 +47,9 @@ describe("qemuMoveRefusals", () => {
     expect(reasons[0]).toContain("Worker w2 runs QEMU 7.2.22, which under TCG loses guest writes during live migration when the guest's RAM is exact (fixed in QEMU 9.0.0)");
     expect(reasons[0]).toContain("or stop the vm and start it there afresh");
   });
+
+  it("takes a guest without a recorded layout as trimmed under TCG and exact under KVM", () => {
+    expect(qemuMoveRefusals({ qemuVersion: "7.2.22", accelerator: "tcg" }, target("7.2.22"))).toEqual([]);
+    expect(qemuMoveRefusals({ qemuVersion: "7.2.22", accelerator: "kvm" }, target("7.2.22"))).toEqual([]);
+  });
 });

@@ -2,6 +2,7 @@
 // or a live migration stream loads on the same QEMU or a newer one: the versioned machine type
 // (pc-q35-7.2) pins the hardware, and QEMU keeps loading older versioned machine types' streams.
 // An older QEMU may not know what a newer one wrote, so a guest never moves back.
+import { effectiveMemoryLayout } from "./qemu-argv.ts";
 import type { MemoryLayout } from "./spec.ts";
 
 /** The first QEMU whose TCG dirty tracking keeps every guest write with exact RAM (upstream 03bfc2188f). */
@@ -28,7 +29,8 @@ export interface MovingGuest {
   /** the QEMU the vm runs on (live migration) or its state was saved with (resume) */
   qemuVersion: string;
   accelerator: "kvm" | "tcg";
-  memoryLayout: MemoryLayout;
+  /** as recorded; absent: not recorded, so what every vm had before (trimmed under TCG) */
+  memoryLayout?: MemoryLayout | undefined;
 }
 
 /** Why a guest may not move to a worker running `targetQemuVersion` (empty: it may), each saying what to do. */
@@ -39,7 +41,7 @@ export function qemuMoveRefusals(guest: MovingGuest, target: { name: string; qem
       `${target.name} runs QEMU ${target.qemuVersion}, older than the ${guest.qemuVersion} the vm's state comes from; a guest moves only to the same QEMU or a newer one. Choose a worker with QEMU ${guest.qemuVersion} or newer, or upgrade that worker's QEMU (infra/setup.sh).`,
     );
   }
-  if (guest.accelerator === "tcg" && guest.memoryLayout === "exact" && compareQemuVersions(target.qemuVersion, exactTcgMemoryQemuVersion) < 0) {
+  if (guest.accelerator === "tcg" && effectiveMemoryLayout(guest, guest.accelerator) === "exact" && compareQemuVersions(target.qemuVersion, exactTcgMemoryQemuVersion) < 0) {
     reasons.push(
       `${target.name} runs QEMU ${target.qemuVersion}, which under TCG loses guest writes during live migration when the guest's RAM is exact (fixed in QEMU ${exactTcgMemoryQemuVersion}), and the vm was booted with exact RAM. Choose a worker with QEMU ${exactTcgMemoryQemuVersion} or newer, upgrade that worker's QEMU (infra/setup.sh), or stop the vm and start it there afresh.`,
     );

@@ -1,8 +1,8 @@
 // Live migration and worker drain, for the portal UI (tRPC) and programs (REST under /api/v1).
 // Requests are checked here with the engine's target rules, so a refusal comes back at once
 // with its reason; the controller (apps/controller/src/migration.ts) runs the migration.
-import { type MigrationHost, chooseMigrationTarget, memoryLayoutOf } from "@ferry/engine";
-import { Prisma, type Worker } from "@ferry/db";
+import { type MigratingVm, type MigrationHost, chooseMigrationTarget, memoryLayoutOf } from "@ferry/engine";
+import { Prisma, type Vm, type Worker } from "@ferry/db";
 import { z } from "zod";
 
 import { PortalError } from "../errors.ts";
@@ -27,6 +27,11 @@ function hostOf(worker: Worker, now: Date): MigrationHost {
     sharedStorage: worker.sharedStorage,
     qemuVersion: worker.qemuVersion,
   };
+}
+
+/** The vm as the engine's migration rules see it, running on `source`. */
+function migratingVmOf(vm: Vm, source: MigrationHost): MigratingVm {
+  return { id: vm.id, cpuModel: vm.cpuModel, accelerator: vm.accelerator ?? source.accelerator, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB, memoryLayout: memoryLayoutOf(vm.memoryLayout) };
 }
 
 async function askController(ctx: PortalContext, vmId: string, why: string): Promise<void> {
@@ -90,7 +95,7 @@ export const migrationRouter = createTRPCRouter({
       const source = hosts.find((h) => h.id === vm.workerId);
       if (!source) throw new PortalError("action_refused", `vm ${vm.name} runs on worker ${vm.workerId}, which is not registered any more`, { id: vm.id });
       const choice = chooseMigrationTarget(
-        { id: vm.id, cpuModel: vm.cpuModel, accelerator: vm.accelerator ?? source.accelerator, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB, memoryLayout: memoryLayoutOf(vm.memoryLayout) },
+        migratingVmOf(vm, source),
         source,
         hosts,
         input.workerId,
@@ -146,7 +151,7 @@ export const migrationRouter = createTRPCRouter({
       const hosts = (await db.worker.findMany({ orderBy: { id: "asc" } })).map((w) => hostOf(w, now));
       const source = hosts.find((h) => h.id === vm.workerId);
       if (!source) return { items: [] };
-      const guest = { id: vm.id, cpuModel: vm.cpuModel, accelerator: vm.accelerator ?? source.accelerator, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB, memoryLayout: memoryLayoutOf(vm.memoryLayout) };
+      const guest = migratingVmOf(vm, source);
       return {
         items: hosts
           .filter((h) => h.id !== source.id)
