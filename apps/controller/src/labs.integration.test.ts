@@ -178,6 +178,10 @@ describe("lab templates and clones", () => {
     const suspended = await db.vm.findUniqueOrThrow({ where: { id: instructor.id } });
     expect(suspended.state).toBe("suspended");
     expect(version).toMatchObject({ sourceGuestStateId: suspended.guestStateId, cpuModel: "qemu64", accelerator: "tcg", memoryMiB: 256, vcpus: 1, image: "tiny" });
+    // The QEMU that saved it, as its guest state row says: placement of clones goes by it.
+    const saved = await db.guestState.findUniqueOrThrow({ where: { id: suspended.guestStateId! } });
+    expect(saved.qemuVersion).toMatch(/^\d+\.\d+/);
+    expect(version).toMatchObject({ qemuVersion: saved.qemuVersion, memoryLayout: saved.memoryLayout });
     expect(version.storedBytes).toBeGreaterThan(0n);
     // Copied under the version's own name, beside (not inside) the vm's guest states.
     expect(existsSync(join(storage, "guest-states", `lab-${version.id}`, version.goldenStateId!, "manifest.json"))).toBe(true);
@@ -267,6 +271,23 @@ describe("lab templates and clones", () => {
     const first = await until("a tick of the 6th clone", async () => ticks(await serialText(sixth))[0]);
     expect(first.n).toBeGreaterThanOrEqual(goldenTick);
     await run(sixth, "sync; echo 3 >/proc/sys/vm/drop_caches; cat /data/labnote >/dev/ttyS0", "lab-note-content");
+  });
+
+  it("keeps a clone suspended, run nowhere, while no worker has the QEMU its golden point was saved with or a newer one", async () => {
+    await db.labTemplateVersion.update({ where: { id: version.id }, data: { qemuVersion: "99.0.0" } });
+    let clone: string | undefined;
+    try {
+      clone = (await createClone(version, "student-future", instructor)).id;
+      const waiting = await vmWhere(clone, "waiting for QEMU 99.0.0", (vm) => (vm.stateReason ?? "").includes("saved with QEMU 99.0.0"));
+      expect(waiting).toMatchObject({ state: "suspended", desiredState: "running", workerId: null });
+      expect(qemuProcesses(clone)).toHaveLength(0);
+    } finally {
+      await db.labTemplateVersion.update({ where: { id: version.id }, data: { qemuVersion: version.qemuVersion } });
+      if (clone) {
+        await request(clone, "deleted");
+        await vmIn(clone, "deleted");
+      }
+    }
   });
 
   it("republishes from a clone as version 2; a flipped byte in its golden point is refused naming the part, and nothing runs", async () => {

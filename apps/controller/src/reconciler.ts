@@ -175,10 +175,7 @@ export class Reconciler {
   /** A suspended vm: any compatible worker can fetch its guest state; the asked-for one if any. */
   async #placeResume(vm: Vm, workers: Worker[], now: Date): Promise<void> {
     const { db, log, workerTimeoutMs, cpuCheck } = this.#options;
-    const [saved, promised] = await Promise.all([
-      vm.guestStateId ? db.guestState.findUnique({ where: { id: vm.guestStateId }, select: { accelerator: true, qemuVersion: true, memoryLayout: true } }) : null,
-      this.#promised(workers),
-    ]);
+    const [saved, promised] = await Promise.all([this.#savedBy(vm), this.#promised(workers)]);
     const placement = placeVm({
       vm: {
         vcpus: vm.vcpus,
@@ -224,6 +221,18 @@ export class Reconciler {
       this.#sendJob(placement.workerId, "vm.resume", vm),
       this.#event(vm.id, "placement", `resume placed on worker ${placement.workerId}`, now),
     ]);
+  }
+
+  /**
+   * What saved the guest state a suspended vm resumes from: its own newest one, or, for a lab
+   * clone that has none yet, its template version's golden point.
+   */
+  async #savedBy(vm: Vm): Promise<{ accelerator: string | null; qemuVersion: string | null; memoryLayout: string | null } | null> {
+    const { db } = this.#options;
+    const select = { accelerator: true, qemuVersion: true, memoryLayout: true } as const;
+    if (vm.guestStateId) return db.guestState.findUnique({ where: { id: vm.guestStateId }, select });
+    if (vm.sourceTemplateVersionId) return db.labTemplateVersion.findUnique({ where: { id: vm.sourceTemplateVersionId }, select });
+    return null;
   }
 
   /** A running vm on a draining worker: live-migrate it to wherever fits (retried after a failure). */

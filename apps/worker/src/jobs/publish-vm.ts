@@ -2,6 +2,7 @@
 // (the vm runs nowhere): it copies the vm's guest state as the version's golden point
 // (golden-point.ts) and records the version ready, or failed with the reason. The vm is not
 // touched, so nothing is reported for it.
+import { manifestMemoryLayout } from "@ferry/engine";
 import type { VmJob } from "@ferry/jobs";
 
 import { type HostedVm, WorkerContext } from "../context.ts";
@@ -33,6 +34,8 @@ export async function publishVm(ctx: WorkerContext, hosted: HostedVm, job: VmJob
         accelerator: engine.accelerator,
         memoryMiB: engine.memoryMiB,
         vcpus: engine.vcpus,
+        qemuVersion: engine.qemuVersion,
+        memoryLayout: manifestMemoryLayout(engine),
         publishedAt: new Date(),
       },
     });
