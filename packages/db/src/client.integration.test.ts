@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
+import { isoTimestampSql, queryPrepared } from "./client.ts";
+import { Prisma } from "./generated/client.ts";
 import { createTestDatabase, createTestProject, type TestDatabase } from "./testing.ts";
 
 const serverUrl = process.env.FERRY_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5440/postgres";
@@ -64,5 +66,20 @@ describe("createDb on a freshly migrated database", () => {
     const rows = await testDb.db.$queryRaw<{ migration_name: string }[]>`
       SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL`;
     expect(rows.map((row) => row.migration_name)).toContainEqual(expect.stringMatching(/_init$/));
+  });
+
+  it("runs queryPrepared as a prepared statement on the client's own pool, timestamps as toISOString gives them", async () => {
+    const { db } = testDb;
+    const vm = await db.vm.findFirstOrThrow({ where: { name: "build-box" } });
+    // Milliseconds that a zone or precision slip would change in the text.
+    const at = new Date("2026-03-04T05:06:07.089Z");
+    await db.vm.update({ where: { id: vm.id }, data: { createdAt: at } });
+    const read = () =>
+      queryPrepared<{ id: string; vcpus: number; createdAt: string }>(db, Prisma.sql`SELECT id, vcpus, ${isoTimestampSql(`"createdAt"`)} AS "createdAt" FROM vm WHERE id = ${vm.id}`);
+    expect(await read()).toEqual([{ id: vm.id, vcpus: 1, createdAt: at.toISOString() }]);
+    expect(await read()).toEqual([{ id: vm.id, vcpus: 1, createdAt: at.toISOString() }]);
+    // One after another, the queries ran on the same pooled connection, which holds the statement.
+    const prepared = await queryPrepared<{ name: string; statement: string }>(db, Prisma.sql`SELECT name, statement FROM pg_prepared_statements`);
+    expect(prepared).toContainEqual({ name: expect.stringMatching(/^ferry_[0-9a-f]{24}$/), statement: expect.stringContaining(`FROM vm WHERE id = $1`) });
   });
 });

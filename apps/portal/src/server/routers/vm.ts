@@ -3,7 +3,7 @@
 // reconcile; what actually runs is reported back by the workers.
 import { checkCompatibility } from "@ferry/engine";
 import { redisKeys } from "@ferry/jobs";
-import { Prisma, type Db, type Vm } from "@ferry/db";
+import { Prisma, type Db, isoTimestampSql, queryPrepared, type Vm } from "@ferry/db";
 import { signConsoleToken } from "@ferry/tokens";
 import { z } from "zod";
 import { guestImages, profileNames } from "../catalog.ts";
@@ -59,13 +59,14 @@ export type VmView = z.infer<typeof vmView>;
 /** The columns of a Vm row the view shows. */
 type ViewedVm = Pick<Vm, keyof VmView>;
 
-/** The same columns for a raw query, in the view's order. */
-const viewedColumns = Prisma.raw(
-  `vm.id, vm.name, vm."ownerId", vm."projectId", vm.image, vm.vcpus, vm."memoryMiB", vm.profile, vm."cpuModel", vm.state, vm."desiredState", vm."stateReason", vm."workerId", vm."targetWorkerId", vm.accelerator, vm.generation, vm.operation, vm.progress, vm."createdAt", vm."stateChangedAt"`,
-);
+/** The same columns read by `viewedColumns`: timestamps already as the view's text. */
+type ViewedRow = Omit<ViewedVm, "createdAt" | "stateChangedAt"> & { createdAt: string; stateChangedAt: string };
+
+/** The view's columns for a raw query (`queryPrepared`), in the view's order. */
+const viewedColumns = Prisma.sql`vm.id, vm.name, vm."ownerId", vm."projectId", vm.image, vm.vcpus, vm."memoryMiB", vm.profile, vm."cpuModel", vm.state, vm."desiredState", vm."stateReason", vm."workerId", vm."targetWorkerId", vm.accelerator, vm.generation, vm.operation, vm.progress, ${isoTimestampSql(`vm."createdAt"`)} AS "createdAt", ${isoTimestampSql(`vm."stateChangedAt"`)} AS "stateChangedAt"`;
 
 /** A Vm row as the API shows it. */
-export function toView(vm: ViewedVm): VmView {
+export function toView(vm: ViewedVm | ViewedRow): VmView {
   // Most vms have no operation in progress; a failed safeParse of null builds a whole ZodError.
   const progress = vm.progress === null ? null : progressSchema.safeParse(vm.progress);
   return {
@@ -87,8 +88,8 @@ export function toView(vm: ViewedVm): VmView {
     generation: vm.generation,
     operation: vm.operation,
     progress: progress?.success ? progress.data : null,
-    createdAt: vm.createdAt.toISOString(),
-    stateChangedAt: vm.stateChangedAt.toISOString(),
+    createdAt: typeof vm.createdAt === "string" ? vm.createdAt : vm.createdAt.toISOString(),
+    stateChangedAt: typeof vm.stateChangedAt === "string" ? vm.stateChangedAt : vm.stateChangedAt.toISOString(),
   };
 }
 
@@ -98,7 +99,7 @@ export function toView(vm: ViewedVm): VmView {
  * their role or token falls short.
  */
 export async function findVm(db: Db, viewer: Viewer, id: string, need: Need = "read", audit?: AuditTarget): Promise<Vm> {
-  const notFound = () => new PortalError("vm_not_found", `no vm with id "${id}" is visible to you; list your vms with GET /api/v1/vms`, { id });
+  const notFound = () => vmNotFound(id);
   // One query: the vm and the viewer's membership in its project's organization.
   const [row] = await db.$queryRaw<(Vm & { membershipRole: string | null })[]>`
     SELECT vm.*, m.role AS "membershipRole" FROM vm
@@ -110,6 +111,25 @@ export async function findVm(db: Db, viewer: Viewer, id: string, need: Need = "r
   authorizeWithMembership(viewer, { id: vm.projectId }, membershipRole, need, notFound);
   if (audit) audit.projectId = vm.projectId;
   return vm;
+}
+
+function vmNotFound(id: string): PortalError {
+  return new PortalError("vm_not_found", `no vm with id "${id}" is visible to you; list your vms with GET /api/v1/vms`, { id });
+}
+
+/** `findVm(db, viewer, id, "read")` as the API shows the vm: the same rule, one prepared query of the view's columns. */
+async function readVmView(db: Db, viewer: Viewer, id: string): Promise<VmView> {
+  const [row] = await queryPrepared<ViewedRow & { membershipRole: string | null }>(
+    db,
+    Prisma.sql`
+      SELECT ${viewedColumns}, m.role AS "membershipRole" FROM vm
+      JOIN project p ON p.id = vm."projectId"
+      LEFT JOIN membership m ON m."organizationId" = p."organizationId" AND m."userId" = ${viewer.id}
+      WHERE vm.id = ${id}`,
+  );
+  if (row === undefined) throw vmNotFound(id);
+  authorizeWithMembership(viewer, { id: row.projectId }, row.membershipRole, "read", () => vmNotFound(id));
+  return toView(row);
 }
 
 /** The project a new vm goes to: the one asked for, else the token's, else the person's only one. */
@@ -290,11 +310,14 @@ export const vmRouter = createTRPCRouter({
       const after = input.cursor
         ? Prisma.sql`AND (vm."createdAt", vm.id) < (SELECT c."createdAt", c.id FROM vm c WHERE c.id = ${input.cursor} AND ${visibleProjectsSql(ctx.viewer, `c."projectId"`)})`
         : Prisma.empty;
-      const rows = await db.$queryRaw<ViewedVm[]>`
-        SELECT ${viewedColumns} FROM vm
-        WHERE vm.state <> 'deleted' AND ${visible} ${after}
-        ORDER BY vm."createdAt" DESC, vm.id DESC
-        LIMIT ${input.limit + 1}`;
+      const rows = await queryPrepared<ViewedRow>(
+        db,
+        Prisma.sql`
+          SELECT ${viewedColumns} FROM vm
+          WHERE vm.state <> 'deleted' AND ${visible} ${after}
+          ORDER BY vm."createdAt" DESC, vm.id DESC
+          LIMIT ${input.limit + 1}`,
+      );
       const page = rows.slice(0, input.limit);
       return { items: page.map(toView), nextCursor: rows.length > input.limit ? (page.at(-1)?.id ?? null) : null };
     }),
@@ -303,7 +326,7 @@ export const vmRouter = createTRPCRouter({
     .meta({ openapi: { method: "GET", path: "/vms/{id}", protect: true, tags: ["vms"], summary: "One vm" } })
     .input(byId)
     .output(mappedOutput(vmView))
-    .query(async ({ ctx, input }) => toView(await findVm(ctx.services.db, ctx.viewer, input.id))),
+    .query(({ ctx, input }) => readVmView(ctx.services.db, ctx.viewer, input.id)),
 
   start: action("start", "Start a stopped vm"),
   stop: action("stop", "Stop a vm (its disk is kept)"),
