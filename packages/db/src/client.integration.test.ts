@@ -82,4 +82,16 @@ describe("createDb on a freshly migrated database", () => {
     const prepared = await queryPrepared<{ name: string; statement: string }>(db, Prisma.sql`SELECT name, statement FROM pg_prepared_statements`);
     expect(prepared).toContainEqual({ name: expect.stringMatching(/^ferry_[0-9a-f]{24}$/), statement: expect.stringContaining(`FROM vm WHERE id = $1`) });
   });
+
+  it("runs queryPrepared on a client another copy of the module made (the portal's server and Next's bundle share one)", async () => {
+    const anotherCopy = "./client.ts?another-copy";
+    const copy = (await import(/* @vite-ignore */ anotherCopy)) as typeof import("./client.ts");
+    expect(copy.queryPrepared).not.toBe(queryPrepared);
+    const db = copy.createDb(testDb.url);
+    try {
+      expect(await queryPrepared<{ answer: number }>(db, Prisma.sql`SELECT ${42}::int AS answer`)).toEqual([{ answer: 42 }]);
+    } finally {
+      await db.$disconnect();
+    }
+  });
 });

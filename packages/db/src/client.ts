@@ -8,8 +8,12 @@ import { Prisma, PrismaClient } from "./generated/client.ts";
 /** Ferry's database client: a PrismaClient on the pure-JS PostgreSQL driver (no native engine). */
 export type Db = PrismaClient;
 
-/** The pg pool under each client's adapter, for `queryPrepared`. */
-const pools = new WeakMap<Db, pg.Pool>();
+/**
+ * Where a client keeps the pg pool under its adapter, for `queryPrepared`. A registered symbol:
+ * the portal's server and Next's bundle each load their own copy of this module and share one
+ * client, so what one copy stores the other must find.
+ */
+const poolKey = Symbol.for("@ferry/db.pgPool");
 
 /** Open a client for `databaseUrl` (postgresql://…); call `$disconnect()` when done. */
 export function createDb(databaseUrl: string): Db {
@@ -20,7 +24,7 @@ export function createDb(databaseUrl: string): Db {
   // Prisma's default 2 s wait for a pooled connection turned a burst of 50 creates on one
   // project (each transaction queued on the project's row lock) into 500s on a loaded host.
   const db = new PrismaClient({ adapter: new PrismaPg(pool, { disposeExternalPool: true }), transactionOptions: { maxWait: 10_000, timeout: 15_000 } });
-  pools.set(db, pool);
+  Object.defineProperty(db, poolKey, { value: pool });
   return db;
 }
 
@@ -36,7 +40,7 @@ const statementNames = new Map<string, string>();
  * in the process's zone, so select them as text (`isoTimestampSql`); json as parsed values.
  */
 export async function queryPrepared<T>(db: Db, query: Prisma.Sql): Promise<T[]> {
-  const pool = pools.get(db);
+  const pool = (db as Db & { [poolKey]?: pg.Pool })[poolKey];
   if (pool === undefined) throw new Error("queryPrepared needs a client made by createDb (it runs on that client's pool); use db.$queryRaw for other clients.");
   const text = query.text;
   let name = statementNames.get(text);
