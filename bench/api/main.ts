@@ -8,7 +8,8 @@
 //   get:   the same on GET /api/v1/vms/{id} of random vms
 //   paced: the same 50 clients each sending a list request every BENCH_PACE_MS (1000), so the
 //          latency of a load the server can carry
-// and prints one JSON document: p50/p99 latency (ms) and requests per second of each.
+// and prints one JSON document: p50/p99 latency (ms), requests per second and CPU time per
+// request of each process (portal, PostgreSQL, Redis, the idle rest of Ferry, the clients).
 // Target: p99 under 50 ms for a page of 50 vms.
 //
 // The clients are autocannon's: one keep-alive connection each, one request in flight on it
@@ -20,7 +21,7 @@ import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { createRequire } from "node:module";
 import autocannon from "autocannon";
 import { createDb } from "@ferry/db";
-import { round, startFerryCluster } from "../lib/ferry-cluster.ts";
+import { cpuUsedBetween, type FerryCluster, round, startFerryCluster } from "../lib/ferry-cluster.ts";
 
 const vmCount = Number(process.env.BENCH_VMS ?? 10_000);
 const clients = Number(process.env.BENCH_CLIENTS ?? 50);
@@ -66,6 +67,8 @@ interface Phase {
   maxMs: number;
   /** requests in flight on average, by Little's law (throughput x mean latency): the clients' count when every one of them always waits on an answer */
   meanInFlight: number;
+  /** CPU time (ms) per request of each of the cluster's processes (postgres: every backend, the controller's and workers' too) and of this benchmark's clients, all on the same cores */
+  cpuMsPerRequest: Record<string, number>;
 }
 
 /** One client's requests: the path of its next request, and what it learns from each answer. */
@@ -80,7 +83,7 @@ interface ClientScript {
  * answered, or at most `perSecond` a second. Paced connections start spread over one second,
  * so their requests do not arrive together.
  */
-async function phase(baseUrl: string, headers: Record<string, string>, script: () => ClientScript, { perSecond = 0, durationSeconds = seconds } = {}): Promise<Phase> {
+async function phase(cluster: FerryCluster, headers: Record<string, string>, script: () => ClientScript, { perSecond = 0, durationSeconds = seconds } = {}): Promise<Phase> {
   const latencies: number[] = [];
   let errors = 0;
   const run = (connections: number, delayMs: number) =>
@@ -88,7 +91,7 @@ async function phase(baseUrl: string, headers: Record<string, string>, script: (
       setTimeout(() => {
         const instance = autocannon(
           {
-            url: baseUrl,
+            url: cluster.baseUrl,
             connections,
             pipelining: 1,
             duration: durationSeconds,
@@ -116,9 +119,17 @@ async function phase(baseUrl: string, headers: Record<string, string>, script: (
         instance.on("response", (_client, _status, _bytes, responseTime) => latencies.push(responseTime));
       }, delayMs);
     });
+  const clusterCpu = cluster.cpuSnapshot();
+  const clientCpu = process.cpuUsage();
   const started = performance.now();
   await (perSecond > 0 ? Promise.all(Array.from({ length: clients }, (_, client) => run(1, (1000 * client) / clients))) : run(clients, 0));
   const elapsed = (performance.now() - started) / 1000;
+  const clusterUsed = cpuUsedBetween(clusterCpu, cluster.cpuSnapshot());
+  const clientUsed = process.cpuUsage(clientCpu);
+  const perRequest = (ms: number) => round(ms / latencies.length, 3);
+  const cpuMsPerRequest: Record<string, number> = {};
+  for (const role of Object.keys(clusterUsed) as (keyof typeof clusterUsed)[]) cpuMsPerRequest[role] = perRequest(clusterUsed[role]);
+  cpuMsPerRequest.client = perRequest((clientUsed.user + clientUsed.system) / 1000);
   const meanMs = latencies.reduce((sum, value) => sum + value, 0) / latencies.length;
   latencies.sort((a, b) => a - b);
   return {
@@ -129,6 +140,7 @@ async function phase(baseUrl: string, headers: Record<string, string>, script: (
     p99Ms: round(percentile(latencies, 99)),
     maxMs: round(latencies.at(-1) ?? Number.NaN),
     meanInFlight: round((latencies.length / elapsed) * (meanMs / 1000)),
+    cpuMsPerRequest,
   };
 }
 
@@ -178,11 +190,11 @@ try {
     };
   };
   log("warming up");
-  await phase(cluster.baseUrl, headers, walker({ full: 0 }), { durationSeconds: 2 });
+  await phase(cluster, headers, walker({ full: 0 }), { durationSeconds: 2 });
 
   log(`list: ${clients} clients for ${seconds} s`);
   const listPages = { full: 0 };
-  const list = await phase(cluster.baseUrl, headers, walker(listPages));
+  const list = await phase(cluster, headers, walker(listPages));
 
   log(`get: ${clients} clients for ${seconds} s`);
   let seed = 42;
@@ -190,10 +202,10 @@ try {
     seed = (seed * 1103515245 + 12345) % 2147483648;
     return ids[seed % ids.length]!;
   };
-  const one = await phase(cluster.baseUrl, headers, () => ({ path: () => `/api/v1/vms/${nextId()}` }));
+  const one = await phase(cluster, headers, () => ({ path: () => `/api/v1/vms/${nextId()}` }));
 
   log(`paced list: ${clients} clients, one request each every ${paceMs} ms, for ${seconds} s`);
-  const paced = await phase(cluster.baseUrl, headers, walker({ full: 0 }), { perSecond: pacedPerSecond });
+  const paced = await phase(cluster, headers, walker({ full: 0 }), { perSecond: pacedPerSecond });
 
   const result = {
     vms: vmCount,

@@ -2,7 +2,7 @@
 // two workers) in a temporary state folder for a benchmark, and talks to its REST API.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -27,7 +27,76 @@ export interface FerryCluster {
   /** The cluster's PostgreSQL, for a benchmark that fills it directly. */
   databaseUrl: string;
   api<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
+  /** The CPU time each of the cluster's processes has used so far (Linux /proc), for `cpuUsedBetween`. */
+  cpuSnapshot(): CpuSnapshot;
   stop(): Promise<void>;
+}
+
+/** The processes of a Ferry, as `cpuMs` counts them. */
+export type ClusterRole = "portal" | "postgres" | "redis" | "controller" | "console" | "workers" | "launcher";
+
+/** CPU time (ms, user + system) used so far by process id, with each process's role. */
+export type CpuSnapshot = Map<number, { role: ClusterRole; cpuMs: number }>;
+
+/**
+ * CPU time (ms) each role used from one snapshot to a later one. A process that ended in
+ * between (a database connection closed as idle) is left out: what it used after the first
+ * snapshot is gone with it.
+ */
+export function cpuUsedBetween(before: CpuSnapshot, after: CpuSnapshot): Record<ClusterRole, number> {
+  const used: Record<ClusterRole, number> = { portal: 0, postgres: 0, redis: 0, controller: 0, console: 0, workers: 0, launcher: 0 };
+  for (const [pid, { role, cpuMs }] of after) used[role] += cpuMs - (before.get(pid)?.cpuMs ?? 0);
+  return used;
+}
+
+/** Linux's clock tick for /proc/<pid>/stat times (USER_HZ), in ms. */
+const tickMs = 10;
+
+interface ProcessEntry {
+  parent: number;
+  cpuMs: number;
+  command: string;
+}
+
+/** Every process of this host: its parent, CPU time used and command line. */
+function processTable(): Map<number, ProcessEntry> {
+  const table = new Map<number, ProcessEntry>();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      // Fields after the command's closing parenthesis: state, ppid, ..., utime (12th), stime (13th).
+      const fields = readFileSync(`/proc/${name}/stat`, "utf8").split(") ")[1]!.split(" ");
+      const command = readFileSync(`/proc/${name}/cmdline`, "utf8").replaceAll("\0", " ");
+      table.set(Number(name), { parent: Number(fields[1]), cpuMs: (Number(fields[11]) + Number(fields[12])) * tickMs, command });
+    } catch {
+      // The process ended while the table was read.
+    }
+  }
+  return table;
+}
+
+/** `root` and every process below it. */
+function descendants(table: Map<number, ProcessEntry>, root: number): number[] {
+  const found = [root];
+  for (let i = 0; i < found.length; i += 1) for (const [pid, entry] of table) if (entry.parent === found[i]) found.push(pid);
+  return found.filter((pid) => table.has(pid));
+}
+
+function readPid(file: string): number | undefined {
+  try {
+    return Number(readFileSync(file, "utf8").split("\n")[0]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The role of a process the launcher started, from its command line. */
+function roleOf(command: string): ClusterRole {
+  if (command.includes("apps/worker/")) return "workers";
+  if (command.includes("apps/controller/")) return "controller";
+  if (command.includes("apps/console/")) return "console";
+  if (command.includes("src/main.ts")) return "portal";
+  return "launcher";
 }
 
 export async function startFerryCluster(extraEnv: Record<string, string> = {}): Promise<FerryCluster> {
@@ -96,6 +165,21 @@ export async function startFerryCluster(extraEnv: Record<string, string> = {}): 
       });
       const text = await response.text();
       return { status: response.status, body: (text ? JSON.parse(text) : undefined) as T };
+    },
+    cpuSnapshot() {
+      const table = processTable();
+      const snapshot: CpuSnapshot = new Map();
+      const add = (pid: number, role: ClusterRole) => {
+        const entry = table.get(pid);
+        if (entry) snapshot.set(pid, { role, cpuMs: entry.cpuMs });
+      };
+      for (const pid of launcher.pid === undefined ? [] : descendants(table, launcher.pid)) add(pid, roleOf(table.get(pid)!.command));
+      // PostgreSQL and Redis run detached from the launcher (infra/services.sh); their pid files name them.
+      const postmaster = readPid(join(stateDir, "postgres", "data", "postmaster.pid"));
+      for (const pid of postmaster === undefined ? [] : descendants(table, postmaster)) add(pid, "postgres");
+      const redis = readPid(join(stateDir, "redis", "redis.pid"));
+      if (redis !== undefined) add(redis, "redis");
+      return snapshot;
     },
     async stop() {
       launcher.kill("SIGTERM");
