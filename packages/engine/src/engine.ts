@@ -20,7 +20,8 @@ import { coldBootMemoryLayout } from "./qemu-version.ts";
 import type { MemoryLayout } from "./spec.ts";
 import { checkUnixSocketPath, removeSocketDir } from "./socket-paths.ts";
 import { parseVmSpec, type VmSpec } from "./spec.ts";
-import { type EngineLogger, Vm, type VmHost } from "./vm.ts";
+import { CompressorHelper } from "./compressor.ts";
+import { type EngineLogger, saveCompressorArgs, Vm, type VmHost } from "./vm.ts";
 
 const run = promisify(execFile);
 
@@ -81,6 +82,7 @@ export class Engine {
       qemuBinary: binaries.qemu,
       setprivBinary: "setpriv",
       zstdBinary: "zstd",
+      compressor: new CompressorHelper("zstd", saveCompressorArgs),
       qemuVersion,
       accelerator: options.accelerator,
       ...(options.tcgTranslationCacheMiB === undefined ? {} : { tcgTranslationCacheMiB: options.tcgTranslationCacheMiB }),
@@ -103,7 +105,9 @@ export class Engine {
     }
     mkdirSync(options.runDir, { recursive: true });
     await cleanStaleProcesses(options.runDir, options.log);
-    return new Engine(options, { qemu, qemuImg }, match[1]);
+    const engine = new Engine(options, { qemu, qemuImg }, match[1]);
+    engine.#host.compressor.warm();
+    return engine;
   }
 
   /** The memory layout a vm cold-booted here should get (exact, unless TCG on a QEMU before 9.0). */
@@ -264,6 +268,7 @@ export class Engine {
           : vm.fail(`the engine shut down while the vm was ${vm.state}`),
       ),
     );
+    this.#host.compressor.close();
   }
 
   async #launch(spec: VmSpec, launch: Parameters<typeof Vm.launch>[2]): Promise<Vm> {

@@ -16,6 +16,7 @@ import net from "node:net";
 import path from "node:path";
 import type { Writable } from "node:stream";
 import { finished as streamFinished } from "node:stream/promises";
+import type { Compression, CompressorHelper } from "./compressor.ts";
 import { EngineError } from "./errors.ts";
 import {
   DigestStream,
@@ -85,6 +86,8 @@ export interface VmHost {
   qemuBinary: string;
   setprivBinary: string;
   zstdBinary: string;
+  /** Starts a save's zstd (saveCompressorArgs) outside the worker's process. */
+  compressor: CompressorHelper;
   qemuVersion: string;
   accelerator: "kvm" | "tcg";
   tcgTranslationCacheMiB?: number;
@@ -99,6 +102,8 @@ const unlimitedBandwidth = 2 ** 40;
 // round trip. These are properties of QEMU's migration object (x- marks them as not a stable
 // interface; a guest state records the QEMU version it needs, see guest-state.ts).
 const migrationDefaults = ["-global", "migration.x-events=on", "-global", `migration.x-max-bandwidth=${unlimitedBandwidth}`];
+/** How a save compresses QEMU's stream: zstd level 1 on two threads, stdin to stdout. */
+export const saveCompressorArgs = ["-1", "-T2", "-q", "-c"] as const;
 // A restoring QEMU reads the migration stream from this inherited descriptor (migrate-incoming fd:3).
 const stateInputFd = 3;
 
@@ -645,38 +650,29 @@ export class Vm extends EventEmitter {
     const timeoutMs = options.timeoutMs ?? 600_000;
     const socketPath = path.join(socketDir, "state-out.sock");
     const compressedFile = path.join(this.#processDir, "state-out.zst");
-    const server = net.createServer();
     const digest = new DigestStream();
-    let zstd: ChildProcess | undefined;
+    // zstd reads QEMU's socket and writes a file itself, as fast as it would alone; Node reads
+    // the file behind it in large blocks to hash them and hand them to the sink. Piped through
+    // Node instead, every 64 KiB read woke Node and stalled zstd: 1.3× raw QEMU.
+    let zstd: Compression | undefined;
     let migrating = false;
     let migrationEnded: Promise<unknown> | undefined;
     try {
-      await new Promise<void>((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(socketPath, resolve);
-      });
-      const connection = handled(once(server, "connection") as Promise<[net.Socket]>);
+      zstd = this.#host.compressor.listen(socketPath, compressedFile);
       // Keep stop → migrate → completed in order: a `cont` during the save would turn it into
-      // a live migration (QEMU-NOTES). `stop` replies once the vCPUs are stopped.
-      await qmp.execute("stop");
+      // a live migration (QEMU-NOTES). `stop` replies once the vCPUs are stopped; the helper
+      // gets its socket listening meanwhile.
+      await Promise.all([zstd.listening, qmp.execute("stop")]);
       await this.#setMaxBandwidth(unlimitedBandwidth);
       await this.#setIgnoreShared(options.sharedMemory === true);
       const finished = handled(qmp.waitForEvent("MIGRATION", { timeoutMs, filter: terminalMigrationStatus }));
       migrationEnded = finished;
       await qmp.execute("migrate", { uri: `unix:${socketPath}` });
       migrating = true;
-      const [socket] = await this.#stateConnection(connection, finished, socketPath);
-      server.close();
+      await this.#stateConnection(zstd.started, finished, socketPath);
       // Connected: the folder goes now, so a worker killed during the upload leaves none behind.
       removeSocketDir(this.#processDir);
-      // zstd reads QEMU's socket and writes a file itself, as fast as it would alone; Node
-      // reads the file behind it in large blocks to hash them and hand them to the sink. Piped
-      // through Node instead, every 64 KiB read woke Node and stalled zstd: 1.3× raw QEMU.
-      const output = openSync(compressedFile, "w");
-      zstd = spawn(this.#host.zstdBinary, ["-1", "-T2", "-q", "-c"], { stdio: [socket, output, "ignore"] });
-      closeSync(output);
-      socket.destroy();
-      const streamed = handled(followFile(compressedFile, exitOf(zstd), digest, sink));
+      const streamed = handled(followFile(compressedFile, zstd.exit, digest, sink));
       // A sink that fails ends the save at once, without waiting for QEMU to finish sending.
       const event = await Promise.race([finished, streamed.then(() => finished)]);
       if (event.data?.status !== "completed") {
@@ -685,8 +681,7 @@ export class Vm extends EventEmitter {
       migrating = false;
       await streamed;
     } catch (error) {
-      server.close();
-      zstd?.kill("SIGKILL");
+      zstd?.kill();
       if (migrating) {
         await qmp.execute("migrate_cancel").catch(() => undefined);
         // A `cont` while QEMU is still finishing the save is refused ("Migration is not
@@ -723,10 +718,10 @@ export class Vm extends EventEmitter {
   // QEMU connects to the save's socket after `migrate` has replied: a socket it cannot reach
   // shows only as a failed MIGRATION event, and the connection would never come.
   async #stateConnection(
-    connection: Promise<[net.Socket]>,
+    connection: Promise<void>,
     finished: Promise<{ data?: Record<string, unknown> }>,
     socketPath: string,
-  ): Promise<[net.Socket]> {
+  ): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     const failed = handled(
       finished.then(async (event) => {
@@ -936,13 +931,6 @@ async function migrationError(qmp: QmpClient): Promise<string> {
     .execute<{ status?: string; "error-desc"?: string }>("query-migrate")
     .catch((error: Error) => ({ status: "unknown", "error-desc": error.message }));
   return `QEMU reports migration ${info.status ?? "unknown"}${info["error-desc"] ? `: ${info["error-desc"]}` : ""}`;
-}
-
-function exitOf(child: ChildProcess): Promise<number | null> {
-  return new Promise((resolve) => {
-    child.once("error", () => resolve(-1));
-    child.once("close", (code) => resolve(code));
-  });
 }
 
 // Below this many new bytes, followFile waits for more: each read is a trip through libuv's
