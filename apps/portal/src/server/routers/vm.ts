@@ -99,37 +99,33 @@ export function toView(vm: ViewedVm | ViewedRow): VmView {
  * their role or token falls short.
  */
 export async function findVm(db: Db, viewer: Viewer, id: string, need: Need = "read", audit?: AuditTarget): Promise<Vm> {
-  const notFound = () => vmNotFound(id);
-  // One query: the vm and the viewer's membership in its project's organization.
-  const [row] = await db.$queryRaw<(Vm & { membershipRole: string | null })[]>`
-    SELECT vm.*, m.role AS "membershipRole" FROM vm
-    JOIN project p ON p.id = vm."projectId"
-    LEFT JOIN membership m ON m."organizationId" = p."organizationId" AND m."userId" = ${viewer.id}
-    WHERE vm.id = ${id}`;
-  if (row === undefined) throw notFound();
-  const { membershipRole, ...vm } = row;
-  authorizeWithMembership(viewer, { id: vm.projectId }, membershipRole, need, notFound);
+  const [row] = await db.$queryRaw<(Vm & { membershipRole: string | null })[]>(vmWithMembershipSql(Prisma.sql`vm.*`, viewer, id));
+  const { membershipRole: _, ...vm } = authorizedVmRow(row, viewer, id, need);
   if (audit) audit.projectId = vm.projectId;
   return vm;
 }
 
-function vmNotFound(id: string): PortalError {
-  return new PortalError("vm_not_found", `no vm with id "${id}" is visible to you; list your vms with GET /api/v1/vms`, { id });
-}
-
 /** `findVm(db, viewer, id, "read")` as the API shows the vm: the same rule, one prepared query of the view's columns. */
 async function readVmView(db: Db, viewer: Viewer, id: string): Promise<VmView> {
-  const [row] = await queryPrepared<ViewedRow & { membershipRole: string | null }>(
-    db,
-    Prisma.sql`
-      SELECT ${viewedColumns}, m.role AS "membershipRole" FROM vm
-      JOIN project p ON p.id = vm."projectId"
-      LEFT JOIN membership m ON m."organizationId" = p."organizationId" AND m."userId" = ${viewer.id}
-      WHERE vm.id = ${id}`,
-  );
-  if (row === undefined) throw vmNotFound(id);
-  authorizeWithMembership(viewer, { id: row.projectId }, row.membershipRole, "read", () => vmNotFound(id));
-  return toView(row);
+  const [row] = await queryPrepared<ViewedRow & { membershipRole: string | null }>(db, vmWithMembershipSql(viewedColumns, viewer, id));
+  return toView(authorizedVmRow(row, viewer, id, "read"));
+}
+
+/** One query: `columns` of the vm with this id, and the viewer's role in its project's organization. */
+function vmWithMembershipSql(columns: Prisma.Sql, viewer: Viewer, id: string): Prisma.Sql {
+  return Prisma.sql`
+    SELECT ${columns}, m.role AS "membershipRole" FROM vm
+    JOIN project p ON p.id = vm."projectId"
+    LEFT JOIN membership m ON m."organizationId" = p."organizationId" AND m."userId" = ${viewer.id}
+    WHERE vm.id = ${id}`;
+}
+
+/** The row `vmWithMembershipSql` read, if the viewer may do `need` with its vm (see findVm). */
+function authorizedVmRow<Row extends { projectId: string; membershipRole: string | null }>(row: Row | undefined, viewer: Viewer, id: string, need: Need): Row {
+  const notFound = () => new PortalError("vm_not_found", `no vm with id "${id}" is visible to you; list your vms with GET /api/v1/vms`, { id });
+  if (row === undefined) throw notFound();
+  authorizeWithMembership(viewer, { id: row.projectId }, row.membershipRole, need, notFound);
+  return row;
 }
 
 /** The project a new vm goes to: the one asked for, else the token's, else the person's only one. */
