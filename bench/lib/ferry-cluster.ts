@@ -2,10 +2,11 @@
 // two workers) in a temporary state folder for a benchmark, and talks to its REST API.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { type ProcessInfo, processes } from "@ferry/engine/testing";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -49,34 +50,13 @@ export function cpuUsedBetween(before: CpuSnapshot, after: CpuSnapshot): Record<
   return used;
 }
 
-/** Linux's clock tick for /proc/<pid>/stat times (USER_HZ), in ms. */
-const tickMs = 10;
-
-interface ProcessEntry {
-  parent: number;
-  cpuMs: number;
-  command: string;
-}
-
-/** Every process of this host: its parent, CPU time used and command line. */
-function processTable(): Map<number, ProcessEntry> {
-  const table = new Map<number, ProcessEntry>();
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      // Fields after the command's closing parenthesis: state, ppid, ..., utime (12th), stime (13th).
-      const fields = readFileSync(`/proc/${name}/stat`, "utf8").split(") ")[1]!.split(" ");
-      const command = readFileSync(`/proc/${name}/cmdline`, "utf8").replaceAll("\0", " ");
-      table.set(Number(name), { parent: Number(fields[1]), cpuMs: (Number(fields[11]) + Number(fields[12])) * tickMs, command });
-    } catch {
-      // The process ended while the table was read.
-    }
-  }
-  return table;
+/** Every process of this host by its id. */
+function processTable(): Map<number, ProcessInfo> {
+  return new Map(processes().map((info) => [info.pid, info]));
 }
 
 /** `root` and every process below it. */
-function descendants(table: Map<number, ProcessEntry>, root: number): number[] {
+function descendants(table: Map<number, ProcessInfo>, root: number): number[] {
   const found = [root];
   for (let i = 0; i < found.length; i += 1) for (const [pid, entry] of table) if (entry.parent === found[i]) found.push(pid);
   return found.filter((pid) => table.has(pid));

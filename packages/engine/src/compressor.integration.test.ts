@@ -1,12 +1,13 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { CompressorHelper } from "./compressor.ts";
+import { childrenOf, hasExited, processes } from "./testing.ts";
 
 let dir: string;
 const helpers: CompressorHelper[] = [];
@@ -33,32 +34,14 @@ function connect(socketPath: string): Promise<net.Socket> {
 
 /** Pids whose command line contains `marker`, with their parent pids. */
 function processesWith(marker: string): Array<{ pid: number; parent: number }> {
-  const found: Array<{ pid: number; parent: number }> = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (!readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(marker)) continue;
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      found.push({ pid: Number(entry), parent: Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) });
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return found;
-}
-
-function childrenOf(pid: number): number[] {
-  return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+  return processes()
+    .filter((info) => info.command.includes(marker))
+    .map(({ pid, parent }) => ({ pid, parent }));
 }
 
 async function gone(pid: number, withinMs: number): Promise<boolean> {
   for (const deadline = Date.now() + withinMs; Date.now() < deadline; ) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) return true;
-    } catch {
-      return true;
-    }
+    if (hasExited(pid)) return true;
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   return false;

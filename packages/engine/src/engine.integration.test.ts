@@ -27,7 +27,7 @@ import { Readable, Writable } from "node:stream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { probeAccelerator } from "./accel-probe.ts";
 import { guestMemoryBytes } from "./qemu-argv.ts";
-import { memoryFileMapping } from "./testing.ts";
+import { memoryFileMapping, processes } from "./testing.ts";
 import { Engine } from "./engine.ts";
 import { EngineError } from "./errors.ts";
 import type { GuestStateManifest } from "./guest-state.ts";
@@ -74,19 +74,9 @@ function newSpec(overrides: Partial<Pick<VmSpec, "memoryMiB" | "cpuModel" | "pro
 
 /** Every live QEMU whose command line contains `text`. */
 function qemuProcessesMentioning(text: string): number[] {
-  const found: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const zombie = stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
-      if (!zombie && cmdline.startsWith("qemu-system") && cmdline.includes(text)) found.push(Number(entry));
-    } catch {
-      // The process ended while we looked.
-    }
-  }
-  return found;
+  return processes()
+    .filter((info) => info.state !== "Z" && info.command.startsWith("qemu-system") && info.command.includes(text))
+    .map((info) => info.pid);
 }
 
 // Characters the console tests type, as QEMU key codes (US layout).

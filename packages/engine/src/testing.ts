@@ -1,8 +1,10 @@
 // Test support for code that reaches a guest's display without the engine (the worker's
 // console relay, the console gateway): the tiny image booted straight from QEMU, its VNC on a
-// unix socket, nothing else attached. And how much of a memory file a QEMU shares with others.
+// unix socket, nothing else attached. How much of a memory file a QEMU shares with others. And
+// the processes of this host as /proc shows them, for tests and benchmarks that look at
+// processes they did not spawn (QEMU's exec: children, a helper's zstd, a whole Ferry's).
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -74,4 +76,48 @@ export function memoryFileMapping(pid: number, file: string): { rssMiB: number; 
     sharedMiB: totals.Shared_Clean + totals.Shared_Dirty,
     privateMiB: totals.Private_Clean + totals.Private_Dirty,
   };
+}
+
+/** A process as /proc shows it. */
+export interface ProcessInfo {
+  pid: number;
+  parent: number;
+  /** one letter: R running, S sleeping, Z zombie (exited, not reaped yet), ... */
+  state: string;
+  /** CPU time used so far, user + system */
+  cpuMs: number;
+  /** its command line, arguments separated by spaces */
+  command: string;
+}
+
+/** Linux's clock tick for /proc/<pid>/stat times (USER_HZ), in ms. */
+const clockTickMs = 10;
+
+/** What /proc says of `pid`; undefined once it is gone. */
+export function processInfo(pid: number): ProcessInfo | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // After the command name's closing parenthesis (the name may hold one): state, ppid, ..., utime (12th), stime (13th).
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const command = readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ").trimEnd();
+    return { pid, parent: Number(fields[1]), state: fields[0]!, cpuMs: (Number(fields[11]) + Number(fields[12])) * clockTickMs, command };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every process of this host. */
+export function processes(): ProcessInfo[] {
+  return readdirSync("/proc").flatMap((name) => (/^\d+$/.test(name) ? (processInfo(Number(name)) ?? []) : []));
+}
+
+/** The processes `pid`'s main thread has forked. */
+export function childrenOf(pid: number): number[] {
+  return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+/** Whether `pid` has exited: gone, or a zombie its parent has not reaped. */
+export function hasExited(pid: number): boolean {
+  const info = processInfo(pid);
+  return info === undefined || info.state === "Z";
 }
