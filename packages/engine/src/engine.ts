@@ -24,6 +24,8 @@ import { CompressorHelper } from "./compressor.ts";
 import { type EngineLogger, saveCompressorArgs, Vm, type VmHost } from "./vm.ts";
 
 const run = promisify(execFile);
+// From Debian's zstd package, on the PATH.
+const zstdBinary = "zstd";
 
 export interface EngineOptions {
   /** Where per-process pidfiles and sockets live; cleaned of a previous run's leftovers at open. */
@@ -81,8 +83,8 @@ export class Engine {
       runDir: options.runDir,
       qemuBinary: binaries.qemu,
       setprivBinary: "setpriv",
-      zstdBinary: "zstd",
-      compressor: new CompressorHelper("zstd", saveCompressorArgs),
+      zstdBinary,
+      compressor: new CompressorHelper(zstdBinary, saveCompressorArgs),
       qemuVersion,
       accelerator: options.accelerator,
       ...(options.tcgTranslationCacheMiB === undefined ? {} : { tcgTranslationCacheMiB: options.tcgTranslationCacheMiB }),
@@ -97,7 +99,7 @@ export class Engine {
     const qemuImg = options.qemuImgBinary ?? "qemu-img";
     const version = await versionOf(qemu, "QEMU binary", "qemu-system-x86", "FERRY_QEMU_BINARY");
     await versionOf(qemuImg, "qemu-img binary", "qemu-utils", "FERRY_QEMU_IMG_BINARY");
-    await versionOf("zstd", "zstd binary", "zstd", undefined);
+    await versionOf(zstdBinary, "zstd binary", "zstd", undefined);
     await versionOf("setpriv", "setpriv binary", "util-linux", undefined);
     const match = version.match(/version (\d+\.\d+\.\d+)/);
     if (!match?.[1]) {
