@@ -5,49 +5,86 @@ import type { FerryApi, Vm } from "./api.ts";
 import { CommandError } from "./errors.ts";
 import { formatBytes, ProgressLine } from "./output.ts";
 
-const pollIntervalMs = 500;
+const vmPollIntervalMs = 500;
+
+/**
+ * Poll `first` with `next` every `intervalMs` until `done` says it has settled, showing
+ * `show(current)` on stderr meanwhile. `done` throws when it can never settle; after `timeoutMs`
+ * the error is `late(current)`.
+ */
+export async function pollUntil<T>(
+  first: T,
+  poll: {
+    next: (current: T) => Promise<T>;
+    show: (current: T) => [string, number?];
+    done: (current: T) => boolean;
+    late: (current: T) => CommandError;
+    timeoutMs: number;
+    intervalMs: number;
+  },
+  progress = new ProgressLine(),
+): Promise<T> {
+  const deadline = Date.now() + poll.timeoutMs;
+  let current = first;
+  try {
+    for (;;) {
+      progress.show(...poll.show(current));
+      if (poll.done(current)) return current;
+      if (Date.now() > deadline) throw poll.late(current);
+      await new Promise((resolve) => setTimeout(resolve, poll.intervalMs));
+      current = await poll.next(current);
+    }
+  } finally {
+    progress.end();
+  }
+}
 
 /**
  * Poll `vm` until it is in `wanted` with no operation in flight, showing its state changes and
  * progress on stderr. Rejects when it fails, when its wanted state changes under us (a worker
  * refused the action, or someone asked for something else), or after `timeoutMs`.
  */
-export async function waitUntilSettled(api: FerryApi, vm: Vm, wanted: string, action: string, timeoutMs: number, progress = new ProgressLine()): Promise<Vm> {
-  const deadline = Date.now() + timeoutMs;
-  let current = vm;
-  try {
-    for (;;) {
-      progress.show(...describe(current));
-      if (current.state === "failed") {
-        throw new CommandError(`vm ${current.name} failed${current.stateReason ? `: ${current.stateReason}` : ""}. See 'ferry vm console-log ${current.name}' and 'ferry vm show ${current.name}'.`, "vm_failed");
-      }
-      if (current.desiredState !== wanted) {
-        throw new CommandError(
-          `the ${action} of vm ${current.name} did not complete: it is ${current.state} and now wants ${current.desiredState}` +
-            `${current.stateReason ? ` (${current.stateReason})` : ""}. Look at 'ferry vm show ${current.name}' and ask again if needed.`,
-          "action_not_completed",
-        );
-      }
-      if (current.state === wanted && current.operation === null) return current;
-      if (Date.now() > deadline) {
-        throw new CommandError(
+export function waitUntilSettled(api: FerryApi, vm: Vm, wanted: string, action: string, timeoutMs: number, progress?: ProgressLine): Promise<Vm> {
+  return pollUntil(
+    vm,
+    {
+      next: async (current) => {
+        try {
+          return await api.request<Vm>("GET", `/vms/${current.id}`);
+        } catch (error) {
+          // A deleted vm may already be gone from the list of vms the portal shows.
+          if (wanted === "deleted" && error instanceof CommandError && error.status === 404) return { ...current, state: "deleted", operation: null };
+          throw error;
+        }
+      },
+      show: describe,
+      done: (current) => {
+        if (current.state === "failed") {
+          throw new CommandError(
+            `vm ${current.name} failed${current.stateReason ? `: ${current.stateReason}` : ""}. See 'ferry vm console-log ${current.name}' and 'ferry vm show ${current.name}'.`,
+            "vm_failed",
+          );
+        }
+        if (current.desiredState !== wanted) {
+          throw new CommandError(
+            `the ${action} of vm ${current.name} did not complete: it is ${current.state} and now wants ${current.desiredState}` +
+              `${current.stateReason ? ` (${current.stateReason})` : ""}. Look at 'ferry vm show ${current.name}' and ask again if needed.`,
+            "action_not_completed",
+          );
+        }
+        return current.state === wanted && current.operation === null;
+      },
+      late: (current) =>
+        new CommandError(
           `vm ${current.name} is still ${current.state} after ${Math.round(timeoutMs / 1000)} s (wanted: ${wanted}); it may still get there. ` +
             `Follow it with 'ferry vm show ${current.name}', or wait longer with --timeout.`,
           "timeout",
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, pollIntervalMs));
-      try {
-        current = await api.request<Vm>("GET", `/vms/${current.id}`);
-      } catch (error) {
-        // A deleted vm may already be gone from the list of vms the portal shows.
-        if (wanted === "deleted" && error instanceof CommandError && error.status === 404) return { ...current, state: "deleted", operation: null };
-        throw error;
-      }
-    }
-  } finally {
-    progress.end();
-  }
+        ),
+      timeoutMs,
+      intervalMs: vmPollIntervalMs,
+    },
+    progress,
+  );
 }
 
 function describe(vm: Vm): [string, number?] {

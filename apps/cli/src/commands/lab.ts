@@ -4,7 +4,8 @@ import { readFileSync } from "node:fs";
 import type { LabClass, LabSeat, LabTemplate, Page } from "../api.ts";
 import type { Command, CommandContext } from "../command.ts";
 import { CommandError, UsageError } from "../errors.ts";
-import { fields, formatBytes, formatMemory, ProgressLine, table } from "../output.ts";
+import { fields, formatBytes, formatMemory, table } from "../output.ts";
+import { pollUntil } from "../wait.ts";
 import { integerOption } from "./vm.ts";
 
 const pollIntervalMs = 1000;
@@ -73,29 +74,33 @@ function templateRows(templates: LabTemplate[]): string[][] {
 }
 
 /** Poll the template until its version `versionId` is no longer publishing. */
-async function waitUntilPublished(context: CommandContext, template: LabTemplate, versionId: string): Promise<LabTemplate> {
+function waitUntilPublished(context: CommandContext, template: LabTemplate, versionId: string): Promise<LabTemplate> {
   const api = context.api();
-  const progress = new ProgressLine();
-  const deadline = Date.now() + context.timeoutMs;
-  let current = template;
-  try {
-    for (;;) {
-      const version = current.versions.find((v) => v.id === versionId);
-      if (version === undefined) throw new CommandError(`template ${current.name} lost its version ${versionId} while we waited`, "not_found");
-      progress.show(`template ${current.name} version ${version.version}: ${version.status}`);
-      if (version.status === "ready") return current;
+  const versionOf = (current: LabTemplate) => {
+    const version = current.versions.find((v) => v.id === versionId);
+    if (version === undefined) throw new CommandError(`template ${current.name} lost its version ${versionId} while we waited`, "not_found");
+    return version;
+  };
+  return pollUntil(template, {
+    next: (current) => api.findTemplate(current.id),
+    show: (current) => {
+      const version = versionOf(current);
+      return [`template ${current.name} version ${version.version}: ${version.status}`];
+    },
+    done: (current) => {
+      const version = versionOf(current);
       if (version.status === "failed") {
         throw new CommandError(`publishing template ${current.name} version ${version.version} failed${version.statusReason ? `: ${version.statusReason}` : ""}`, "publish_failed");
       }
-      if (Date.now() > deadline) {
-        throw new CommandError(`template ${current.name} version ${version.version} is still ${version.status} after ${context.timeoutMs / 1000} s; 'ferry template list' follows it`, "timeout");
-      }
-      await new Promise((resolve) => setTimeout(resolve, pollIntervalMs));
-      current = await api.findTemplate(current.id);
-    }
-  } finally {
-    progress.end();
-  }
+      return version.status === "ready";
+    },
+    late: (current) => {
+      const version = versionOf(current);
+      return new CommandError(`template ${current.name} version ${version.version} is still ${version.status} after ${context.timeoutMs / 1000} s; 'ferry template list' follows it`, "timeout");
+    },
+    timeoutMs: context.timeoutMs,
+    intervalMs: pollIntervalMs,
+  });
 }
 
 export const templateCommands: Command[] = [
