@@ -6,10 +6,10 @@
 // Runs chain to save boots: a guest is booted once per series, then saved → restored →
 // saved again (or migrated back and forth), so each save starts from a live guest.
 import { execFileSync } from "node:child_process";
-import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, watch, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, watch, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { Engine, loadImage, specForVm, type GuestImage, type VmSpec } from "@ferry/engine";
+import { Engine, guestStateFileSink, loadImage, specForVm, type GuestImage, type VmSpec } from "@ferry/engine";
 import { freePort } from "../lib/ferry-cluster.ts";
 import { childrenOf, gone } from "../lib/processes.ts";
 import { type RawQemu, killRawQemus, startRawQemu } from "../lib/raw-qemu.ts";
@@ -137,7 +137,7 @@ async function saveRestoreEngine(memoryMiB: number): Promise<Series<SaveRestore>
       const file = path.join(root, `${base.id}-${run++}.zst`);
       let t = now();
       let cpu = process.cpuUsage();
-      const manifest = await vm.saveState(createWriteStream(file));
+      const manifest = await vm.saveState(guestStateFileSink(file));
       const saveMs = now() - t;
       const saveNodeCpuMs = nodeCpuMsSince(cpu);
       await vm.stop({ graceMs: 0 });

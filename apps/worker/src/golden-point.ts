@@ -23,7 +23,7 @@ import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 import type { Db } from "@ferry/db";
-import type { Engine, GuestStateManifest, RestoreOptions, VmSpec } from "@ferry/engine";
+import { type Engine, type GuestStateManifest, type RestoreOptions, type VmSpec, guestStateFileSink } from "@ferry/engine";
 import type { PublishRequest } from "@ferry/jobs";
 import { type GuestStateReader, type GuestStateRef, type GuestStateStore, isStorageError } from "@ferry/storage";
 
@@ -189,7 +189,7 @@ export class GoldenPointCache {
       }
       const manifest = await this.engine.shareMemory(sharer, { file: join(folder, "memory") }, metadata.engine, {
         memoryFile: join(partial, "memory.ram"),
-        devices: createWriteStream(join(partial, "devices")),
+        devices: guestStateFileSink(join(partial, "devices")),
       });
       await Promise.all(sharer.disks.map((disk) => rm(disk.overlay)));
       await writeFile(join(partial, "devices.json"), JSON.stringify(manifest));

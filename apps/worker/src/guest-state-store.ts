@@ -4,10 +4,10 @@
 // stream per disk overlay ("disk-<id>"); its manifest carries the engine's guest-state manifest.
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { Writable } from "node:stream";
+import type { Writable } from "node:stream";
 
 import type { Db } from "@ferry/db";
-import { type GuestStateManifest, guestStateManifestSchema, manifestMemoryLayout } from "@ferry/engine";
+import { type GuestStateManifest, type GuestStateSink, guestStateFileSink, guestStateManifestSchema, manifestMemoryLayout } from "@ferry/engine";
 import { type GuestStateSummary, GuestStateStore, type StoreConfig, openObjectStore } from "@ferry/storage";
 import type { Logger } from "pino";
 import { z } from "zod";
@@ -140,30 +140,47 @@ export function progressReporter(
 }
 
 /**
- * A sink that writes every chunk to each target, at the pace of the slowest, and ends them
- * together: the memory stream goes to storage and to a local copy in one pass.
+ * The sink a suspend's memory stream goes into: every chunk to `store` and to the local copy
+ * `file` in one pass, at the pace of the slower; `onFirstChunk` runs at QEMU's first byte. The
+ * store gets a copy of each chunk: it keeps a part's chunks until the part is uploaded, and the
+ * engine lends a chunk only until its write resolves. A store that stopped reading (destroyed)
+ * fails the write under way, or the next, and so the save.
  */
-export function tee(targets: Writable[]): Writable {
-  return new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      let waiting = targets.length;
-      const done = () => {
-        if (--waiting === 0) callback();
-      };
-      for (const target of targets) {
-        if (target.write(chunk)) done();
-        else target.once("drain", done);
+export function memoryStateSink(store: Writable, file: string, onFirstChunk: () => void): GuestStateSink {
+  const local = guestStateFileSink(file);
+  let first = true;
+  const storeFailed = () =>
+    new Error(`the guest state store stopped reading the memory stream${store.errored ? `: ${store.errored.message}` : ""}`);
+  return {
+    async write(chunk) {
+      if (first) {
+        first = false;
+        onFirstChunk();
       }
+      if (store.destroyed) throw storeFailed();
+      const full = !store.write(Buffer.from(chunk));
+      await Promise.all([local.write(chunk), full ? drainedOrClosed(store) : undefined]);
+      if (store.destroyed) throw storeFailed();
     },
-    final(callback) {
-      for (const target of targets) target.end();
-      callback();
+    async end() {
+      store.end();
+      await local.end();
     },
-    destroy(error, callback) {
-      // Also called after a normal finish (autoDestroy): the targets then end on their own.
-      const cause = error ?? (this.writableFinished ? undefined : new Error("the guest state write was abandoned before the end"));
-      if (cause) for (const target of targets) if (!target.destroyed) target.destroy(cause);
-      callback(error);
+    abort(error) {
+      if (!store.destroyed) store.destroy(error);
+      local.abort(error);
     },
+  };
+}
+
+function drainedOrClosed(target: Writable): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      target.off("drain", done);
+      target.off("close", done);
+      resolve();
+    };
+    target.on("drain", done);
+    target.on("close", done);
   });
 }

@@ -8,7 +8,6 @@ import {
   type FSWatcher,
   copyFileSync,
   createReadStream,
-  createWriteStream,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -23,13 +22,14 @@ import {
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { Readable, Writable } from "node:stream";
+import { Readable } from "node:stream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { probeAccelerator } from "./accel-probe.ts";
 import { guestMemoryBytes } from "./qemu-argv.ts";
 import { memoryFileMapping, processes } from "./testing.ts";
 import { Engine } from "./engine.ts";
 import { EngineError } from "./errors.ts";
+import { type GuestStateSink, guestStateFileSink } from "./guest-state-sink.ts";
 import type { GuestStateManifest } from "./guest-state.ts";
 import { type GuestImage, loadImage, specForVm } from "./images.ts";
 import type { VmSpec } from "./spec.ts";
@@ -108,7 +108,7 @@ async function bootedVm(spec: VmSpec): Promise<Vm> {
 }
 
 async function saveToFile(vm: Vm, file: string): Promise<GuestStateManifest> {
-  return vm.saveState(createWriteStream(file));
+  return vm.saveState(guestStateFileSink(file));
 }
 
 async function expectEngineError(promise: Promise<unknown>, code: string): Promise<EngineError> {
@@ -274,36 +274,53 @@ describe("Engine with real QEMU", () => {
     await vm.waitForSerial(tickLine, { timeoutMs: 10_000, fromOffset: statSync(spec.serial.logFile).size });
   });
 
-  it("a slow sink gets the whole guest state; a failing sink fails the save and the guest keeps running", async () => {
+  it("a slow sink gets the whole guest state in lent chunks, untouched while lent; a failing sink fails the save and the guest keeps running", async () => {
     const spec = newSpec();
     const vm = await bootedVm(spec);
     await vm.waitForSerial(/ferry-tick 1 /, { timeoutMs: 30_000 });
     const received: Buffer[] = [];
-    // One small write at a time, each a timer tick late: zstd finishes long before this sink.
-    const slowSink = new Writable({
-      highWaterMark: 1,
-      write(chunk: Buffer, _encoding, callback) {
-        received.push(chunk);
-        setTimeout(callback, 1);
+    const blocks = new Set<ArrayBufferLike>();
+    let changedWhileLent = 0;
+    const sha256 = (bytes: Buffer) => createHash("sha256").update(new Uint8Array(bytes)).digest("hex");
+    // Each write a timer tick late: zstd finishes long before this sink.
+    const slowSink: GuestStateSink = {
+      async write(chunk) {
+        const before = sha256(chunk);
+        received.push(Buffer.from(chunk));
+        blocks.add(chunk.buffer);
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        if (sha256(chunk) !== before) changedWhileLent++;
       },
-    });
+      end: async () => undefined,
+      abort: () => undefined,
+    };
     const manifest = await vm.saveState(slowSink);
     const state = Buffer.concat(received);
     expect(state.length).toBe(manifest.streamBytes);
-    expect(createHash("sha256").update(new Uint8Array(state)).digest("hex")).toBe(manifest.sha256);
+    expect(sha256(state)).toBe(manifest.sha256);
+    expect(changedWhileLent).toBe(0);
+    // The engine reads into the same two blocks throughout, rather than a new one per chunk.
+    expect(received.length).toBeGreaterThan(4);
+    expect(blocks.size).toBe(2);
     await vm.stop({ graceMs: 0 });
 
     const restored = await engine.restore(spec, Readable.from([state]), manifest);
     await restored.waitForSerial(tickLine, { timeoutMs: 10_000 });
     let written = 0;
-    const failingSink = new Writable({
-      write(chunk: Buffer, _encoding, callback) {
+    let aborted: Error | undefined;
+    const failingSink: GuestStateSink = {
+      async write(chunk) {
         written += chunk.length;
-        callback(written > 1024 * 1024 ? new Error("no space left on the sink") : null);
+        if (written > 1024 * 1024) throw new Error("no space left on the sink");
       },
-    });
+      end: async () => undefined,
+      abort: (error) => {
+        aborted = error;
+      },
+    };
     const error = await expectEngineError(restored.saveState(failingSink), "save_failed");
     expect(error.message).toContain("no space left on the sink");
+    expect(aborted?.message).toContain("no space left on the sink");
     expect(restored.state).toBe("running");
     await restored.waitForSerial(tickLine, { timeoutMs: 10_000, fromOffset: statSync(spec.serial.logFile).size });
     const runDir = path.join(suiteDir, "run");
@@ -362,7 +379,7 @@ describe("Engine with real QEMU", () => {
     for (const [index, disk] of golden.disks.entries()) copyFileSync(disk.overlay, sharer.disks[index]!.overlay);
     const memoryFile = path.join(shareDir, "memory.ram");
     const devicesFile = path.join(shareDir, "devices.zst");
-    const devices = await engine.shareMemory(sharer, { file: stateFile }, manifest, { memoryFile, devices: createWriteStream(devicesFile) });
+    const devices = await engine.shareMemory(sharer, { file: stateFile }, manifest, { memoryFile, devices: guestStateFileSink(devicesFile) });
     expect(devices).toMatchObject({ vmId: golden.id, sharedMemory: true, memoryMiB: 256 });
     expect(devices.streamBytes).toBe(statSync(devicesFile).size);
     expect(devices.streamBytes).toBeLessThan(manifest.streamBytes / 10);

@@ -3,9 +3,9 @@
 import { execFile } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
-import type { Writable } from "node:stream";
 import { promisify } from "node:util";
 import { EngineError } from "./errors.ts";
+import type { GuestStateSink } from "./guest-state-sink.ts";
 import {
   assertGuestStateMatches,
   type GuestStateManifest,
@@ -59,7 +59,7 @@ export interface ShareMemoryOptions {
   /** Where the guest's RAM is written: a new file, or one this will overwrite. */
   memoryFile: string;
   /** Receives the devices-only guest state (zstd), and is ended. */
-  devices: Writable;
+  devices: GuestStateSink;
 }
 
 /** Where a migration destination listens. */

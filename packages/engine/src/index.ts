@@ -26,6 +26,7 @@ export {
   type GuestStateIdentity,
   type GuestStateSource,
 } from "./guest-state.ts";
+export { guestStateFileSink, type GuestStateSink } from "./guest-state-sink.ts";
 export { probeAccelerator, type AcceleratorVerdict, type ProbeOptions } from "./accel-probe.ts";
 export {
   checkMigrationTarget,

@@ -9,15 +9,15 @@
 //    the last lines of QEMU's stderr. Every exit removes the process's runtime files.
 // 3. Operations: stop, reset, saveState (stream → zstd → file → sink), liveMigrate.
 import { type ChildProcess, spawn } from "node:child_process";
-import { EventEmitter, once } from "node:events";
+import { EventEmitter } from "node:events";
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, rmSync, statSync, watch } from "node:fs";
 import { open } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import type { Writable } from "node:stream";
-import { finished as streamFinished } from "node:stream/promises";
 import type { Compression, CompressorHelper } from "./compressor.ts";
 import { EngineError } from "./errors.ts";
+import type { GuestStateSink } from "./guest-state-sink.ts";
 import {
   DigestStream,
   digestFile,
@@ -627,14 +627,15 @@ export class Vm extends EventEmitter {
   }
 
   /**
-   * Pauses the guest and streams its state through `zstd -1` into `sink` (which is ended).
-   * zstd writes a file in runDir that the sink is fed from as it grows (up to the compressed
-   * state's size, nameless once open), so a slow sink does not hold QEMU's save back.
+   * Pauses the guest and streams its state through `zstd -1` into `sink` (which is ended; its
+   * chunks are lent, see GuestStateSink). zstd writes a file in runDir that the sink is fed from
+   * as it grows (up to the compressed state's size, nameless once open), so a slow sink does
+   * not hold QEMU's save back.
    * The vm is `suspended` afterwards: QEMU is alive and paused; stop it or keep it.
    * `sharedMemory` leaves the RAM in the shared memory file QEMU was launched with: the state
    * holds the devices alone and loads only beside that file (Engine.shareMemory).
    */
-  async saveState(sink: Writable, options: { timeoutMs?: number; sharedMemory?: boolean } = {}): Promise<GuestStateManifest> {
+  async saveState(sink: GuestStateSink, options: { timeoutMs?: number; sharedMemory?: boolean } = {}): Promise<GuestStateManifest> {
     assertTransition(this.id, this.state, "suspending", "suspend");
     if (options.sharedMemory && !this.#memoryFile?.shared) {
       throw new EngineError(
@@ -657,6 +658,7 @@ export class Vm extends EventEmitter {
     let zstd: Compression | undefined;
     let migrating = false;
     let migrationEnded: Promise<unknown> | undefined;
+    const saveFailed = new AbortController();
     try {
       zstd = this.#host.compressor.listen(socketPath, compressedFile);
       // Keep stop → migrate → completed in order: a `cont` during the save would turn it into
@@ -672,7 +674,7 @@ export class Vm extends EventEmitter {
       await this.#stateConnection(zstd.started, finished, socketPath);
       // Connected: the folder goes now, so a worker killed during the upload leaves none behind.
       removeSocketDir(this.#processDir);
-      const streamed = handled(followFile(compressedFile, zstd.exit, digest, sink));
+      const streamed = handled(followFile(compressedFile, zstd.exit, digest, sink, saveFailed.signal));
       // A sink that fails ends the save at once, without waiting for QEMU to finish sending.
       const event = await Promise.race([finished, streamed.then(() => finished)]);
       if (event.data?.status !== "completed") {
@@ -681,6 +683,7 @@ export class Vm extends EventEmitter {
       migrating = false;
       await streamed;
     } catch (error) {
+      saveFailed.abort(error);
       zstd?.kill();
       if (migrating) {
         await qmp.execute("migrate_cancel").catch(() => undefined);
@@ -688,7 +691,7 @@ export class Vm extends EventEmitter {
         // finalized yet") and would leave the guest paused: let the cancel land first.
         await migrationEnded?.catch(() => undefined);
       }
-      if (!sink.destroyed) sink.destroy();
+      sink.abort(error as Error);
       if (!this.#qmp?.closed) {
         await qmp.execute("cont").catch(() => undefined);
         if (this.state === "suspending") this.#setState("running", "suspend");
@@ -938,12 +941,23 @@ async function migrationError(qmp: QmpClient): Promise<string> {
 const followMinBlock = 1024 * 1024;
 const followMaxBlock = 4 * 1024 * 1024;
 
+// The blocks a finished save left for the next (see guest-state-sink.ts; 8 MiB kept for the
+// worker's life): a save takes blocksPerSave, reading into one while the sink writes the
+// other, and gives back those the sink is done with. A second save at once allocates its own.
+const blocksPerSave = 2;
+const spareBlocks: Buffer[] = [];
+
 // Passes `file` to `digest` and `sink` (which is ended) while zstd is still writing it, and
-// to its end once zstd exited 0. Woken by inotify as the file grows; the sink's backpressure
-// slows only this reader, never zstd or QEMU.
-async function followFile(file: string, writerExit: Promise<number | null>, digest: DigestStream, sink: Writable): Promise<void> {
-  if (sink.destroyed) throw new Error("the sink was closed before the guest state was written to it");
-  const sinkDone = handled(streamFinished(sink));
+// to its end once zstd exited 0. Woken by inotify as the file grows; the sink's pace slows
+// only this reader, never zstd or QEMU. A sink's failure ends it at once, and so does `signal`
+// (the save failed otherwise: a write the sink never settles must not hold it).
+async function followFile(
+  file: string,
+  writerExit: Promise<number | null>,
+  digest: DigestStream,
+  sink: GuestStateSink,
+  signal: AbortSignal,
+): Promise<void> {
   const handle = await open(file, "r");
   let exitCode: number | null | undefined;
   let grew = false;
@@ -956,43 +970,66 @@ async function followFile(file: string, writerExit: Promise<number | null>, dige
     exitCode = code;
     wake?.();
   });
+  let stop!: (error: unknown) => void;
+  const stopped = handled(new Promise<never>((_, reject) => (stop = reject)));
+  signal.addEventListener("abort", () => stop(signal.reason), { once: true });
+  const blocks = Array.from({ length: blocksPerSave }, () => spareBlocks.pop() ?? Buffer.allocUnsafe(followMaxBlock));
+  // What the sink still holds of each block: the promise of the write it was lent to.
+  const lent: Array<Promise<void> | undefined> = blocks.map(() => undefined);
+  const returned = blocks.map(() => true);
   try {
     // Open and watched, the file needs no name: nothing is left behind even if this process is
     // killed, and its blocks are freed as the last descriptor closes, off the save's path
     // (removing the 20 MB file at the end took ~3 ms of a 256 MiB save).
     rmSync(file);
     let position = 0;
-    for (;;) {
+    for (let next = 0; ; ) {
       // Exit is noted before the size is taken, so an exited zstd's last bytes are never missed.
       const exited = exitCode !== undefined;
       grew = false;
       const available = fstatSync(handle.fd).size - position;
       if (available >= followMinBlock || (exited && available > 0)) {
-        const block = Buffer.allocUnsafe(Math.min(available, followMaxBlock));
-        const { bytesRead } = await handle.read(block, 0, block.length, position);
+        const index = next++ % blocks.length;
+        await Promise.race([lent[index], stopped]);
+        const { bytesRead } = await handle.read(blocks[index]!, 0, Math.min(available, followMaxBlock), position);
+        signal.throwIfAborted();
         position += bytesRead;
-        const chunk = block.subarray(0, bytesRead);
+        const chunk = blocks[index]!.subarray(0, bytesRead);
         digest.update(chunk);
-        if (sink.destroyed) throw new Error("the sink was closed before the whole guest state was written to it");
-        if (!sink.write(chunk)) await Promise.race([once(sink, "drain"), sinkDone]);
+        returned[index] = false;
+        const written = lend(sink, chunk).then(() => {
+          returned[index] = true;
+        });
+        written.catch(stop);
+        lent[index] = written;
         continue;
       }
       if (exited) break;
       if (!grew) {
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          if (grew || exitCode !== undefined) resolve();
-        });
+        await Promise.race([
+          new Promise<void>((resolve) => {
+            wake = resolve;
+            if (grew || exitCode !== undefined) resolve();
+          }),
+          stopped,
+        ]);
         wake = undefined;
       }
     }
+    await Promise.race([Promise.all(lent), stopped]);
   } finally {
     watcher.close();
     void handled(handle.close());
+    // A block still lent to a failed sink is left to it.
+    for (const [index, block] of blocks.entries()) if (returned[index] && spareBlocks.length < blocksPerSave) spareBlocks.push(block);
   }
   if (exitCode !== 0) throw new Error(`zstd exited ${exitCode} while compressing it`);
-  sink.end();
-  await sinkDone;
+  await sink.end();
+}
+
+// A sink's write, with a synchronous throw turned into a rejection.
+async function lend(sink: GuestStateSink, chunk: Buffer): Promise<void> {
+  await sink.write(chunk);
 }
 
 // Copies `source` into `target` through `digest`. If the target breaks (zstd or QEMU gave up)

@@ -12,11 +12,10 @@
 // disk, never written since the pause). A worker killed mid-upload leaves parts without a
 // manifest, which no reader accepts and the sweeper removes.
 import { randomUUID } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream } from "node:fs";
 import { mkdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { PassThrough, Writable } from "node:stream";
-import { finished } from "node:stream/promises";
+import { PassThrough } from "node:stream";
 
 import type { GuestStateManifest, Vm } from "@ferry/engine";
 import type { GuestStateProgress } from "@ferry/storage";
@@ -26,11 +25,11 @@ import {
   type GuestStateMetadata,
   diskStreamName,
   discardStaging,
+  memoryStateSink,
   progressReporter,
   pruneGuestStates,
   recordGuestState,
   stagingDir,
-  tee,
 } from "../guest-state-store.ts";
 
 const mebibyte = 1024 * 1024;
@@ -87,31 +86,23 @@ async function suspend(ctx: WorkerContext, hosted: HostedVm, vm: Vm): Promise<vo
   const toStore = new PassThrough();
   // Its failures reach us through `upload`; once the store has stopped reading, nobody else listens.
   toStore.on("error", () => undefined);
-  const toFile = createWriteStream(localCopy);
   // QEMU sends its first byte only after `stop` returned: the guest is paused and its disks
   // flushed, so from then on the overlays can be stored beside the memory.
   let paused = false;
   let onPaused!: () => void;
   const pause = new Promise<void>((resolve) => (onPaused = resolve));
-  const pauseSignal = new Writable({
-    write(_chunk, _encoding, callback) {
+  const saving = vm.saveState(
+    memoryStateSink(toStore, localCopy, () => {
       paused = true;
       onPaused();
-      callback();
-    },
-  });
-  // The tee passes a failed save's error to every target; the save's outcome is reported from `saving`.
-  pauseSignal.on("error", noop);
-  const sink = tee([toStore, toFile, pauseSignal]);
-  // Destroyed when the store fails, maybe before the engine pipes into it: the engine sees
-  // the destroyed sink and resumes the guest; the error itself is reported from `upload`.
-  sink.on("error", () => undefined);
-  const saving = vm.saveState(sink);
+    }),
+  );
   // The engine hashes the stream for its manifest; the store takes that digest rather than hashing it again.
   const digest = saving.then((manifest) => ({ bytes: manifest.streamBytes, sha256: manifest.sha256 }));
   const upload = writer.addStream("memory", toStore, { compress: false, onProgress: progress("memory"), digest });
-  // A store that fails stops reading: end the save too, or it would wait on a full pipe.
-  upload.catch((error: unknown) => sink.destroy(error as Error));
+  // A store that fails stops reading: end the save too (its sink's write fails), or it would
+  // wait on a full pipe. Maybe before the first write: the engine then resumes the guest.
+  upload.catch((error: unknown) => toStore.destroy(error as Error));
 
   // 2.
   const storingDisks = (async () => {
@@ -125,10 +116,11 @@ async function suspend(ctx: WorkerContext, hosted: HostedVm, vm: Vm): Promise<vo
     }
     return disks;
   })();
-  const [saved, memory, copied, disks] = await Promise.allSettled([saving, upload, finished(toFile), storingDisks]);
-  if (saved.status === "rejected" || memory.status === "rejected" || copied.status === "rejected" || disks.status === "rejected") {
+  // The local copy is complete once the save is: its sink ended the file.
+  const [saved, memory, disks] = await Promise.allSettled([saving, upload, storingDisks]);
+  if (saved.status === "rejected" || memory.status === "rejected" || disks.status === "rejected") {
     await writer.abort().catch((error: unknown) => log.warn({ err: error, vmId: hosted.vmId }, "removing the parts of a failed suspend failed"));
-    const cause = [memory, saved, copied, disks].find((outcome): outcome is PromiseRejectedResult => outcome.status === "rejected")!.reason as Error;
+    const cause = [memory, saved, disks].find((outcome): outcome is PromiseRejectedResult => outcome.status === "rejected")!.reason as Error;
     if (saved.status === "fulfilled") {
       await carryOn(ctx, hosted, localCopy, saved.value, `suspend failed: ${cause.message}`);
     } else {
