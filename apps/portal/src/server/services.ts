@@ -7,6 +7,7 @@ import { Redis } from "ioredis";
 import { RateLimiterRedis } from "rate-limiter-flexible";
 import { pino, type Logger } from "pino";
 import { revokeAccess } from "./access-revocation.ts";
+import { RequestLimiter } from "./request-limiter.ts";
 import { createAuth, ensureAdmin, type PortalAuth } from "./auth.ts";
 import { followRevocations, TokenViewers } from "./token-viewers.ts";
 import type { ProjectQuota } from "./quota.ts";
@@ -36,7 +37,7 @@ export interface PortalServices {
   controllerQueue: Queue;
   auth: PortalAuth;
   /** REST requests per API token per minute, counted in Redis so every portal process shares the count */
-  rateLimiter: RateLimiterRedis;
+  rateLimiter: RequestLimiter;
   /** email sign-in attempts per account per minute, in Redis */
   signInLimiter: RateLimiterRedis;
   /** API tokens resolved in the last second, forgotten when access is revoked */
@@ -60,13 +61,15 @@ export async function createPortalServices(settings: PortalSettings): Promise<Po
     onSessionEnded: (session) => revokeAccess({ redis, settings, log, tokenViewers }, { userId: session.userId }),
   });
   await ensureAdmin(auth, db, { ...settings.admin, defaultQuota: settings.defaultQuota });
-  const rateLimiter = new RateLimiterRedis({
-    storeClient: redis,
-    useRedisPackage: false,
-    keyPrefix: `${settings.queuePrefix}:api-rate`,
-    points: settings.apiRateLimitPerMinute,
-    duration: 60,
-  });
+  const rateLimiter = new RequestLimiter(
+    new RateLimiterRedis({
+      storeClient: redis,
+      useRedisPackage: false,
+      keyPrefix: `${settings.queuePrefix}:api-rate`,
+      points: settings.apiRateLimitPerMinute,
+      duration: 60,
+    }),
+  );
   return {
     settings,
     db,
