@@ -26,7 +26,7 @@ import { Readable } from "node:stream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { probeAccelerator } from "./accel-probe.ts";
 import { guestMemoryBytes } from "./qemu-argv.ts";
-import { memoryFileMapping, processes } from "./testing.ts";
+import { childrenOf, memoryFileMapping, processes } from "./testing.ts";
 import { Engine } from "./engine.ts";
 import { EngineError } from "./errors.ts";
 import { type GuestStateSink, guestStateFileSink } from "./guest-state-sink.ts";
@@ -325,6 +325,45 @@ describe("Engine with real QEMU", () => {
     await restored.waitForSerial(tickLine, { timeoutMs: 10_000, fromOffset: statSync(spec.serial.logFile).size });
     const runDir = path.join(suiteDir, "run");
     expect(readdirSync(runDir, { recursive: true }).filter((entry) => String(entry).endsWith(".zst"))).toEqual([]);
+  });
+
+  it("a save that fails while its sink holds a chunk it never gives back stops reading the state file and keeps the guest running", async () => {
+    const spec = newSpec();
+    const vm = await bootedVm(spec);
+    await vm.waitForSerial(/ferry-tick 1 /, { timeoutMs: 30_000 });
+    // The sink takes the first chunk and never finishes with it; meanwhile the save's zstd
+    // (started by the engine's compressor helper, a child of this process) dies. Should zstd be
+    // gone already, the write completes and the save with it, and the test fails below.
+    let killed = 0;
+    const stalledSink: GuestStateSink = {
+      write() {
+        const ourChildren = new Set(childrenOf(process.pid));
+        for (const info of processes()) {
+          if (info.command.startsWith("zstd -1 -T2") && ourChildren.has(info.parent)) {
+            process.kill(info.pid, "SIGKILL");
+            killed++;
+          }
+        }
+        return killed > 0 ? new Promise<void>(() => undefined) : Promise.resolve();
+      },
+      end: async () => undefined,
+      abort: () => undefined,
+    };
+    await expectEngineError(vm.saveState(stalledSink), "save_failed");
+    expect(killed).toBe(1);
+    expect(vm.state).toBe("running");
+    // The state file (nameless, open only here) is closed: nothing waits on the stalled write.
+    const stateFileOpen = () =>
+      readdirSync("/proc/self/fd").some((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`).includes("state-out.zst");
+        } catch {
+          return false;
+        }
+      });
+    for (let attempt = 0; attempt < 100 && stateFileOpen(); attempt++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(stateFileOpen()).toBe(false);
+    await vm.stop({ graceMs: 0 });
   });
 
   it("live-migrates between two QEMU processes; the counter continues on the destination", async () => {
