@@ -281,15 +281,20 @@ describe("Engine with real QEMU", () => {
     const received: Buffer[] = [];
     const blocks = new Set<ArrayBufferLike>();
     let changedWhileLent = 0;
+    let writing = 0;
+    let overlapping = 0;
     const sha256 = (bytes: Buffer) => createHash("sha256").update(new Uint8Array(bytes)).digest("hex");
-    // Each write a timer tick late: zstd finishes long before this sink.
+    // Each write 20 ms late: zstd finishes long before this sink, and the next chunk is ready
+    // before the previous write is done.
     const slowSink: GuestStateSink = {
       async write(chunk) {
+        if (writing++ > 0) overlapping++;
         const before = sha256(chunk);
         received.push(Buffer.from(chunk));
         blocks.add(chunk.buffer);
-        await new Promise((resolve) => setTimeout(resolve, 1));
+        await new Promise((resolve) => setTimeout(resolve, 20));
         if (sha256(chunk) !== before) changedWhileLent++;
+        writing--;
       },
       end: async () => undefined,
       abort: () => undefined,
@@ -299,6 +304,8 @@ describe("Engine with real QEMU", () => {
     expect(state.length).toBe(manifest.streamBytes);
     expect(sha256(state)).toBe(manifest.sha256);
     expect(changedWhileLent).toBe(0);
+    // One write at a time: a file sink writes each at the file's current offset, in call order.
+    expect(overlapping).toBe(0);
     // The engine reads into the same two blocks throughout, rather than a new one per chunk.
     expect(received.length).toBeGreaterThan(4);
     expect(blocks.size).toBe(2);

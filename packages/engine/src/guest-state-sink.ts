@@ -8,8 +8,9 @@ import { type FileHandle, open } from "node:fs/promises";
 /**
  * Receives a guest state's compressed stream. Each chunk is the sink's only until the promise
  * its write returned settles: the engine then reads the next bytes into it, so a sink that keeps
- * bytes longer (a queue, a part being filled) copies them. `end` follows the last write and
- * the save is done when it resolves. A write or end that rejects fails the save at once (the
+ * bytes longer (a queue, a part being filled) copies them. Writes come one at a time, in stream
+ * order, each once the previous resolved (the engine reads the next chunk meanwhile). `end`
+ * follows the last write and the save is done when it resolves. A write or end that rejects fails the save at once (the
  * guest resumes); `abort` tells the sink that the save failed, so it releases what it holds.
  */
 export interface GuestStateSink {

@@ -974,7 +974,7 @@ async function followFile(
   const stopped = handled(new Promise<never>((_, reject) => (stop = reject)));
   signal.addEventListener("abort", () => stop(signal.reason), { once: true });
   const blocks = Array.from({ length: blocksPerSave }, () => spareBlocks.pop() ?? Buffer.allocUnsafe(followMaxBlock));
-  // What the sink still holds of each block: the promise of the write it was lent to.
+  // The write each block was last lent to (the sink holds it until that settles).
   const lent: Array<Promise<void> | undefined> = blocks.map(() => undefined);
   const returned = blocks.map(() => true);
   try {
@@ -989,13 +989,15 @@ async function followFile(
       grew = false;
       const available = fstatSync(handle.fd).size - position;
       if (available >= followMinBlock || (exited && available > 0)) {
+        // This block's last write was settled before the previous block was lent.
         const index = next++ % blocks.length;
-        await Promise.race([lent[index], stopped]);
         const { bytesRead } = await handle.read(blocks[index]!, 0, Math.min(available, followMaxBlock), position);
-        signal.throwIfAborted();
         position += bytesRead;
         const chunk = blocks[index]!.subarray(0, bytesRead);
         digest.update(chunk);
+        // One write at a time, in order: a sink may write each at its file's current offset.
+        await Promise.race([lent[(index + blocks.length - 1) % blocks.length], stopped]);
+        signal.throwIfAborted();
         returned[index] = false;
         const written = lend(sink, chunk).then(() => {
           returned[index] = true;
