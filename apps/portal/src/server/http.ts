@@ -1,9 +1,8 @@
 // The portal's one HTTP server: REST requests (/api/v1) go straight to the REST handler, every
 // other request to Next. A REST request through a Next route handler cost about 2.5 ms of CPU
 // more than the handler itself (bench/api: list p99 632 ms with 50 clients), a third of the
-// whole request; here it costs the conversion between node:http and the Fetch API only.
+// whole request; here the REST handler reads node:http's request itself.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { Readable } from "node:stream";
 import { answerRestRequest, restBasePath } from "./rest.ts";
 import { type PortalServices, portalServices, servicesUnavailable } from "./services.ts";
 
@@ -40,20 +39,10 @@ async function serveRest(request: IncomingMessage, response: ServerResponse, fro
     response.writeHead(503, { "content-type": "application/json", "content-length": Buffer.byteLength(body) }).end(body);
     return;
   }
-  const answer = await answerRestRequest(toFetchRequest(request), services);
+  const answer = await answerRestRequest(request, services);
   if (answer.body === null) {
     response.writeHead(answer.status, answer.headers).end();
     return;
   }
   response.writeHead(answer.status, { ...answer.headers, "content-length": Buffer.byteLength(answer.body) }).end(answer.body);
-}
-
-function toFetchRequest(request: IncomingMessage): Request {
-  const headers = new Headers();
-  for (let i = 0; i + 1 < request.rawHeaders.length; i += 2) headers.append(request.rawHeaders[i]!, request.rawHeaders[i + 1]!);
-  const method = request.method ?? "GET";
-  // The REST handler reads only the path and query; the Host header is the client's to garble.
-  const url = `http://localhost${request.url ?? "/"}`;
-  if (method === "GET" || method === "HEAD") return new Request(url, { method, headers });
-  return new Request(url, { method, headers, body: Readable.toWeb(request) as ReadableStream<Uint8Array>, duplex: "half" } as RequestInit);
 }
