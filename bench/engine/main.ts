@@ -14,7 +14,11 @@ import { freePort } from "../lib/ferry-cluster.ts";
 import { childrenOf, gone } from "../lib/processes.ts";
 import { type RawQemu, killRawQemus, startRawQemu } from "../lib/raw-qemu.ts";
 
-const RUNS = Math.max(5, Number(process.env.FERRY_BENCH_RUNS ?? 7));
+// 31 by default: on a shared 2-core host single samples spread widely (an idle guest's live
+// migration took 42-256 ms within one run, raw or engine), and medians of 11-15 runs moved by
+// up to 20 % between identical runs; a 31-run median (~9 min) came within 5 % of the median
+// of all 72 samples a side pooled from four runs, for every figure.
+const RUNS = Math.max(5, Number(process.env.FERRY_BENCH_RUNS ?? 31));
 const imagesDir = process.env.FERRY_IMAGES_DIR ?? "/var/lib/ferry/images";
 const root = mkdtempSync(path.join(os.tmpdir(), "ferry-bench-engine-"));
 const image: GuestImage = await loadImage(imagesDir, "tiny");
