@@ -10,6 +10,7 @@ import { revokeAccess } from "./access-revocation.ts";
 import { RequestLimiter } from "./request-limiter.ts";
 import { createAuth, ensureAdmin, type PortalAuth } from "./auth.ts";
 import { followRevocations, TokenViewers } from "./token-viewers.ts";
+import { VmViews } from "./vm-views.ts";
 import type { ProjectQuota } from "./quota.ts";
 import { createSignInLimiter } from "./sign-in-limit.ts";
 import { env } from "../env.ts";
@@ -42,6 +43,8 @@ export interface PortalServices {
   signInLimiter: RateLimiterRedis;
   /** API tokens resolved in the last second, forgotten when access is revoked */
   tokenViewers: TokenViewers;
+  /** the views of vms listed, kept by row version (vm list) */
+  vmViews: VmViews;
   log: Logger;
   close(): Promise<void>;
 }
@@ -79,6 +82,7 @@ export async function createPortalServices(settings: PortalSettings): Promise<Po
     rateLimiter,
     signInLimiter: createSignInLimiter(redis, settings.queuePrefix),
     tokenViewers,
+    vmViews: new VmViews(),
     log,
     async close() {
       revocations.disconnect();

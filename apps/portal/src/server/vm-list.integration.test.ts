@@ -57,3 +57,19 @@ it("lets PostgreSQL keep one plan for each kind of page instead of planning ever
     expect(Number(row.generic_plans)).toBeGreaterThan(0);
   }
 });
+
+it("shows a vm's change at once, however its row was written", async () => {
+  // The list reuses the views of rows whose version (xmin) it has seen: a write that sets no
+  // updatedAt (raw SQL, another process) still makes a new row version.
+  const caller = portal.as(viewer);
+  const before = (await caller.vm.list({ limit: 5 })).items;
+  expect((await caller.vm.list({ limit: 5 })).items).toEqual(before);
+  const changed = before[2]!;
+  await portal.services.db.$executeRaw`UPDATE vm SET state = 'running', accelerator = 'tcg', progress = '{"done": 3, "total": 4}' WHERE id = ${changed.id}`;
+  const after = (await caller.vm.list({ limit: 5 })).items;
+  expect(after.map((vm) => vm.id)).toEqual(before.map((vm) => vm.id));
+  expect(after[2]).toEqual({ ...changed, state: "running", accelerator: "tcg", progress: { done: 3, total: 4 } });
+  expect(after.filter((_, i) => i !== 2)).toEqual(before.filter((_, i) => i !== 2));
+  await portal.services.db.$executeRaw`UPDATE vm SET state = 'deleted' WHERE id = ${changed.id}`;
+  expect((await caller.vm.list({ limit: 5 })).items.map((vm) => vm.id)).not.toContain(changed.id);
+});

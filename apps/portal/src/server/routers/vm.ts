@@ -15,6 +15,7 @@ import { createOnce } from "../idempotency.ts";
 import { checkQuota, lockProject } from "../quota.ts";
 import { type AuditTarget, auditedProcedure, authedProcedure, createTRPCRouter, mappedOutput, type PortalContext, type Viewer } from "../trpc.ts";
 import { desiredStateOf, refusalOf, type VmAction } from "../vm-actions.ts";
+import type { VmVersion } from "../vm-views.ts";
 
 const vmId = recordId;
 
@@ -305,20 +306,26 @@ export const vmRouter = createTRPCRouter({
       // vm of the previous page, itself looked up among the visible ones only. The page size is
       // in the statement's text (one statement per size, 1-100): with LIMIT as a parameter
       // PostgreSQL costs the generic plan for a tenth of the table and plans every execution
-      // anew (0.25 of its 0.4 ms per page); with it in the text it keeps one plan.
+      // anew (0.25 of its 0.4 ms per page); with it in the text it keeps one plan. It reads ids
+      // and row versions only: the views come from those this process keeps (vm-views.ts).
       const after = input.cursor
         ? Prisma.sql`AND (vm."createdAt", vm.id) < (SELECT c."createdAt", c.id FROM vm c WHERE c.id = ${input.cursor} AND ${visibleProjectsSql(ctx.viewer, `c."projectId"`)})`
         : Prisma.empty;
-      const rows = await queryPrepared<ViewedRow>(
+      const rows = await queryPrepared<VmVersion>(
         db,
         Prisma.sql`
-          SELECT ${viewedColumns} FROM vm
+          SELECT vm.id, vm.xmin::text AS version FROM vm
           WHERE vm.state <> 'deleted' AND ${visible} ${after}
           ORDER BY vm."createdAt" DESC, vm.id DESC
           LIMIT ${Prisma.raw(String(input.limit + 1))}`,
       );
       const page = rows.slice(0, input.limit);
-      return { items: page.map(toView), nextCursor: rows.length > input.limit ? (page.at(-1)?.id ?? null) : null };
+      const items = await ctx.services.vmViews.of(page, async (ids) =>
+        (await queryPrepared<ViewedRow & { version: string }>(db, Prisma.sql`SELECT ${viewedColumns}, vm.xmin::text AS version FROM vm WHERE vm.id = ANY(${ids})`)).map(
+          (row) => ({ ...toView(row), version: row.version }),
+        ),
+      );
+      return { items, nextCursor: rows.length > input.limit ? (page.at(-1)?.id ?? null) : null };
     }),
 
   get: authedProcedure

@@ -1,0 +1,97 @@
+import { describe, expect, it } from "vitest";
+import type { VmView } from "./routers/vm.ts";
+import { VmViews } from "./vm-views.ts";
+
+const view = (id: string, state = "stopped"): VmView => ({
+  id,
+  name: `vm-${id}`,
+  ownerId: "u1",
+  projectId: "p1",
+  image: "tiny",
+  vcpus: 1,
+  memoryMiB: 256,
+  profile: "standard",
+  cpuModel: "qemu64",
+  state,
+  desiredState: state,
+  stateReason: null,
+  workerId: null,
+  targetWorkerId: null,
+  accelerator: null,
+  generation: 0,
+  operation: null,
+  progress: state === "running" ? { done: 1, total: 2 } : null,
+  createdAt: "2026-11-26T00:00:00.000Z",
+  stateChangedAt: "2026-11-26T00:00:00.000Z",
+});
+
+/** A table of rows by id with their versions, and the ids each read asked for. */
+function table(rows: Record<string, { version: string; state?: string }>) {
+  const reads: string[][] = [];
+  return {
+    rows,
+    reads,
+    read: async (ids: string[]) => {
+      reads.push(ids);
+      return ids.flatMap((id) => (rows[id] ? [{ ...view(id, rows[id].state), version: rows[id].version }] : []));
+    },
+  };
+}
+
+describe("VmViews", () => {
+  it("reads a page's rows once and reuses the views while their versions stay the same", async () => {
+    const views = new VmViews();
+    const db = table({ a: { version: "10" }, b: { version: "11" }, c: { version: "10" } });
+    const page = [
+      { id: "c", version: "10" },
+      { id: "a", version: "10" },
+      { id: "b", version: "11" },
+    ];
+    expect((await views.of(page, db.read)).map((v) => v.id)).toEqual(["c", "a", "b"]);
+    expect((await views.of(page, db.read)).map((v) => v.id)).toEqual(["c", "a", "b"]);
+    expect(db.reads).toEqual([["c", "a", "b"]]);
+  });
+
+  it("reads again only the vms whose row version changed, and shows them as they are now", async () => {
+    const views = new VmViews();
+    const db = table({ a: { version: "10" }, b: { version: "10" } });
+    await views.of([{ id: "a", version: "10" }, { id: "b", version: "10" }], db.read);
+    db.rows.b = { version: "12", state: "running" };
+    const page = await views.of([{ id: "a", version: "10" }, { id: "b", version: "12" }], db.read);
+    expect(page.map((v) => [v.id, v.state])).toEqual([["a", "stopped"], ["b", "running"]]);
+    expect(db.reads).toEqual([["a", "b"], ["b"]]);
+  });
+
+  it("leaves out a vm whose row is gone by the time it is read", async () => {
+    const views = new VmViews();
+    const db = table({ a: { version: "10" } });
+    expect((await views.of([{ id: "gone", version: "9" }, { id: "a", version: "10" }], db.read)).map((v) => v.id)).toEqual(["a"]);
+  });
+
+  it("keeps at most its capacity, the oldest kept going first", async () => {
+    const views = new VmViews(2);
+    const db = table({ a: { version: "1" }, b: { version: "1" }, c: { version: "1" } });
+    for (const id of ["a", "b", "c"]) await views.of([{ id, version: "1" }], db.read);
+    await views.of([{ id: "b", version: "1" }, { id: "c", version: "1" }, { id: "a", version: "1" }], db.read);
+    expect(db.reads).toEqual([["a"], ["b"], ["c"], ["a"]]);
+  });
+
+  it("forgets every view after its lifetime, before a reused transaction id could match an old version", async () => {
+    let now = 0;
+    const views = new VmViews(100, 1000, () => now);
+    const db = table({ a: { version: "1" } });
+    await views.of([{ id: "a", version: "1" }], db.read);
+    now = 999;
+    await views.of([{ id: "a", version: "1" }], db.read);
+    now = 1000;
+    await views.of([{ id: "a", version: "1" }], db.read);
+    expect(db.reads).toEqual([["a"], ["a"]]);
+  });
+
+  it("hands out views nobody can change, as every request that lists the vm shares them", async () => {
+    const views = new VmViews();
+    const [shared] = await views.of([{ id: "a", version: "1" }], table({ a: { version: "1", state: "running" } }).read);
+    expect(() => Object.assign(shared!, { state: "deleted" })).toThrow(TypeError);
+    expect(() => Object.assign(shared!.progress!, { done: 2 })).toThrow(TypeError);
+  });
+});
