@@ -88,6 +88,30 @@ describe("the portal's HTTP server", () => {
     expect(await portal.services.db.vm.count({ where: { projectId: tenant.projectId, name: { startsWith: "xxx" } } })).toBe(0);
   });
 
+  it("refuses bad queries to the polled reads (GET /vms, /vms/{id}) as trpc-to-openapi refuses them on other routes", async () => {
+    // GET /vms and /vms/{id} go to their procedures directly (rest.ts); /vms/{id}/events, with
+    // the same id and limit fields, through trpc-to-openapi's handler.
+    const vm = await portal.vmRow(tenant.projectId, tenant.owner.id);
+    const get = async (path: string, headers: Record<string, string> = { authorization: `Bearer ${secret}` }) => {
+      const response = await fetch(`${baseUrl}/api/v1${path}`, { headers });
+      return { status: response.status, authenticate: response.headers.get("www-authenticate"), body: (await response.json()) as { error?: { code: string; message: string } } };
+    };
+    for (const query of ["limit=0", "limit=501", "limit=abc", "limit=", "limit=1.5", "limit=5&limit=6", "colour=red", "constructor=1"]) {
+      const polled = await get(`/vms?${query}`);
+      const handled = await get(`/vms/${vm.id}/events?${query}`);
+      expect({ query, status: polled.status, code: polled.body.error?.code }).toEqual({ query, status: handled.status, code: handled.body.error?.code });
+      expect(polled.status, query).toBe(400);
+      if (query !== "constructor=1") expect(polled.body.error?.message, query).toContain(query.split("=")[0]!);
+    }
+    expect((await get(`/vms/${vm.id}?colour=red`)).body.error).toEqual((await get(`/vms/${vm.id}/events?colour=red`)).body.error);
+    for (const path of [`/vms/${vm.id}`, "/vms", `/vms/${vm.id}/events`]) {
+      expect(await get(path, {}), path).toMatchObject({ status: 401, authenticate: 'Bearer realm="ferry"', body: { error: { code: "unauthenticated" } } });
+    }
+    const missing = await get("/vms/no-such-vm");
+    expect(missing).toMatchObject({ status: 404, body: { error: { code: "vm_not_found" } } });
+    expect(missing.body.error).toEqual((await get("/vms/no-such-vm/events")).body.error);
+  });
+
   it("answers 503 in the error schema when the portal's services cannot be reached", async () => {
     const down = createPortalServer(
       async (_request, response) => void response.end("next"),
