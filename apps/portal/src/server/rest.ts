@@ -164,7 +164,7 @@ function callProcedure(headers: IncomingHttpHeaders, method: string, url: URL, b
  * handler gives them: text, a list when repeated, and `limit` (the one number) as
  * `Number(text)`, as its coercion does, so "abc" is refused as NaN.
  */
-type PolledRead = (caller: ReturnType<typeof createCaller>) => Promise<unknown>;
+type PolledRead = (caller: ReturnType<typeof createCaller>, services: PortalServices) => Promise<string>;
 
 const createCaller = createCallerFactory(appRouter);
 const vmPath = new RegExp(`^${restBasePath}/vms/([^/]+)$`);
@@ -172,13 +172,13 @@ const vmPath = new RegExp(`^${restBasePath}/vms/([^/]+)$`);
 function polledRead(url: URL): PolledRead | null {
   if (url.pathname === `${restBasePath}/vms`) {
     const input = queryInput(url);
-    return (caller) => caller.vm.list(input as never);
+    return async (caller, services) => services.vmViews.pageJson(await caller.vm.list(input as never));
   }
   // The id as the path has it, not decoded: as trpc-to-openapi reads path parameters.
   const id = vmPath.exec(url.pathname)?.[1];
   if (id === undefined) return null;
   const input = { ...queryInput(url), id };
-  return (caller) => caller.vm.get(input as never);
+  return async (caller) => JSON.stringify(await caller.vm.get(input as never));
 }
 
 function queryInput(url: URL): Record<string, unknown> {
@@ -193,7 +193,7 @@ function queryInput(url: URL): Record<string, unknown> {
 async function answerRead(read: PolledRead, headers: IncomingHttpHeaders, services: PortalServices): Promise<RestAnswer> {
   try {
     const ctx = await createPortalContext(services, fetchHeaders(headers));
-    return jsonAnswer(200, await read(createCaller(ctx)));
+    return { status: 200, headers: { "content-type": "application/json" }, body: await read(createCaller(ctx), services) };
   } catch (thrown) {
     const error = toTRPCError(thrown);
     if (error.code === "INTERNAL_SERVER_ERROR") services.log.error({ err: error.cause ?? error }, "REST request failed");

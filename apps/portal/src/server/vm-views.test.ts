@@ -95,3 +95,19 @@ describe("VmViews", () => {
     expect(() => Object.assign(shared!.progress!, { done: 2 })).toThrow(TypeError);
   });
 });
+
+describe("VmViews.pageJson", () => {
+  it("writes a page exactly as JSON.stringify does, from the texts of kept views and of any other", async () => {
+    const views = new VmViews();
+    const kept = await views.of([{ id: "a", version: "1" }, { id: "b", version: "1" }], table({ a: { version: "1", state: "running" }, b: { version: "1" } }).read);
+    const other = { ...view("c"), name: 'quote " and \u2028 and é' };
+    for (const page of [
+      { items: [...kept, other], nextCursor: "c" },
+      { items: [other, kept[1]!], nextCursor: null },
+      { items: [], nextCursor: null },
+    ]) {
+      expect(views.pageJson(page)).toBe(JSON.stringify(page));
+      expect(JSON.parse(views.pageJson(page))).toEqual(page);
+    }
+  });
+});
