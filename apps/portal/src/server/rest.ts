@@ -8,7 +8,8 @@ import { apiTokenHash } from "./api-token.ts";
 import { getHTTPStatusCodeFromError } from "@trpc/server/http";
 import { appRouter } from "./root.ts";
 import type { PortalServices } from "./services.ts";
-import { type ApiError, busyRetryAfterSeconds, createCallerFactory, createPortalContext, toApiError, toTRPCError } from "./trpc.ts";
+import { vmReads } from "./routers/vm.ts";
+import { type ApiError, busyRetryAfterSeconds, createPortalContext, type PortalContext, resolveAuthed, toApiError, toTRPCError } from "./trpc.ts";
 
 /** Where the REST API is mounted. */
 export const restBasePath = "/api/v1";
@@ -158,27 +159,27 @@ function callProcedure(headers: IncomingHttpHeaders, method: string, url: URL, b
 }
 
 /**
- * The reads programs poll, GET /vms and GET /vms/{id}: called through tRPC's caller (the same
- * procedures, middleware, input schemas and errors) without trpc-to-openapi's node handler,
- * which cost a fifth of the portal's CPU per list page (bench/api). Query values come as that
- * handler gives them: text, a list when repeated, and `limit` (the one number) as
- * `Number(text)`, as its coercion does, so "abc" is refused as NaN.
+ * The reads programs poll, GET /vms and GET /vms/{id}: their procedures' own input schemas and
+ * resolvers (`vmReads`), run by `resolveAuthed` with the same checks and errors, without
+ * trpc-to-openapi's node handler and tRPC's caller, which together cost about two fifths of the
+ * portal's CPU per list page (bench/api). Query values come as that handler gives them: text, a
+ * list when repeated, and `limit` (the one number) as `Number(text)`, as its coercion does, so
+ * "abc" is refused as NaN.
  */
-type PolledRead = (caller: ReturnType<typeof createCaller>, services: PortalServices) => Promise<string>;
+type PolledRead = (ctx: PortalContext, services: PortalServices) => Promise<string>;
 
-const createCaller = createCallerFactory(appRouter);
 const vmPath = new RegExp(`^${restBasePath}/vms/([^/]+)$`);
 
 function polledRead(url: URL): PolledRead | null {
   if (url.pathname === `${restBasePath}/vms`) {
     const input = queryInput(url);
-    return async (caller, services) => services.vmViews.pageJson(await caller.vm.list(input as never));
+    return async (ctx, services) => services.vmViews.pageJson(await resolveAuthed(ctx, vmReads.list, input));
   }
   // The id as the path has it, not decoded: as trpc-to-openapi reads path parameters.
   const id = vmPath.exec(url.pathname)?.[1];
   if (id === undefined) return null;
   const input = { ...queryInput(url), id };
-  return async (caller) => JSON.stringify(await caller.vm.get(input as never));
+  return async (ctx) => JSON.stringify(await resolveAuthed(ctx, vmReads.get, input));
 }
 
 function queryInput(url: URL): Record<string, unknown> {
@@ -193,7 +194,7 @@ function queryInput(url: URL): Record<string, unknown> {
 async function answerRead(read: PolledRead, headers: IncomingHttpHeaders, services: PortalServices): Promise<RestAnswer> {
   try {
     const ctx = await createPortalContext(services, fetchHeaders(headers));
-    return { status: 200, headers: { "content-type": "application/json" }, body: await read(createCaller(ctx), services) };
+    return { status: 200, headers: { "content-type": "application/json" }, body: await read(ctx, services) };
   } catch (thrown) {
     const error = toTRPCError(thrown);
     if (error.code === "INTERNAL_SERVER_ERROR") services.log.error({ err: error.cause ?? error }, "REST request failed");

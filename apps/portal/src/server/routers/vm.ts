@@ -13,7 +13,7 @@ import { type Need, authorizeWithMembership, findProject, isOperator } from "../
 import { visibleProjectsSql } from "../access-sql.ts";
 import { createOnce } from "../idempotency.ts";
 import { checkQuota, lockProject } from "../quota.ts";
-import { type AuditTarget, auditedProcedure, authedProcedure, createTRPCRouter, mappedOutput, type PortalContext, type Viewer } from "../trpc.ts";
+import { type AuditTarget, type AuthedContext, type AuthedRead, auditedProcedure, authedProcedure, createTRPCRouter, mappedOutput, type PortalContext, type Viewer } from "../trpc.ts";
 import { desiredStateOf, refusalOf, type VmAction } from "../vm-actions.ts";
 import type { VmVersion } from "../vm-views.ts";
 
@@ -218,6 +218,47 @@ const action = (verb: VmAction, summary: string) =>
     .output(vmView)
     .mutation(({ ctx, input }) => requestAction(ctx, input.id, verb));
 
+const listInput = z
+  .strictObject({ limit: z.number().int().min(1).max(100).default(50), cursor: vmId.optional(), projectId: z.string().min(1).max(100).optional() })
+  .default({ limit: 50 });
+
+/** One page of the vms the viewer may see, newest first. */
+async function listVms(ctx: AuthedContext, input: z.output<typeof listInput>): Promise<{ items: VmView[]; nextCursor: string | null }> {
+  const { db } = ctx.services;
+  const visible =
+    input.projectId !== undefined ? Prisma.sql`vm."projectId" = ${(await findProject(db, ctx.viewer, input.projectId, "read")).id}` : visibleProjectsSql(ctx.viewer, `vm."projectId"`);
+  // One query, in the order of the (projectId, createdAt, id) index: the cursor is the last
+  // vm of the previous page, itself looked up among the visible ones only. The page size is
+  // in the statement's text (one statement per size, 1-100): with LIMIT as a parameter
+  // PostgreSQL costs the generic plan for a tenth of the table and plans every execution
+  // anew (0.25 of its 0.4 ms per page); with it in the text it keeps one plan. It reads ids
+  // and row versions only: the views come from those this process keeps (vm-views.ts).
+  const after = input.cursor
+    ? Prisma.sql`AND (vm."createdAt", vm.id) < (SELECT c."createdAt", c.id FROM vm c WHERE c.id = ${input.cursor} AND ${visibleProjectsSql(ctx.viewer, `c."projectId"`)})`
+    : Prisma.empty;
+  const rows = await queryPrepared<VmVersion>(
+    db,
+    Prisma.sql`
+      SELECT vm.id, vm.xmin::text AS version FROM vm
+      WHERE vm.state <> 'deleted' AND ${visible} ${after}
+      ORDER BY vm."createdAt" DESC, vm.id DESC
+      LIMIT ${Prisma.raw(String(input.limit + 1))}`,
+  );
+  const page = rows.slice(0, input.limit);
+  const items = await ctx.services.vmViews.of(page, async (ids) =>
+    (await queryPrepared<ViewedRow & { version: string }>(db, Prisma.sql`SELECT ${viewedColumns}, vm.xmin::text AS version FROM vm WHERE vm.id = ANY(${ids})`)).map(
+      (row) => ({ ...toView(row), version: row.version }),
+    ),
+  );
+  return { items, nextCursor: rows.length > input.limit ? (page.at(-1)?.id ?? null) : null };
+}
+
+/** The list and get procedures' inputs and resolvers, which the REST API's polled reads also run (rest.ts). */
+export const vmReads = {
+  list: { input: listInput, resolve: listVms } satisfies AuthedRead<typeof listInput, unknown>,
+  get: { input: byId, resolve: (ctx: AuthedContext, input: z.output<typeof byId>) => readVmView(ctx.services.db, ctx.viewer, input.id) } satisfies AuthedRead<typeof byId, unknown>,
+};
+
 export const vmRouter = createTRPCRouter({
   create: auditedProcedure("vm.create")
     .meta({
@@ -296,43 +337,15 @@ export const vmRouter = createTRPCRouter({
 
   list: authedProcedure
     .meta({ openapi: { method: "GET", path: "/vms", protect: true, tags: ["vms"], summary: "List vms, newest first" } })
-    .input(z.strictObject({ limit: z.number().int().min(1).max(100).default(50), cursor: vmId.optional(), projectId: z.string().min(1).max(100).optional() }).default({ limit: 50 }))
+    .input(vmReads.list.input)
     .output(mappedOutput(z.object({ items: z.array(vmView), nextCursor: z.string().nullable() })))
-    .query(async ({ ctx, input }) => {
-      const { db } = ctx.services;
-      const visible =
-        input.projectId !== undefined ? Prisma.sql`vm."projectId" = ${(await findProject(db, ctx.viewer, input.projectId, "read")).id}` : visibleProjectsSql(ctx.viewer, `vm."projectId"`);
-      // One query, in the order of the (projectId, createdAt, id) index: the cursor is the last
-      // vm of the previous page, itself looked up among the visible ones only. The page size is
-      // in the statement's text (one statement per size, 1-100): with LIMIT as a parameter
-      // PostgreSQL costs the generic plan for a tenth of the table and plans every execution
-      // anew (0.25 of its 0.4 ms per page); with it in the text it keeps one plan. It reads ids
-      // and row versions only: the views come from those this process keeps (vm-views.ts).
-      const after = input.cursor
-        ? Prisma.sql`AND (vm."createdAt", vm.id) < (SELECT c."createdAt", c.id FROM vm c WHERE c.id = ${input.cursor} AND ${visibleProjectsSql(ctx.viewer, `c."projectId"`)})`
-        : Prisma.empty;
-      const rows = await queryPrepared<VmVersion>(
-        db,
-        Prisma.sql`
-          SELECT vm.id, vm.xmin::text AS version FROM vm
-          WHERE vm.state <> 'deleted' AND ${visible} ${after}
-          ORDER BY vm."createdAt" DESC, vm.id DESC
-          LIMIT ${Prisma.raw(String(input.limit + 1))}`,
-      );
-      const page = rows.slice(0, input.limit);
-      const items = await ctx.services.vmViews.of(page, async (ids) =>
-        (await queryPrepared<ViewedRow & { version: string }>(db, Prisma.sql`SELECT ${viewedColumns}, vm.xmin::text AS version FROM vm WHERE vm.id = ANY(${ids})`)).map(
-          (row) => ({ ...toView(row), version: row.version }),
-        ),
-      );
-      return { items, nextCursor: rows.length > input.limit ? (page.at(-1)?.id ?? null) : null };
-    }),
+    .query(({ ctx, input }) => vmReads.list.resolve(ctx, input)),
 
   get: authedProcedure
     .meta({ openapi: { method: "GET", path: "/vms/{id}", protect: true, tags: ["vms"], summary: "One vm" } })
-    .input(byId)
+    .input(vmReads.get.input)
     .output(mappedOutput(vmView))
-    .query(({ ctx, input }) => readVmView(ctx.services.db, ctx.viewer, input.id)),
+    .query(({ ctx, input }) => vmReads.get.resolve(ctx, input)),
 
   start: action("start", "Start a stopped vm"),
   stop: action("stop", "Stop a vm (its disk is kept)"),
