@@ -1,6 +1,7 @@
 // The REST API for programs: the same procedures as the UI, mapped to /api/v1 paths by
-// trpc-to-openapi. This file only adapts the wire format: empty bodies, status codes and
-// the `{ error: { code, message, details? } }` body every failure carries.
+// trpc-to-openapi, except the two reads programs poll, which run their procedures' resolvers
+// directly (see `polledRead`). This file only adapts the wire format: empty bodies, status
+// codes and the `{ error: { code, message, details? } }` body every failure carries.
 import type { IncomingHttpHeaders } from "node:http";
 import { createOpenApiNodeHttpHandler, generateOpenApiDocument } from "trpc-to-openapi";
 import { RateLimiterRes } from "rate-limiter-flexible";
