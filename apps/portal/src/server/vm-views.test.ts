@@ -38,6 +38,13 @@ function table(rows: Record<string, { version: string; state?: string }>) {
   };
 }
 
+/** `read`, held back until `release()`: for reads in flight while another page asks. */
+function later(read: (ids: string[]) => Promise<(VmView & { version: string })[]>) {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  return { release: () => release(), read: async (ids: string[]) => (await released, read(ids)) };
+}
+
 describe("VmViews", () => {
   it("reads a page's rows once and reuses the views while their versions stay the same", async () => {
     const views = new VmViews();
@@ -86,6 +93,51 @@ describe("VmViews", () => {
     now = 1000;
     await views.of([{ id: "a", version: "1" }], db.read);
     expect(db.reads).toEqual([["a"], ["a"]]);
+  });
+
+  it("expires each view on its own, so vms listed together are not all read again at once", async () => {
+    let now = 0;
+    const views = new VmViews(100, 1000, () => now);
+    const db = table({ a: { version: "1" }, b: { version: "1" } });
+    await views.of([{ id: "a", version: "1" }], db.read);
+    now = 500;
+    await views.of([{ id: "b", version: "1" }], db.read);
+    now = 1000;
+    await views.of([{ id: "a", version: "1" }, { id: "b", version: "1" }], db.read);
+    expect(db.reads).toEqual([["a"], ["b"], ["a"]]);
+  });
+
+  it("reads a vm once when pages want it at the same time", async () => {
+    const views = new VmViews();
+    const db = table({ a: { version: "1" }, b: { version: "1" }, c: { version: "1" } });
+    const slow = later(db.read);
+    const first = views.of([{ id: "a", version: "1" }, { id: "b", version: "1" }], slow.read);
+    const second = views.of([{ id: "b", version: "1" }, { id: "c", version: "1" }, { id: "a", version: "1" }], slow.read);
+    slow.release();
+    expect((await first).map((v) => v.id)).toEqual(["a", "b"]);
+    expect((await second).map((v) => v.id)).toEqual(["b", "c", "a"]);
+    expect(db.reads).toEqual([["a", "b"], ["c"]]);
+  });
+
+  it("reads again itself what a shared read failed to give, or gave older than its page saw", async () => {
+    const views = new VmViews();
+    const db = table({ a: { version: "1" }, b: { version: "1" } });
+    const failing = later(async () => Promise.reject(new Error("connection reset")));
+    const first = views.of([{ id: "a", version: "1" }], failing.read);
+    const second = views.of([{ id: "a", version: "1" }], db.read);
+    failing.release();
+    await expect(first).rejects.toThrow("connection reset");
+    expect((await second).map((v) => v.id)).toEqual(["a"]);
+
+    // A read begun before b changed answers with b as it was; the page read after the change waits on it.
+    const stale = later(async (ids: string[]) => ids.map((id) => ({ ...view(id), version: "1" })));
+    const older = views.of([{ id: "b", version: "1" }], stale.read);
+    db.rows.b = { version: "2", state: "running" };
+    const newer = views.of([{ id: "b", version: "2" }], db.read);
+    stale.release();
+    expect((await older).map((v) => v.state)).toEqual(["stopped"]);
+    expect((await newer).map((v) => v.state)).toEqual(["running"]);
+    expect(db.reads).toEqual([["a"], ["b"]]);
   });
 
   it("hands out views nobody can change, as every request that lists the vm shares them", async () => {

@@ -13,18 +13,28 @@ export interface VmVersion {
   version: string;
 }
 
-interface Kept {
+/** A vm's view as read, with the row version it was read at. */
+interface VmRead {
   version: string;
   view: VmView;
 }
+
+interface Kept extends VmRead {
+  /** when it was read (the process's clock) */
+  readAt: number;
+}
+
+/** Reads the full rows of these vms, with their versions, in any order. */
+type ReadRows = (ids: string[]) => Promise<(VmView & { version: string })[]>;
 
 /** How many views a process keeps (about 1.5 kB each with their JSON text); the oldest kept go first. */
 export const vmViewsCapacity = 20_000;
 
 /**
- * How long any view is kept. xmin is a 32-bit transaction id that PostgreSQL reuses after about
- * four billion transactions, so a row could in principle come back with a version seen before;
- * no cluster gets through that many in ten minutes.
+ * How long a view is used after it was read. xmin is a 32-bit transaction id that PostgreSQL
+ * reuses after about four billion transactions, so a row could in principle come back with a
+ * version seen before; no cluster gets through that many in ten minutes. Each view expires on
+ * its own, so the vms of a fleet listed together are not all read again at the same moment.
  */
 export const vmViewsLifetimeMs = 10 * 60_000;
 
@@ -36,43 +46,75 @@ export class VmViews {
    * text goes with its view.
    */
   #texts = new WeakMap<VmView, string>();
-  /** when every view kept was read or later */
-  #since: number;
+  /** Reads under way, by vm id: a page wanting a vm already being read waits for that read. */
+  #reading = new Map<string, Promise<Map<string, VmRead>>>();
 
   constructor(
     private readonly capacity = vmViewsCapacity,
     private readonly lifetimeMs = vmViewsLifetimeMs,
     private readonly now: () => number = Date.now,
-  ) {
-    this.#since = now();
-  }
+  ) {}
 
   /**
    * The views of `page`'s vms in its order: kept ones whose version matches, the others read
-   * with `readRows` (ids in, rows with their versions out, in any order). A vm whose row is
-   * gone by then is left out; one changed since the page was read is shown as it is now.
+   * with `readRows` (ids in, rows with their versions out, in any order). A vm another page is
+   * reading already is taken from that read when it gives the version this page saw (clients
+   * polling together after a restart read each vm once, not once each). A vm whose row is gone
+   * by then is left out; one changed since the page was read is shown as it is now.
    */
-  async of(page: readonly VmVersion[], readRows: (ids: string[]) => Promise<(VmView & { version: string })[]>): Promise<VmView[]> {
-    const now = this.now();
-    if (now - this.#since >= this.lifetimeMs) {
-      this.#byVmId.clear();
-      this.#since = now;
-    }
-    const views: (VmView | undefined)[] = page.map(({ id, version }) => {
-      const kept = this.#byVmId.get(id);
-      return kept?.version === version ? kept.view : undefined;
+  async of(page: readonly VmVersion[], readRows: ReadRows): Promise<VmView[]> {
+    const views = page.map((vm) => this.#kept(vm));
+    if (!views.includes(undefined)) return views as VmView[];
+    const own = new Set<string>();
+    const shared = new Set<Promise<Map<string, VmRead>>>();
+    page.forEach(({ id }, i) => {
+      if (views[i] !== undefined) return;
+      const reading = this.#reading.get(id);
+      if (reading) shared.add(reading);
+      else own.add(id);
     });
-    const missing = page.filter((_, i) => views[i] === undefined).map(({ id }) => id);
-    if (missing.length === 0) return views as VmView[];
-    const read = new Map<string, VmView>();
-    for (const { version, ...row } of await readRows(missing)) {
-      // Shared by every request that lists the vm from now on, so nobody may change it.
-      const view = Object.freeze({ ...row, progress: row.progress === null ? null : Object.freeze(row.progress) });
-      this.#texts.set(view, JSON.stringify(view));
-      read.set(view.id, view);
-      this.#keep(view.id, version, view);
-    }
-    return page.flatMap(({ id }, i) => views[i] ?? read.get(id) ?? []);
+    const [ownRead, ...sharedReads] = await Promise.all([this.#read([...own], readRows), ...[...shared].map((reading) => reading.catch(() => new Map<string, VmRead>()))]);
+    const fromShared = new Map(sharedReads.flatMap((read) => [...read]));
+    const found = (vm: VmVersion): VmView | undefined => {
+      if (own.has(vm.id)) return ownRead.get(vm.id)?.view;
+      const read = fromShared.get(vm.id);
+      return read?.version === vm.version ? read.view : undefined;
+    };
+    // What another page's read did not give as this page saw it (it failed, or read an older version): read now.
+    const again = await this.#read(
+      page.filter((vm, i) => views[i] === undefined && !own.has(vm.id) && found(vm) === undefined).map(({ id }) => id),
+      readRows,
+    );
+    return page.flatMap((vm, i) => views[i] ?? found(vm) ?? again.get(vm.id)?.view ?? []);
+  }
+
+  /** The kept view of `vm` if it is of that version and not expired. */
+  #kept({ id, version }: VmVersion): VmView | undefined {
+    const kept = this.#byVmId.get(id);
+    return kept !== undefined && kept.version === version && this.now() - kept.readAt < this.lifetimeMs ? kept.view : undefined;
+  }
+
+  /** Read `ids` with `readRows` and keep their views; other pages may wait on the read meanwhile. */
+  #read(ids: string[], readRows: ReadRows): Promise<Map<string, VmRead>> {
+    if (ids.length === 0) return Promise.resolve(new Map());
+    const reading = readRows(ids).then((rows) => {
+      const readAt = this.now();
+      const read = new Map<string, VmRead>();
+      for (const { version, ...row } of rows) {
+        // Shared by every request that lists the vm from now on, so nobody may change it.
+        const view = Object.freeze({ ...row, progress: row.progress === null ? null : Object.freeze(row.progress) });
+        this.#texts.set(view, JSON.stringify(view));
+        read.set(view.id, { version, view });
+        this.#keep(view.id, { version, view, readAt });
+      }
+      return read;
+    });
+    for (const id of ids) this.#reading.set(id, reading);
+    const done = () => {
+      for (const id of ids) if (this.#reading.get(id) === reading) this.#reading.delete(id);
+    };
+    reading.then(done, done);
+    return reading;
   }
 
   /**
@@ -85,9 +127,9 @@ export class VmViews {
     return `{"items":[${items.join(",")}],"nextCursor":${JSON.stringify(page.nextCursor)}}`;
   }
 
-  #keep(id: string, version: string, view: VmView): void {
+  #keep(id: string, kept: Kept): void {
     this.#byVmId.delete(id);
-    this.#byVmId.set(id, { version, view });
+    this.#byVmId.set(id, kept);
     if (this.#byVmId.size <= this.capacity) return;
     for (const oldest of this.#byVmId.keys()) {
       this.#byVmId.delete(oldest);
