@@ -10,8 +10,9 @@ import { type FileHandle, open } from "node:fs/promises";
  * its write returned settles: the engine then reads the next bytes into it, so a sink that keeps
  * bytes longer (a queue, a part being filled) copies them. Writes come one at a time, in stream
  * order, each once the previous resolved (the engine reads the next chunk meanwhile). `end`
- * follows the last write and the save is done when it resolves. A write or end that rejects fails the save at once (the
- * guest resumes); `abort` tells the sink that the save failed, so it releases what it holds.
+ * follows the last write and the save is done when it resolves. A write or end that rejects
+ * fails the save at once (the guest resumes); `abort` tells the sink that the save failed, so
+ * it releases what it holds.
  */
 export interface GuestStateSink {
   write(chunk: Buffer): Promise<void>;

@@ -974,9 +974,8 @@ async function followFile(
   const stopped = handled(new Promise<never>((_, reject) => (stop = reject)));
   signal.addEventListener("abort", () => stop(signal.reason), { once: true });
   const blocks = Array.from({ length: blocksPerSave }, () => spareBlocks.pop() ?? Buffer.allocUnsafe(followMaxBlock));
-  // The write each block was last lent to (the sink holds it until that settles).
-  const lent: Array<Promise<void> | undefined> = blocks.map(() => undefined);
-  const returned = blocks.map(() => true);
+  // The write under way, if any, and the block lent to it (the sink holds it until that settles).
+  let lent: { index: number; written: Promise<void> } | undefined;
   try {
     // Open and watched, the file needs no name: nothing is left behind even if this process is
     // killed, and its blocks are freed as the last descriptor closes, off the save's path
@@ -989,21 +988,23 @@ async function followFile(
       grew = false;
       const available = fstatSync(handle.fd).size - position;
       if (available >= followMinBlock || (exited && available > 0)) {
-        // This block's last write was settled before the previous block was lent.
+        // Not the block of the write under way: this block's last write settled before that one began.
         const index = next++ % blocks.length;
         const { bytesRead } = await handle.read(blocks[index]!, 0, Math.min(available, followMaxBlock), position);
         position += bytesRead;
         const chunk = blocks[index]!.subarray(0, bytesRead);
         digest.update(chunk);
         // One write at a time, in order: a sink may write each at its file's current offset.
-        await Promise.race([lent[(index + blocks.length - 1) % blocks.length], stopped]);
+        await Promise.race([lent?.written, stopped]);
         signal.throwIfAborted();
-        returned[index] = false;
-        const written = lend(sink, chunk).then(() => {
-          returned[index] = true;
-        });
-        written.catch(stop);
-        lent[index] = written;
+        const current: { index: number; written: Promise<void> } = {
+          index,
+          written: lend(sink, chunk).then(() => {
+            if (lent === current) lent = undefined;
+          }),
+        };
+        current.written.catch(stop);
+        lent = current;
         continue;
       }
       if (exited) break;
@@ -1018,12 +1019,12 @@ async function followFile(
         wake = undefined;
       }
     }
-    await Promise.race([Promise.all(lent), stopped]);
+    await Promise.race([lent?.written, stopped]);
   } finally {
     watcher.close();
     void handled(handle.close());
     // A block still lent to a failed sink is left to it.
-    for (const [index, block] of blocks.entries()) if (returned[index] && spareBlocks.length < blocksPerSave) spareBlocks.push(block);
+    for (const [index, block] of blocks.entries()) if (index !== lent?.index && spareBlocks.length < blocksPerSave) spareBlocks.push(block);
   }
   if (exitCode !== 0) throw new Error(`zstd exited ${exitCode} while compressing it`);
   await sink.end();
