@@ -85,7 +85,7 @@ export async function answerRestRequest(request: RestRequest, services: PortalSe
   if (answer.status < 400) return { status: answer.status, headers: { "content-type": "application/json" }, body: answer.body ?? null };
   const body = JSON.parse(answer.body ?? "null") as { data?: { ferry?: ApiError } } | null;
   const error = body?.data?.ferry ?? { code: "internal", message: "The portal hit an unexpected error; it has been logged. Try again, and report it if it persists." };
-  return errorAnswer(answer.status, error, answer.status === 503 ? { "Retry-After": String(busyRetryAfterSeconds) } : {});
+  return errorAnswer(answer.status, error);
 }
 
 function jsonAnswer(status: number, body: unknown, headers: Record<string, string> = {}): RestAnswer {
@@ -199,8 +199,7 @@ async function answerRead(read: PolledRead, headers: IncomingHttpHeaders, servic
   } catch (thrown) {
     const error = toTRPCError(thrown);
     if (error.code === "INTERNAL_SERVER_ERROR") services.log.error({ err: error.cause ?? error }, "REST request failed");
-    const status = getHTTPStatusCodeFromError(error);
-    return errorAnswer(status, toApiError(error), status === 503 ? { "Retry-After": String(busyRetryAfterSeconds) } : {});
+    return errorAnswer(getHTTPStatusCodeFromError(error), toApiError(error));
   }
 }
 
@@ -213,14 +212,21 @@ function header(headers: IncomingHttpHeaders, name: string): string | undefined 
 /** The headers as a Fetch Headers, for the context (better-auth reads the session cookie from one). */
 function fetchHeaders(headers: IncomingHttpHeaders): Headers {
   const fetched = new Headers();
-  for (const [name, value] of Object.entries(headers)) {
-    if (value !== undefined) fetched.set(name, Array.isArray(value) ? value.join(", ") : value);
+  for (const name of Object.keys(headers)) {
+    const value = header(headers, name);
+    if (value !== undefined) fetched.set(name, value);
   }
   return fetched;
 }
 
+/** An error answer; a 401 says how to authenticate, a 503 (the database busy) when to retry. */
 function errorAnswer(status: number, error: ApiError, extraHeaders: Record<string, string> = {}): RestAnswer {
-  const headers = status === 401 ? { "WWW-Authenticate": 'Bearer realm="ferry"', ...extraHeaders } : extraHeaders;
+  const headers =
+    status === 401
+      ? { "WWW-Authenticate": 'Bearer realm="ferry"', ...extraHeaders }
+      : status === 503
+        ? { "Retry-After": String(busyRetryAfterSeconds), ...extraHeaders }
+        : extraHeaders;
   return jsonAnswer(status, { error }, headers);
 }
 
