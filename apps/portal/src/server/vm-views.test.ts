@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { VmView } from "./routers/vm.ts";
-import { VmViews } from "./vm-views.ts";
+import { type VmRead, VmViews } from "./vm-views.ts";
 
 const view = (id: string, state = "stopped"): VmView => ({
   id,
@@ -33,13 +33,13 @@ function table(rows: Record<string, { version: string; state?: string }>) {
     reads,
     read: async (ids: string[]) => {
       reads.push(ids);
-      return ids.flatMap((id) => (rows[id] ? [{ ...view(id, rows[id].state), version: rows[id].version }] : []));
+      return ids.flatMap((id) => (rows[id] ? [{ version: rows[id].version, view: view(id, rows[id].state) }] : []));
     },
   };
 }
 
 /** `read`, held back until `release()`: for reads in flight while another page asks. */
-function later(read: (ids: string[]) => Promise<(VmView & { version: string })[]>) {
+function later(read: (ids: string[]) => Promise<VmRead[]>) {
   let release!: () => void;
   const released = new Promise<void>((resolve) => (release = resolve));
   return { release: () => release(), read: async (ids: string[]) => (await released, read(ids)) };
@@ -130,7 +130,7 @@ describe("VmViews", () => {
     expect((await second).map((v) => v.id)).toEqual(["a"]);
 
     // A read begun before b changed answers with b as it was; the page read after the change waits on it.
-    const stale = later(async (ids: string[]) => ids.map((id) => ({ ...view(id), version: "1" })));
+    const stale = later(async (ids: string[]) => ids.map((id) => ({ version: "1", view: view(id) })));
     const older = views.of([{ id: "b", version: "1" }], stale.read);
     db.rows.b = { version: "2", state: "running" };
     const newer = views.of([{ id: "b", version: "2" }], db.read);

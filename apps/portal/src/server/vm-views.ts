@@ -14,7 +14,7 @@ export interface VmVersion {
 }
 
 /** A vm's view as read, with the row version it was read at. */
-interface VmRead {
+export interface VmRead {
   version: string;
   view: VmView;
 }
@@ -24,8 +24,8 @@ interface Kept extends VmRead {
   readAt: number;
 }
 
-/** Reads the full rows of these vms, with their versions, in any order. */
-type ReadRows = (ids: string[]) => Promise<(VmView & { version: string })[]>;
+/** Reads the views of these vms, with their row versions, in any order; the views it makes become the kept ones. */
+type ReadRows = (ids: string[]) => Promise<VmRead[]>;
 
 /** How many views a process keeps (about 1.5 kB each with their JSON text); the oldest kept go first. */
 export const vmViewsCapacity = 20_000;
@@ -57,7 +57,7 @@ export class VmViews {
 
   /**
    * The views of `page`'s vms in its order: kept ones whose version matches, the others read
-   * with `readRows` (ids in, rows with their versions out, in any order). A vm another page is
+   * with `readRows`. A vm another page is
    * reading already is taken from that read when it gives the version this page saw (clients
    * polling together after a restart read each vm once, not once each). A vm whose row is gone
    * by then is left out; one changed since the page was read is shown as it is now.
@@ -100,9 +100,10 @@ export class VmViews {
     const reading = readRows(ids).then((rows) => {
       const readAt = this.now();
       const read = new Map<string, VmRead>();
-      for (const { version, ...row } of rows) {
+      for (const { version, view } of rows) {
         // Shared by every request that lists the vm from now on, so nobody may change it.
-        const view = Object.freeze({ ...row, progress: row.progress === null ? null : Object.freeze(row.progress) });
+        Object.freeze(view);
+        if (view.progress !== null) Object.freeze(view.progress);
         this.#texts.set(view, JSON.stringify(view));
         read.set(view.id, { version, view });
         this.#keep(view.id, { version, view, readAt });

@@ -247,7 +247,7 @@ async function listVms(ctx: AuthedContext, input: z.output<typeof listInput>): P
   const page = rows.slice(0, input.limit);
   const items = await ctx.services.vmViews.of(page, async (ids) =>
     (await queryPrepared<ViewedRow & { version: string }>(db, Prisma.sql`SELECT ${viewedColumns}, vm.xmin::text AS version FROM vm WHERE vm.id = ANY(${ids})`)).map(
-      (row) => ({ ...toView(row), version: row.version }),
+      (row) => ({ version: row.version, view: toView(row) }),
     ),
   );
   return { items, nextCursor: rows.length > input.limit ? (page.at(-1)?.id ?? null) : null };
